@@ -1,0 +1,244 @@
+"""Entity-level evaluation: seqeval strict scores and an error analysis.
+
+Scores are computed by seqeval in strict mode on the gold and predicted tag
+sequences (one sequence per sentence when the gold docs have sentence
+boundaries, else per doc). For spans that never overlap, strict IOB2 and
+BIOES scoring both equal exact span matching, which is what spaCy's Scorer
+``ents_f`` computes; a test checks the three agree.
+
+Error categories, per gold/predicted entity pair that is not an exact match:
+- ``type``: same boundaries, other label (a confusion LOC -> ORG);
+- ``boundary``: overlapping, same label, other boundaries;
+- ``boundary+type``: overlapping, other boundaries and label;
+- ``spurious``: a predicted entity that overlaps no gold entity;
+- ``missed``: a gold entity that overlaps no predicted entity.
+"""
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB2, IOBES
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from .schemes import SpanTuple, spans_to_tags
+
+NONE_LABEL = "O"
+SEQEVAL_SCHEMES = {"IOB2": IOB2, "BIOES": IOBES}
+
+
+def doc_spans(doc: Doc) -> List[SpanTuple]:
+    return [(ent.start, ent.end, ent.label_) for ent in doc.ents]
+
+
+def _segments(eg: Example) -> List[Tuple[int, int]]:
+    """Gold sentences, merged where a gold or predicted entity crosses a boundary."""
+    doc = eg.reference
+    if not doc.has_annotation("SENT_START"):
+        return [(0, len(doc))]
+    inside = set()
+    for d in (eg.reference, eg.predicted):
+        for ent in d.ents:
+            inside.update(range(ent.start + 1, ent.end))
+    starts = [s.start for s in doc.sents if s.start not in inside] + [len(doc)]
+    return list(zip(starts, starts[1:]))
+
+
+def tag_sequences(examples: Sequence[Example], scheme: str = "IOB2") -> Tuple[List[List[str]], List[List[str]]]:
+    """Gold and predicted tags, one sequence per gold sentence, in ``scheme``.
+
+    Sentences that an entity crosses are scored together, so scores equal
+    exact span matching; tokenizations must match.
+    """
+    y_true: List[List[str]] = []
+    y_pred: List[List[str]] = []
+    for eg in examples:
+        if len(eg.reference) != len(eg.predicted):
+            raise ValueError(
+                f"gold and predicted docs differ in length ({len(eg.reference)} vs "
+                f"{len(eg.predicted)} tokens): evaluation needs the gold tokenization"
+            )
+        for start, end in _segments(eg):
+            for doc, out in ((eg.reference, y_true), (eg.predicted, y_pred)):
+                spans = [(s - start, e - start, label) for s, e, label in doc_spans(doc) if start <= s < end]
+                out.append(spans_to_tags(spans, end - start, scheme))
+    return y_true, y_pred
+
+
+def strict_scores(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
+    """Micro and per-type precision, recall, F1 (seqeval strict mode).
+
+    RETURNS (Dict[str, Any]): keys precision, recall, f1, support, per_type.
+    """
+    y_true, y_pred = tag_sequences(examples, scheme)
+    report = classification_report(
+        y_true, y_pred, mode="strict", scheme=SEQEVAL_SCHEMES[scheme], output_dict=True, zero_division=0
+    )
+    micro = report["micro avg"]
+    per_type = _rename_f1(
+        {
+            label: {k: float(v) if k != "support" else int(v) for k, v in values.items()}
+            for label, values in report.items()
+            if not label.endswith(" avg")
+        }
+    )
+    return {
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
+        "support": int(micro["support"]),
+        "per_type": dict(sorted(per_type.items())),
+    }
+
+
+def _rename_f1(per_type: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    return {label: {("f1" if k == "f1-score" else k): v for k, v in d.items()} for label, d in per_type.items()}
+
+
+def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context: int = 6) -> Dict[str, Any]:
+    """Classify every non-exact entity and build a confusion matrix.
+
+    The confusion matrix counts, for each gold entity, the label of the
+    predicted entity matching it exactly or else overlapping it most (``O``
+    when none), and for each spurious prediction a row ``O``.
+    RETURNS (Dict[str, Any]): counts, confusion (gold -> predicted -> n), examples.
+    """
+    counts: Counter = Counter()
+    confusion: Dict[str, Counter] = {}
+    samples: List[Dict[str, Any]] = []
+    for doc_index, eg in enumerate(examples):
+        gold = doc_spans(eg.reference)
+        pred = doc_spans(eg.predicted)
+        pred_set = set(pred)
+        matched_pred = set()
+        for g in gold:
+            gs, ge, gl = g
+            if g in pred_set:
+                confusion.setdefault(gl, Counter())[gl] += 1
+                counts["correct"] += 1
+                matched_pred.add(g)
+                continue
+            overlaps = [p for p in pred if p[0] < ge and gs < p[1]]
+            if not overlaps:
+                kind, best = "missed", None
+            else:
+                best = max(overlaps, key=lambda p: (min(p[1], ge) - max(p[0], gs), -p[0]))
+                matched_pred.update(overlaps)
+                if (best[0], best[1]) == (gs, ge):
+                    kind = "type"
+                else:
+                    kind = "boundary" if best[2] == gl else "boundary+type"
+            counts[kind] += 1
+            confusion.setdefault(gl, Counter())[best[2] if best else NONE_LABEL] += 1
+            if len(samples) < max_examples:
+                samples.append(_sample(eg, doc_index, kind, g, best, context))
+        for p in pred:
+            if p not in matched_pred and not any(g[0] < p[1] and p[0] < g[1] for g in gold):
+                counts["spurious"] += 1
+                confusion.setdefault(NONE_LABEL, Counter())[p[2]] += 1
+                if len(samples) < max_examples:
+                    samples.append(_sample(eg, doc_index, "spurious", None, p, context))
+    labels = sorted({l for row in confusion.values() for l in row} | set(confusion) - {NONE_LABEL}) + [NONE_LABEL]
+    matrix = {g: {p: int(confusion.get(g, Counter())[p]) for p in labels} for g in labels}
+    for kind in ("correct", "type", "boundary", "boundary+type", "spurious", "missed"):
+        counts.setdefault(kind, 0)
+    return {"counts": dict(counts), "labels": labels, "confusion": matrix, "examples": samples}
+
+
+def _sample(eg: Example, doc_index: int, kind: str, gold: Optional[SpanTuple], pred: Optional[SpanTuple], context: int) -> Dict[str, Any]:
+    doc = eg.reference
+    anchor = gold or pred
+    assert anchor is not None
+    left = max(0, anchor[0] - context)
+    right = min(len(doc), anchor[1] + context)
+    return {
+        "doc": doc_index,
+        "kind": kind,
+        "gold": None if gold is None else {"text": doc[gold[0]:gold[1]].text, "label": gold[2], "start": gold[0], "end": gold[1]},
+        "pred": None if pred is None else {"text": doc[pred[0]:pred[1]].text, "label": pred[2], "start": pred[0], "end": pred[1]},
+        "context": doc[left:right].text,
+    }
+
+
+def plot_confusion(analysis: Dict[str, Any], path: Path) -> None:
+    """Write the confusion matrix as a PNG heatmap (rows gold, columns predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy
+
+    labels = analysis["labels"]
+    values = numpy.array([[analysis["confusion"][g][p] for p in labels] for g in labels])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1 + 0.7 * len(labels)))
+    im = ax.imshow(values, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    threshold = values.max() / 2 if values.size else 0
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(values[i, j]), ha="center", va="center", color="white" if values[i, j] > threshold else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title("Entity confusion (O = no entity)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Strict entity-level scores (seqeval, {metrics['scheme']}), {metrics['support']} gold entities.",
+        "",
+        "| type | precision | recall | F1 | support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, d in metrics["per_type"].items():
+        lines.append(f"| {label} | {d['precision']:.4f} | {d['recall']:.4f} | {d['f1']:.4f} | {d['support']} |")
+    lines.append(f"| **micro** | **{metrics['precision']:.4f}** | **{metrics['recall']:.4f}** | **{metrics['f1']:.4f}** | {metrics['support']} |")
+    lines += ["", "## Errors", "", "| kind | count |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in analysis["counts"].items()]
+    labels = analysis["labels"]
+    lines += ["", "## Confusion matrix (rows gold, columns predicted; O = no entity)", ""]
+    lines.append("| gold \\ pred | " + " | ".join(labels) + " |")
+    lines.append("| --- |" + " ---: |" * len(labels))
+    for g in labels:
+        lines.append(f"| {g} | " + " | ".join(str(analysis["confusion"][g][p]) for p in labels) + " |")
+    lines += ["", "![confusion matrix](confusion.png)", "", "## Example errors", ""]
+    for s in analysis["examples"]:
+        gold = f"{s['gold']['text']!r} {s['gold']['label']}" if s["gold"] else "-"
+        pred = f"{s['pred']['text']!r} {s['pred']['label']}" if s["pred"] else "-"
+        lines.append(f"- doc {s['doc']}, **{s['kind']}**: gold {gold}, predicted {pred} — “{s['context']}”")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_examples(examples: Sequence[Example], scheme: str = "IOB2", output: Optional[Path] = None) -> Dict[str, Any]:
+    """Score examples; with ``output``, write metrics.json, report.md, confusion.png."""
+    metrics = strict_scores(examples, scheme)
+    metrics["scheme"] = scheme
+    analysis = analyse_errors(examples)
+    metrics["errors"] = analysis["counts"]
+    metrics["confusion"] = analysis["confusion"]
+    if output is not None:
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
+        (output / "report.md").write_text(markdown_report(metrics, analysis), encoding="utf8")
+        plot_confusion(analysis, output / "confusion.png")
+    return metrics
+
+
+def predict_examples(nlp: Any, gold_docs: Iterable[Doc], batch_size: int = 64) -> List[Example]:
+    """Run ``nlp`` on copies of the gold docs' words (gold tokenization and sentences kept)."""
+    gold_docs = list(gold_docs)
+    inputs = []
+    for gold in gold_docs:
+        sent_starts = [bool(t.is_sent_start) for t in gold] if gold.has_annotation("SENT_START") else None
+        inputs.append(Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold], sent_starts=sent_starts))
+    predicted = list(nlp.pipe(inputs, batch_size=batch_size))
+    return [Example(pred, gold) for pred, gold in zip(predicted, gold_docs)]

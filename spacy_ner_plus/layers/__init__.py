@@ -1,0 +1,1 @@
+"""One thinc layer per module."""

@@ -1,0 +1,141 @@
+"""convert: every malformed fixture is rejected with FILE:LINE errors; repair does what it promises."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spacy.tokens import DocBin
+from spacy.vocab import Vocab
+from typer.testing import CliRunner
+
+from spacy_ner_plus.cli import app
+from spacy_ner_plus.corpus import read_conll
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MALFORMED = FIXTURES / "malformed"
+runner = CliRunner()
+
+# file -> (lines with errors in fail mode, lines still errors in repair mode, repair kinds)
+SUITE = {
+    "iob2_orphan_i.iob": ([4], [], {"scheme": 1}),
+    "bioes_unclosed.iob": ([4, 8, 8], [], {"scheme": 2}),
+    "unknown_prefix.iob": ([2, 4], [2, 4], {}),
+    "column_count.iob": ([3, 5], [5], {"columns": 1}),
+    "empty_token.iob": ([2, 4], [4], {"empty-token": 1}),
+    "not_utf8.iob": ([1, 3], [], {"utf8": 2}),
+    "mixed.iob": ([6, 7], [6, 7], {}),
+}
+
+
+def convert(*args):
+    return runner.invoke(app, ["convert", *map(str, args)])
+
+
+def test_suite_covers_every_fixture():
+    assert set(SUITE) == {p.name for p in MALFORMED.glob("*.iob")}
+
+
+@pytest.mark.parametrize("name", sorted(SUITE))
+def test_fail_mode_lists_every_problem_and_writes_nothing(name, tmp_path):
+    fail_lines, _, _ = SUITE[name]
+    out = tmp_path / "out.spacy"
+    result = convert(MALFORMED / name, out)
+    assert result.exit_code == 1
+    reported = [int(line.split(":")[1]) for line in result.output.splitlines() if line.startswith(str(MALFORMED / name) + ":")]
+    assert reported == fail_lines
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(SUITE))
+def test_repair_mode(name, tmp_path):
+    _, still_bad, kinds = SUITE[name]
+    result = read_conll(MALFORMED / name, on_error="repair")
+    assert [p.line for p in result.errors] == still_bad
+    counted = {}
+    for r in result.repairs:
+        counted[r.kind] = counted.get(r.kind, 0) + 1
+    assert counted == kinds
+    out = tmp_path / "out.spacy"
+    cli = convert(MALFORMED / name, out, "--on-error", "repair")
+    assert cli.exit_code == (1 if still_bad else 0)
+    assert out.exists() == (not still_bad)
+    if kinds:
+        assert f"{sum(kinds.values())} repair(s)" in cli.output
+
+
+def test_repair_keeps_entities(tmp_path):
+    out = tmp_path / "o.spacy"
+    assert convert(MALFORMED / "bioes_unclosed.iob", out, "--on-error", "repair").exit_code == 0
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [[("John Smith", "PER"), ("Rome", "LOC")], [("Anna", "PER"), ("left", "PER")]]
+
+
+def test_bom_and_crlf_are_accepted(tmp_path):
+    out = tmp_path / "o.spacy"
+    result = convert(FIXTURES / "bom_crlf.iob", out)
+    assert result.exit_code == 0, result.output
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert [t.text for d in docs for t in d] == ["John", "Smith", "Rome"]
+    assert [(e.text, e.label_) for d in docs for e in d.ents] == [("John Smith", "PER"), ("Rome", "LOC")]
+
+
+def test_doc_modes_and_summary(tmp_path):
+    sample = Path(__file__).parents[1] / "assets" / "sample" / "dev.iob"
+    by_doc = convert(sample, tmp_path / "d.spacy", "--doc-mode", "document")
+    by_sent = convert(sample, tmp_path / "s.spacy", "--doc-mode", "sentence")
+    assert by_doc.exit_code == by_sent.exit_code == 0
+    docs = list(DocBin().from_disk(tmp_path / "d.spacy").get_docs(Vocab()))
+    sents = list(DocBin().from_disk(tmp_path / "s.spacy").get_docs(Vocab()))
+    counts = read_conll(sample).counts()
+    assert len(docs) == counts["documents"] and len(sents) == counts["sentences"]
+    assert sum(len(list(d.sents)) for d in docs) == counts["sentences"]
+    assert sum(len(d.ents) for d in docs) == sum(len(d.ents) for d in sents) == counts["entities"]
+    assert f"sentences     {counts['sentences']}" in by_doc.output.replace("\x1b", "")
+
+
+def test_scheme_override_and_columns(tmp_path):
+    path = tmp_path / "in.tsv"
+    path.write_text("PER-x\tJohn\tS-PER\tz\nx\tRome\tS-LOC\tz\n", encoding="utf8")
+    result = convert(path, tmp_path / "o.spacy", "--token-column", "1", "--tag-column", "2", "--scheme", "BILOU")
+    assert result.exit_code == 0, result.output
+    doc = next(DocBin().from_disk(tmp_path / "o.spacy").get_docs(Vocab()))
+    assert [(e.text, e.label_) for e in doc.ents] == [("John", "PER"), ("Rome", "LOC")]
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = convert(tmp_path / "nope.iob", tmp_path / "o.spacy")
+    assert result.exit_code == 1 and "no such file" in " ".join(result.output.split())
+
+
+def test_module_entry_point_runs(tmp_path):
+    out = tmp_path / "o.spacy"
+    proc = subprocess.run([sys.executable, "-m", "spacy_ner_plus", "convert", str(MALFORMED / "mixed.iob"), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "mixed.iob:7: tag 'B-' has an empty label" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+EXPECTED_CONLL = {
+    "train": (946, 14041, 203621, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}),
+    "dev": (216, 3250, 51362, {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}),
+    "test": (231, 3453, 46435, {"LOC": 1646, "MISC": 723, "ORG": 1715, "PER": 1618}),
+}
+
+
+@pytest.mark.parametrize("split", sorted(EXPECTED_CONLL))
+def test_conll2003_counts_reproduced(shared_data, split, tmp_path):
+    docs_n, sents_n, tokens_n, per_type = EXPECTED_CONLL[split]
+    out = tmp_path / f"{split}.spacy"
+    result = convert(shared_data / "conll2003" / f"{split}.iob", out, "--doc-mode", "document")
+    assert result.exit_code == 0, result.output
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert len(docs) == docs_n
+    assert sum(len(list(d.sents)) for d in docs) == sents_n
+    assert sum(len(d) for d in docs) == tokens_n
+    found = {}
+    for d in docs:
+        for e in d.ents:
+            found[e.label_] = found.get(e.label_, 0) + 1
+    assert found == per_type

@@ -1,0 +1,62 @@
+import numpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from spacy_ner_plus import schemes
+from spacy_ner_plus.decoding import decode, span_confidence, viterbi
+
+
+def brute_force(log_probs, tags, scheme):
+    import itertools
+
+    best, best_path = -numpy.inf, None
+    for path in itertools.product(range(len(tags)), repeat=log_probs.shape[0]):
+        seq = [tags[i] for i in path]
+        if schemes.find_errors(seq, scheme):
+            continue
+        score = sum(log_probs[t, i] for t, i in enumerate(path))
+        if score > best:
+            best, best_path = score, list(path)
+    return best
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_any_score_matrix_decodes_to_valid_spans(data):
+    scheme = data.draw(st.sampled_from(["IOB2", "BIOES"]))
+    tags = schemes.tag_names(["PER", "LOC"], scheme)
+    n = data.draw(st.integers(0, 30))
+    raw = data.draw(arrays("float64", (n, len(tags)), elements=st.floats(0.0, 1.0)))
+    probs = (raw + 1e-9) / (raw + 1e-9).sum(axis=1, keepdims=True)
+    constraints = schemes.transition_constraints(tags, scheme)
+    path = viterbi(numpy.log(probs), constraints)
+    assert schemes.find_errors([tags[i] for i in path], scheme) == []
+    spans = decode(probs, tags, constraints)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    index = {t: i for i, t in enumerate(tags)}
+    for span in spans:
+        assert 0.0 <= span_confidence(probs, span, index, scheme) <= 1.0
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_viterbi_is_optimal_among_valid_paths(data):
+    scheme = data.draw(st.sampled_from(["IOB2", "BIOES"]))
+    tags = schemes.tag_names(["X"], scheme)
+    n = data.draw(st.integers(1, 5))
+    log_probs = data.draw(arrays("float64", (n, len(tags)), elements=st.floats(-5.0, 0.0)))
+    path = viterbi(log_probs, schemes.transition_constraints(tags, scheme))
+    score = sum(log_probs[t, i] for t, i in enumerate(path))
+    assert abs(score - brute_force(log_probs, tags, scheme)) < 1e-9
+
+
+def test_confidence_formula():
+    tags = schemes.tag_names(["PER"], "IOB2")  # O, B-PER, I-PER
+    probs = numpy.array([[0.1, 0.8, 0.1], [0.2, 0.1, 0.7], [0.6, 0.1, 0.3]])
+    index = {t: i for i, t in enumerate(tags)}
+    assert abs(span_confidence(probs, (0, 2, "PER"), index, "IOB2") - 0.8 * 0.7 * (1 - 0.3)) < 1e-12
+    tags = schemes.tag_names(["PER"], "BIOES")  # O B I E S
+    probs = numpy.array([[0.0, 0.9, 0.0, 0.0, 0.1], [0.1, 0.0, 0.0, 0.8, 0.1]])
+    index = {t: i for i, t in enumerate(tags)}
+    assert abs(span_confidence(probs, (0, 2, "PER"), index, "BIOES") - 0.72) < 1e-12

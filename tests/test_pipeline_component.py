@@ -1,0 +1,185 @@
+import numpy
+import pytest
+import spacy
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_ner_plus.layers.transformer import encode_windows, get_tokenizer, wordpiece_labels
+
+TRAIN = [
+    ("John lives in New York City .", [(0, 4, "PER"), (14, 27, "LOC")]),
+    ("Mary works for Acme Corp in Paris .", [(0, 4, "PER"), (15, 24, "ORG"), (28, 33, "LOC")]),
+]
+
+
+def make_nlp(**cfg):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_plus", config=cfg)
+    return nlp
+
+
+def examples(nlp):
+    return [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    nlp = make_nlp()
+    exs = examples(nlp)
+    nlp.initialize(lambda: exs)
+    optimizer = Adam(1e-3)
+    losses = {}
+    for _ in range(40):
+        losses = nlp.update(exs, sgd=optimizer, drop=0.0)
+    return nlp, losses
+
+
+def test_recipe_alignment_exercise():
+    nlp = make_nlp()
+    ner = nlp.get_pipe("ner_plus")
+    nlp.initialize(lambda: examples(nlp))
+    encoder = ner.model.get_ref("encoder")
+    doc = Doc(nlp.vocab, words=["John", "lives", "in", "New", "York", "City", "."])
+    tags = ["B-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O"]
+    ids = [ner.tags.index(t) for t in tags]
+    batch = encode_windows(encoder, [doc[:]])
+    pieces = get_tokenizer(encoder).convert_ids_to_tokens(batch.input_ids[0])
+    assert pieces == ["[CLS]", "john", "lives", "in", "new", "york", "city", ".", "[SEP]"]
+    assert [ner.tags[i] if i >= 0 else -100 for i in wordpiece_labels(encoder, doc[:], ids)] == [-100, *tags, -100]
+
+
+def test_subword_pieces_get_minus_100_and_no_gradient():
+    nlp = make_nlp()
+    ner = nlp.get_pipe("ner_plus")
+    nlp.initialize(lambda: examples(nlp))
+    encoder = ner.model.get_ref("encoder")
+    doc = Doc(nlp.vocab, words=["Ingebrigtsen", "visited", "Reykjavik"])
+    batch = encode_windows(encoder, [doc[:]])
+    pieces = get_tokenizer(encoder).convert_ids_to_tokens(batch.input_ids[0])
+    assert len(pieces) > 5  # real subword splits
+    labels = wordpiece_labels(encoder, doc[:], [5, 0, 1])
+    firsts = [int(p[0]) for p in batch.token_pieces[0]]
+    assert [i for i, l in enumerate(labels) if l != -100] == firsts
+    assert all(pieces[i].startswith("##") for i, l in enumerate(labels) if l == -100 and pieces[i] not in ("[CLS]", "[SEP]"))
+    # The gradient reaches the transformer's output only at first pieces.
+    captured = {}
+    hf = encoder.layers[0].shims[0]._model
+
+    def hook(module, inputs, output):
+        output.last_hidden_state.register_hook(lambda g: captured.setdefault("g", g.clone()))
+
+    handle = hf.register_forward_hook(hook)
+    try:
+        outputs, backprop = encoder.begin_update([doc[:]])
+        backprop([numpy.ones_like(outputs[0])])
+    finally:
+        handle.remove()
+    grad_rows = captured["g"][0].abs().sum(dim=-1).numpy()
+    assert sorted(numpy.nonzero(grad_rows)[0].tolist()) == firsts
+
+
+def test_overfit_then_save_and_load_identical(trained, tmp_path):
+    nlp, losses = trained
+    assert losses["ner_plus"] < 0.01
+    for text, ents in TRAIN:
+        doc = nlp(text)
+        assert [(e.start_char, e.end_char, e.label_) for e in doc.ents] == ents
+        assert all(0.5 < e._.confidence <= 1.0 for e in doc.ents)
+        assert list(doc.spans["ner_plus"].attrs["scores"]) == [e._.confidence for e in doc.ents]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("ner_plus").labels == nlp.get_pipe("ner_plus").labels
+    assert loaded.get_pipe("ner_plus").cfg["scheme"] == "IOB2"
+    texts = [t for t, _ in TRAIN] + ["Anna met Peter in Berlin ."]
+    for a, b in zip(nlp.pipe(texts), loaded.pipe(texts)):
+        assert [(e.start, e.end, e.label_, e._.confidence) for e in a.ents] == [(e.start, e.end, e.label_, e._.confidence) for e in b.ents]
+
+
+def test_same_entities_and_scores_whatever_the_batch_size(trained):
+    nlp, _ = trained
+    texts = [t for t, _ in TRAIN] * 3 + ["Peter flew to London .", "Nothing here .", "", "Acme Corp hired John in New York City ."]
+    runs = []
+    for batch_size in (1, 2, 7, 64):
+        runs.append([[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts, batch_size=batch_size)])
+    for run in runs[1:]:
+        assert [[e[:3] for e in doc] for doc in run] == [[e[:3] for e in doc] for doc in runs[0]]
+        for doc_a, doc_b in zip(run, runs[0]):
+            for a, b in zip(doc_a, doc_b):
+                assert a[3] == pytest.approx(b[3], abs=1e-5)
+
+
+def test_long_doc_is_windowed_and_decoded_once():
+    nlp = make_nlp(window=6, stride=3)
+    exs = examples(nlp)
+    nlp.initialize(lambda: exs)
+    optimizer = Adam(1e-3)
+    for _ in range(40):
+        nlp.update(exs, sgd=optimizer)
+    ner = nlp.get_pipe("ner_plus")
+    doc = nlp.make_doc(" ".join(t for t, _ in TRAIN * 3))
+    assert len(ner.doc_windows(doc)) > 3
+    doc = nlp(doc)
+    spans = [(e.start, e.end) for e in doc.ents]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert [e.text for e in doc.ents if e.label_ == "LOC"].count("New York City") == 3
+
+
+def test_missing_annotation_is_ignored_by_the_loss():
+    nlp = make_nlp()
+    ner = nlp.get_pipe("ner_plus")
+    nlp.initialize(lambda: examples(nlp))
+    doc = nlp.make_doc("John lives in Rome")
+    eg = Example.from_dict(doc, {"entities": ["U-PER", "-", "-", "U-LOC"]})
+    ids = ner.gold_tag_ids(eg)
+    assert ids[1] == ids[2] == -1 and ner.tags[ids[0]] == "B-PER" and ner.tags[ids[3]] == "B-LOC"
+    windows, owners = ner._windows([doc])
+    scores = ner.model.predict(windows)
+    _, grads = ner._window_loss([eg], owners, scores)
+    assert numpy.all(grads[0][1:3] == 0) and numpy.any(grads[0][0] != 0)
+
+
+@pytest.mark.parametrize("gamma,weights", [(0.0, "none"), (2.0, "none"), (2.0, {"PER": 3.0})])
+def test_loss_gradient_matches_finite_differences(gamma, weights):
+    nlp = make_nlp(focal_gamma=gamma, class_weights=weights)
+    ner = nlp.get_pipe("ner_plus")
+    exs = examples(nlp)
+    nlp.initialize(lambda: exs)
+    _, owners = ner._windows([eg.predicted for eg in exs])
+    rng = numpy.random.RandomState(0)
+    scores = [rng.normal(size=(e - s, len(ner.tags))).astype("float64") for _, s, e in owners]
+    loss, grads = ner._window_loss(exs, owners, scores)
+    eps = 1e-5
+    for w, t, k in [(0, 0, 5), (0, 3, 1), (1, 2, 0), (1, 4, 3)]:
+        bumped = [s.copy() for s in scores]
+        bumped[w][t, k] += eps
+        numeric = (ner._window_loss(exs, owners, bumped)[0] - loss) / eps
+        assert numeric == pytest.approx(float(grads[w][t, k]), rel=1e-3, abs=1e-5)
+
+
+def test_inverse_frequency_weights_and_labels_argument():
+    nlp = make_nlp(class_weights="inverse_frequency", scheme="BIOES")
+    ner = nlp.get_pipe("ner_plus")
+    nlp.initialize(lambda: examples(nlp), )
+    weights = dict(zip(ner.tags, ner.cfg["tag_weights"]))
+    assert weights["O"] < weights["B-PER"]
+    nlp2 = make_nlp()
+    nlp2.get_pipe("ner_plus").initialize(lambda: examples(nlp2), nlp=nlp2, labels=["LOC", "ORG", "PER", "DATE"])
+    assert nlp2.get_pipe("ner_plus").labels == ("LOC", "ORG", "PER", "DATE")
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="stride"):
+        make_nlp(window=4, stride=8)
+    with pytest.raises(ValueError, match="class_weights"):
+        make_nlp(class_weights="balanced")
+    nlp = make_nlp()
+    with pytest.raises(ValueError, match="no entity labels"):
+        nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("no ents"), {})])
+
+
+def test_factory_registered_by_entry_point():
+    from importlib.metadata import entry_points
+
+    factories = {ep.name for ep in entry_points(group="spacy_factories")}
+    assert "ner_plus" in factories
