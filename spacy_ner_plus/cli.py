@@ -63,6 +63,9 @@ def convert(
     os.close(fd)
     try:
         DocBin(docs=docs, store_user_data=False).to_disk(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, output_path)
     finally:
         if os.path.exists(tmp):

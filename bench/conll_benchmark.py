@@ -1,0 +1,145 @@
+"""Strict entity F1 and training time on CoNLL-2003 (CoNLL++ test), ner_plus against its peers.
+
+Every system fine-tunes the same backbone (the embedded MiniLM-L6-H384) on
+the same sentences (CoNLL-2003 train, one Doc per sentence) for the same
+number of epochs, keeps its best checkpoint on dev, and is scored on the
+CoNLL++ test set sentence by sentence with the same scorer
+(spacy_ner_plus.evaluate: seqeval strict, IOB2):
+
+- ner_plus:        configs/ner_plus.cfg (lexical features on, the default)
+- ner_plus_nolex:  the same without lexical features
+- spacy_trf_ner:   spaCy's stock transformer + transition-based ner config
+                   (`spacy init config -p ner -G -o accuracy`), backbone swapped
+- hf_token_cls:    AutoModelForTokenClassification, the same recipe in plain
+                   PyTorch (bench/peer_hf_token_classification.py)
+
+    python bench/conll_benchmark.py ner_plus --epochs 3
+    python bench/conll_benchmark.py --data ../shared/data/bc5cdr --name bc5cdr ner_plus
+
+Each run writes bench/results/<name>_<system>.json.
+"""
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import spacy
+from spacy.tokens import DocBin
+from spacy.util import load_config
+from spacy.vocab import Vocab
+
+from spacy_ner_plus.corpus import read_conll, result_to_docs
+from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def convert(data: Path, out: Path) -> dict:
+    paths = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        target = out / f"{split}.spacy"
+        if not target.exists():
+            result = read_conll(data / f"{split}.iob")
+            if result.errors:
+                sys.exit("\n".join(map(str, result.errors)))
+            DocBin(docs=result_to_docs(result, Vocab(), "sentence")).to_disk(target)
+        paths[split] = target
+    return paths
+
+
+def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> float:
+    # evaluate on dev once per epoch (batches of 32 docs), so model-best is a per-epoch checkpoint
+    per_epoch = -(-len(DocBin().from_disk(paths["train"])) // 32)
+    cmd = [
+        sys.executable, "-m", "spacy", "train", str(config_path), "--output", str(output),
+        "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
+        "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.eval_frequency", str(per_epoch),
+    ]
+    print("+", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def score_pipeline(model_dir: Path, test: Path) -> dict:
+    nlp = spacy.load(model_dir)
+    gold = list(DocBin().from_disk(test).get_docs(nlp.vocab))
+    return evaluate_examples(predict_examples(nlp, gold), "IOB2")
+
+
+def run_ner_plus(paths, work, epochs, lexical=True):
+    config = load_config(ROOT / "configs" / "ner_plus.cfg")
+    if not lexical:
+        del config["components"]["ner_plus"]["model"]["lexical"]
+    cfg_path = work / "config.cfg"
+    config.to_disk(cfg_path)
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs)
+    return seconds, score_pipeline(work / "training" / "model-best", paths["test"])
+
+
+def run_spacy_trf_ner(paths, work, epochs):
+    from spacy.cli.init_config import init_config
+
+    config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
+    config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
+    cfg_path = work / "config.cfg"
+    config.to_disk(cfg_path)
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs)
+    return seconds, score_pipeline(work / "training" / "model-best", paths["test"])
+
+
+def run_hf(paths, work, epochs):
+    cmd = [sys.executable, str(ROOT / "bench" / "peer_hf_token_classification.py"), str(paths["train"]), str(paths["dev"]),
+           str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json")]
+    print("+", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((work / "metrics.json").read_text())
+
+
+SYSTEMS = {
+    "ner_plus": lambda p, w, e: run_ner_plus(p, w, e, lexical=True),
+    "ner_plus_nolex": lambda p, w, e: run_ner_plus(p, w, e, lexical=False),
+    "spacy_trf_ner": run_spacy_trf_ner,
+    "hf_token_cls": run_hf,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("system", choices=sorted(SYSTEMS))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--name", default="conll")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
+    work = ROOT / "training" / f"bench_{args.name}_{args.system}"
+    work.mkdir(parents=True, exist_ok=True)
+    seconds, metrics = SYSTEMS[args.system](paths, work, args.epochs)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record = {
+        "system": args.system,
+        "data": str(args.data),
+        "epochs": args.epochs,
+        "train_seconds": round(seconds, 1),
+        "f1": metrics["f1"],
+        "precision": metrics["precision"],
+        "recall": metrics["recall"],
+        "per_type": {k: round(v["f1"], 4) for k, v in metrics["per_type"].items()},
+        "command": " ".join(["python", "bench/conll_benchmark.py", *sys.argv[1:]]),
+        "commit": commit,
+        "machine": f"{platform.node()} {platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}_{args.system}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
