@@ -66,36 +66,47 @@ def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> fl
     return time.perf_counter() - start
 
 
-def score_pipeline(model_dir: Path, test: Path) -> dict:
+def score_pipeline(model_dir: Path, data: Path) -> dict:
     nlp = spacy.load(model_dir)
-    gold = list(DocBin().from_disk(test).get_docs(nlp.vocab))
+    gold = list(DocBin().from_disk(data).get_docs(nlp.vocab))
     return evaluate_examples(predict_examples(nlp, gold), "IOB2")
 
 
-def run_ner_plus(paths, work, epochs, lexical=True):
+def best_checkpoint(training: Path, paths: dict) -> Path:
+    """model-best or model-last, whichever scores higher on dev.
+
+    spaCy evaluates every eval_frequency steps and not after the last one, so
+    model-best may predate the final epoch; model-last is the final epoch.
+    """
+    scores = {name: score_pipeline(training / name, paths["dev"])["f1"] for name in ("model-best", "model-last")}
+    print("dev F1 of the checkpoints:", scores, flush=True)
+    return training / max(scores, key=scores.get)
+
+
+def run_ner_plus(paths, work, epochs, train=True, lexical=True):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
     if not lexical:
         del config["components"]["ner_plus"]["model"]["lexical"]
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
-    seconds = spacy_train(cfg_path, paths, work / "training", epochs)
-    return seconds, score_pipeline(work / "training" / "model-best", paths["test"])
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
+    return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
 
 
-def run_spacy_trf_ner(paths, work, epochs):
+def run_spacy_trf_ner(paths, work, epochs, train=True):
     from spacy.cli.init_config import init_config
 
     config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
     config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
-    seconds = spacy_train(cfg_path, paths, work / "training", epochs)
-    return seconds, score_pipeline(work / "training" / "model-best", paths["test"])
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
+    return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
 
 
-def run_hf(paths, work, epochs):
+def run_hf(paths, work, epochs, train=True):
     cmd = [sys.executable, str(ROOT / "bench" / "peer_hf_token_classification.py"), str(paths["train"]), str(paths["dev"]),
-           str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json")]
+           str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model")]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -104,8 +115,8 @@ def run_hf(paths, work, epochs):
 
 
 SYSTEMS = {
-    "ner_plus": lambda p, w, e: run_ner_plus(p, w, e, lexical=True),
-    "ner_plus_nolex": lambda p, w, e: run_ner_plus(p, w, e, lexical=False),
+    "ner_plus": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=True),
+    "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
     "spacy_trf_ner": run_spacy_trf_ner,
     "hf_token_cls": run_hf,
 }
@@ -117,11 +128,17 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--score-only", action="store_true", help="score an earlier run's checkpoints again; keep its training time")
     args = parser.parse_args()
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
     work = ROOT / "training" / f"bench_{args.name}_{args.system}"
     work.mkdir(parents=True, exist_ok=True)
-    seconds, metrics = SYSTEMS[args.system](paths, work, args.epochs)
+    result_path = RESULTS / f"{args.name}_{args.system}.json"
+    seconds, metrics = SYSTEMS[args.system](paths, work, args.epochs, not args.score_only)
+    train_commit = None
+    if args.score_only:
+        earlier = json.loads(result_path.read_text())
+        seconds, train_commit = earlier["train_seconds"], earlier.get("train_commit", earlier["commit"])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {
         "system": args.system,
@@ -132,12 +149,13 @@ def main() -> None:
         "precision": metrics["precision"],
         "recall": metrics["recall"],
         "per_type": {k: round(v["f1"], 4) for k, v in metrics["per_type"].items()},
-        "command": " ".join(["python", "bench/conll_benchmark.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "bench/conll_benchmark.py", *[a for a in sys.argv[1:] if a != "--score-only"]]),
         "commit": commit,
+        "train_commit": train_commit or commit,
         "machine": f"{platform.node()} {platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}_{args.system}.json").write_text(json.dumps(record, indent=2) + "\n")
+    result_path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

@@ -5,7 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from wasabi import msg
@@ -16,6 +16,26 @@ app = typer.Typer(help="spacy-ner-plus: transformer NER for spaCy, production-re
 def _fail(message: str) -> None:
     msg.fail(message)
     raise typer.Exit(1)
+
+
+def _load_pipeline(model: str):
+    import spacy
+
+    try:
+        return spacy.load(model)
+    except OSError as err:
+        _fail(f"cannot load pipeline '{model}': {err}")
+
+
+def _load_gold(nlp, path: Path, doc_mode: str):
+    from .corpus import ConllFormatError, read_docs
+
+    if not path.exists():
+        _fail(f"{path}: no such file")
+    try:
+        return read_docs(path, nlp.vocab, doc_mode=doc_mode)
+    except ConllFormatError as err:
+        _fail(str(err))
 
 
 @app.command()
@@ -90,25 +110,14 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Strict entity-level evaluation (seqeval) with an error analysis."""
-    import spacy
-
-    from .corpus import ConllFormatError, read_docs
     from .evaluate import evaluate_examples, predict_examples
     from .schemes import normalize_scheme
 
     scheme = normalize_scheme(scheme)
     if scheme == "IOB1":
         _fail("--scheme takes IOB2 or BIOES")
-    if not data_path.exists():
-        _fail(f"{data_path}: no such file")
-    try:
-        nlp = spacy.load(model)
-    except OSError as err:
-        _fail(f"cannot load pipeline '{model}': {err}")
-    try:
-        gold = read_docs(data_path, nlp.vocab, doc_mode=doc_mode)
-    except ConllFormatError as err:
-        _fail(str(err))
+    nlp = _load_pipeline(model)
+    gold = _load_gold(nlp, data_path, doc_mode)
     examples = predict_examples(nlp, gold, batch_size=batch_size)
     metrics = evaluate_examples(examples, scheme, output)
     rows = [(label, f"{d['precision']:.4f}", f"{d['recall']:.4f}", f"{d['f1']:.4f}", d["support"]) for label, d in metrics["per_type"].items()]
@@ -117,3 +126,103 @@ def evaluate(
     msg.info("errors: " + json.dumps(metrics["errors"]))
     if output is not None:
         msg.good(f"Wrote {output}/metrics.json, report.md, confusion.png")
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Argument(..., help="trained pipeline with a ner_plus component"),
+    dev_path: Path = typer.Argument(..., help="DEV gold data: a DocBin (.spacy) or a CoNLL column file"),
+    output_model: Path = typer.Argument(..., help="where to write the calibrated pipeline"),
+    method: str = typer.Option("isotonic", "--method", help="temperature or isotonic"),
+    policy: List[str] = typer.Option(
+        ["max_f1"], "--policy", help="max_f1 | precision:P | recall:R | fbeta:B; repeat as LABEL=POLICY for a per-type override"
+    ),
+    min_spans: int = typer.Option(30, "--min-spans", help="fewest DEV predictions of a type to fit its calibrator"),
+    default_threshold: float = typer.Option(0.5, "--default-threshold", help="threshold of a type absent from DEV"),
+    report: Optional[Path] = typer.Option(None, "--report", help="directory for calibration.json/.md and the plots"),
+    doc_mode: str = typer.Option("sentence", "--doc-mode", help="for a CoNLL file: document or sentence"),
+) -> None:
+    """Fit per-type confidence calibration and thresholds on DEV; save them inside the pipeline."""
+    from .calibration import calibrate_pipeline, write_report
+
+    default_policy = "max_f1"
+    overrides = {}
+    for item in policy:
+        if "=" in item:
+            label, _, value = item.partition("=")
+            overrides[label] = value
+        else:
+            default_policy = item
+    nlp = _load_pipeline(model)
+    gold = _load_gold(nlp, dev_path, doc_mode)
+    try:
+        results = calibrate_pipeline(
+            nlp, gold, method=method, policy=default_policy, overrides=overrides, min_spans=min_spans, default_threshold=default_threshold
+        )
+    except ValueError as err:
+        _fail(str(err))
+    for label, r in results.items():
+        for note in r.notes:
+            msg.warn(f"{label}: {note}")
+    nlp.to_disk(output_model)
+    rows = [(label, r.calibrator.method, r.policy, f"{r.threshold:.3f}", len(r.raw), r.n_gold) for label, r in results.items()]
+    msg.table(rows, header=("type", "method", "policy", "threshold", "predicted", "gold"), aligns=("l", "l", "l", "r", "r", "r"))
+    if report is not None:
+        data = write_report(results, report)
+        o = data["overall"]
+        msg.info(f"ECE {o['ece_before']:.4f} -> {o['ece_after']:.4f}, Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}")
+        msg.good(f"Wrote {report}/calibration.md, calibration.json, reliability.png, thresholds.png")
+    msg.good(f"Saved the calibrated pipeline to {output_model}")
+
+
+@app.command()
+def annotate(
+    model: str = typer.Argument(..., help="pipeline name or path"),
+    input_path: Path = typer.Argument(..., help="plain text (one text a line) or JSONL"),
+    output_path: Path = typer.Argument(..., help="JSONL to write"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="text or jsonl (default: from the extension, .jsonl/.json -> jsonl)"),
+    text_key: str = typer.Option("text", "--text-key", help="JSONL key holding the text"),
+    on_error: str = typer.Option("skip", "--on-error", help="skip: report bad lines and go on; fail: stop at the first"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Annotate a file in constant memory: JSONL out with each entity's offsets, label and confidence."""
+    from .annotate import AnnotateError, annotate_file
+
+    if not input_path.is_file():
+        _fail(f"{input_path}: no such file")
+    fmt = fmt or ("jsonl" if input_path.suffix in (".jsonl", ".json") else "text")
+    if fmt not in ("text", "jsonl") or on_error not in ("skip", "fail"):
+        _fail("--format takes text|jsonl and --on-error skip|fail")
+    nlp = _load_pipeline(model)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".part")
+    try:
+        with open(tmp, "w", encoding="utf8") as out:
+            stats = annotate_file(nlp, input_path, out, fmt=fmt, text_key=text_key, on_error=on_error, batch_size=batch_size)
+        os.replace(tmp, output_path)
+    except AnnotateError as err:
+        _fail(f"{err} (nothing written; --on-error skip goes on past bad lines)")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for problem in stats.skipped:
+        msg.warn(f"{problem}: skipped")
+    msg.good(f"Wrote {stats.written} of {stats.read} lines to {output_path}" + (f"; {len(stats.skipped)} bad line(s) skipped" if stats.skipped else ""))
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="trained pipeline with a ner_plus component"),
+    output_model: Path = typer.Argument(..., help="where to write the int8 pipeline"),
+) -> None:
+    """Write a pipeline whose ner_plus predicts with int8 dynamically quantized linear layers (CPU)."""
+    from .pipeline_component import NerPlus
+
+    nlp = _load_pipeline(model)
+    pipes = [name for name, pipe in nlp.pipeline if isinstance(pipe, NerPlus)]
+    if not pipes:
+        _fail(f"'{model}' has no ner_plus component")
+    for name in pipes:
+        nlp.get_pipe(name).cfg["quantize"] = True
+    nlp.to_disk(output_model)
+    msg.good(f"Saved {output_model}: {', '.join(pipes)} predict with int8 linear layers on CPU")

@@ -1,9 +1,14 @@
 """The ``ner_plus`` pipe: transformer token classification with scored entities."""
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import islice
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
+import srsly
+import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
@@ -13,6 +18,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from . import decoding, schemes, windowing
+from .calibration import Calibrator
 from .layers.transformer import max_sequence_length, n_special_tokens, wordpiece_counts
 
 DEFAULT_MODEL_CONFIG = """
@@ -37,17 +43,31 @@ rows = 5000
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 SPAN_SCORES = "scores"
+SPAN_RAW_SCORES = "raw_scores"
 _SPANS_KEYS = {"ner_plus"}
 
 
 def _confidence_getter(span: Span) -> Optional[float]:
+    """The calibrated score of ``span`` in a ner_plus span group, or None.
+
+    The group's spans are sorted by start (set_annotations writes them so),
+    so the lookup is a binary search: O(log n) per entity on long documents.
+    """
     for key in _SPANS_KEYS:
         group = span.doc.spans.get(key)
         if group is None or SPAN_SCORES not in group.attrs:
             continue
-        for candidate, score in zip(group, group.attrs[SPAN_SCORES]):
+        lo, hi = 0, len(group)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if group[mid].start < span.start:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(group):
+            candidate = group[lo]
             if candidate.start == span.start and candidate.end == span.end and candidate.label == span.label:
-                return float(score)
+                return float(group.attrs[SPAN_SCORES][lo])
     return None
 
 
@@ -68,6 +88,7 @@ if not Span.has_extension("confidence"):
         "focal_gamma": 0.0,
         "max_grad_norm": 1.0,
         "spans_key": "ner_plus",
+        "quantize": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -84,6 +105,7 @@ def make_ner_plus(
     focal_gamma: float,
     max_grad_norm: float,
     spans_key: str,
+    quantize: bool,
     scorer: Optional[Callable],
 ) -> "NerPlus":
     """Create a ner_plus component.
@@ -100,6 +122,10 @@ def make_ner_plus(
     max_grad_norm (float): clip the global gradient norm (all parameters
         together, as torch's clip_grad_norm_); 0 disables.
     spans_key (str): doc.spans key for every decoded candidate with its score.
+    quantize (bool): predict on CPU with an int8 dynamically quantized copy of
+        the transformer's linear layers (weights are stored in fp32; training
+        always uses fp32). `python -m spacy_ner_plus quantize` sets it on a
+        trained pipeline.
     scorer (Optional[Callable]): scoring method (spaCy's NER scorer).
     """
     return NerPlus(
@@ -114,6 +140,7 @@ def make_ner_plus(
         focal_gamma=focal_gamma,
         max_grad_norm=max_grad_norm,
         spans_key=spans_key,
+        quantize=quantize,
         scorer=scorer,
     )
 
@@ -135,7 +162,9 @@ class NerPlus(TrainablePipe):
     constrained Viterbi (decoding.viterbi) and scores each entity
     (decoding.span_confidence). ``set_annotations`` writes ``doc.ents`` (the
     entities at or above their type's threshold) and ``doc.spans[spans_key]``
-    (every decoded entity, with ``attrs["scores"]``).
+    (every decoded entity, with ``attrs["scores"]``). ``calibrate`` (calibration.py)
+    stores per-type calibrators and thresholds in ``cfg``; until then scores are
+    raw and every threshold is 0.
     """
 
     def __init__(
@@ -152,6 +181,7 @@ class NerPlus(TrainablePipe):
         focal_gamma: float = 0.0,
         max_grad_norm: float = 1.0,
         spans_key: str = "ner_plus",
+        quantize: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -180,7 +210,10 @@ class NerPlus(TrainablePipe):
             "max_grad_norm": max_grad_norm,
             "spans_key": spans_key,
             "thresholds": {},
+            "calibration": {},
+            "quantize": quantize,
         }
+        self._int8: Optional[Tuple[Any, Any]] = None  # (fp32 module it was made from, int8 copy)
 
     # --- labels and tags -------------------------------------------------
     @property
@@ -238,11 +271,12 @@ class NerPlus(TrainablePipe):
         # Length-sorted batches waste little on padding; results go back in order.
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
         size = self.cfg["window_batch_size"]
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            outputs = self.model.predict([windows[i] for i in chunk])
-            for i, out in zip(chunk, outputs):
-                logits[i] = self.model.ops.to_numpy(out)
+        with torch.inference_mode(), self._inference_weights():
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                outputs = self.model.predict([windows[i] for i in chunk])
+                for i, out in zip(chunk, outputs):
+                    logits[i] = self.model.ops.to_numpy(out)
         per_doc: List[List[int]] = [[] for _ in docs]
         for w, (doc_i, _, _) in enumerate(owners):
             per_doc[doc_i].append(w)
@@ -258,15 +292,40 @@ class NerPlus(TrainablePipe):
             predictions.append(DocPrediction(spans, confidences))
         return predictions
 
+    @contextmanager
+    def _inference_weights(self) -> Iterator[None]:
+        """Swap in the int8 copy of the transformer for prediction when ``quantize`` is set."""
+        shim = self._encoder().layers[0].shims[0]
+        fp32 = shim._model
+        if not self.cfg.get("quantize") or fp32 is None or next(fp32.parameters()).device.type != "cpu":
+            yield
+            return
+        if self._int8 is None or self._int8[0] is not fp32:
+            int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+            self._int8 = (fp32, int8.eval())
+        shim._model = self._int8[1]
+        try:
+            yield
+        finally:
+            shim._model = fp32
+
     def set_annotations(self, docs: Iterable[Doc], predictions: List[DocPrediction]) -> None:
+        """Write ``doc.spans[spans_key]`` (every decoded entity, ``attrs["scores"]``
+        calibrated and ``attrs["raw_scores"]``) and ``doc.ents`` (the entities whose
+        calibrated score reaches their type's threshold)."""
         thresholds = self.cfg["thresholds"]
+        calibrators = {label: Calibrator.from_dict(d) for label, d in self.cfg["calibration"].items()}
         key = self.cfg["spans_key"]
         for doc, pred in zip(docs, predictions):
             candidates = [Span(doc, s, e, label=label) for s, e, label in pred.spans]
-            doc.spans[key] = SpanGroup(doc, name=key, spans=candidates, attrs={SPAN_SCORES: list(pred.confidences)})
-            doc.ents = [
-                span for span, score in zip(candidates, pred.confidences) if score >= thresholds.get(span.label_, 0.0)
+            scores = [
+                float(calibrators[label]([raw])[0]) if label in calibrators else raw
+                for (_, _, label), raw in zip(pred.spans, pred.confidences)
             ]
+            doc.spans[key] = SpanGroup(
+                doc, name=key, spans=candidates, attrs={SPAN_SCORES: scores, SPAN_RAW_SCORES: list(pred.confidences)}
+            )
+            doc.ents = [span for span, score in zip(candidates, scores) if score >= thresholds.get(span.label_, 0.0)]
 
     # --- training ----------------------------------------------------------
     def update(
@@ -354,6 +413,7 @@ class NerPlus(TrainablePipe):
         return loss, d_scores
 
     def finish_update(self, sgd: Optimizer) -> None:
+        self._int8 = None  # the weights change: an int8 copy would be stale
         if self.cfg["max_grad_norm"]:
             clip_global_grad_norm(self.model, self.cfg["max_grad_norm"])
         self.model.finish_update(sgd)
@@ -403,6 +463,35 @@ class NerPlus(TrainablePipe):
         weights[present] = counts.sum() / (present.sum() * counts[present])
         weights *= counts.sum() / float((weights * counts).sum())
         return [float(w) for w in weights]
+
+
+    # --- serialization ----------------------------------------------------
+    # cfg is written as JSON, which rounds floats; thresholds and calibrators
+    # must come back bit for bit, so they also travel as msgpack.
+    _EXACT = ("thresholds", "calibration")
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        data = srsly.msgpack_loads(super().to_bytes(exclude=exclude))
+        data["exact"] = srsly.msgpack_dumps({k: self.cfg[k] for k in self._EXACT})
+        return srsly.msgpack_dumps(data)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "NerPlus":
+        super().from_bytes(bytes_data, exclude=exclude)
+        data = srsly.msgpack_loads(bytes_data)
+        if "exact" in data:
+            self.cfg.update(srsly.msgpack_loads(data["exact"]))
+        return self
+
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        super().to_disk(path, exclude=exclude)
+        srsly.write_msgpack(Path(path) / "exact", {k: self.cfg[k] for k in self._EXACT})
+
+    def from_disk(self, path, *, exclude=tuple()) -> "NerPlus":
+        super().from_disk(path, exclude=exclude)
+        exact = Path(path) / "exact"
+        if exact.exists():
+            self.cfg.update(srsly.read_msgpack(exact))
+        return self
 
 
 def _biluo_to(tag: str, scheme: str) -> str:

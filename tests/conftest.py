@@ -23,3 +23,35 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not found")
     return SHARED_DATA
+
+
+TRAIN = [
+    ("John lives in New York City .", [(0, 4, "PER"), (14, 27, "LOC")]),
+    ("Mary works for Acme Corp in Paris .", [(0, 4, "PER"), (15, 24, "ORG"), (28, 33, "LOC")]),
+]
+
+
+def train_examples(nlp):
+    from spacy.training import Example
+
+    return [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+
+
+@pytest.fixture(scope="session")
+def trained_nlp():
+    """A ner_plus pipeline overfitted on TRAIN (spaCy's test_overfitting pattern).
+    Tests that change its cfg must restore it."""
+    import spacy
+    from thinc.api import Adam
+
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_plus")
+    exs = train_examples(nlp)
+    nlp.initialize(lambda: exs)
+    optimizer = Adam(1e-3)
+    losses = {}
+    for _ in range(40):
+        losses = nlp.update(exs, sgd=optimizer, drop=0.0)
+    nlp.meta["final_losses"] = losses
+    return nlp

@@ -7,10 +7,7 @@ from thinc.api import Adam
 
 from spacy_ner_plus.layers.transformer import encode_windows, get_tokenizer, wordpiece_labels
 
-TRAIN = [
-    ("John lives in New York City .", [(0, 4, "PER"), (14, 27, "LOC")]),
-    ("Mary works for Acme Corp in Paris .", [(0, 4, "PER"), (15, 24, "ORG"), (28, 33, "LOC")]),
-]
+from conftest import TRAIN, train_examples
 
 
 def make_nlp(**cfg):
@@ -19,20 +16,12 @@ def make_nlp(**cfg):
     return nlp
 
 
-def examples(nlp):
-    return [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+examples = train_examples
 
 
 @pytest.fixture(scope="module")
-def trained():
-    nlp = make_nlp()
-    exs = examples(nlp)
-    nlp.initialize(lambda: exs)
-    optimizer = Adam(1e-3)
-    losses = {}
-    for _ in range(40):
-        losses = nlp.update(exs, sgd=optimizer, drop=0.0)
-    return nlp, losses
+def trained(trained_nlp):
+    return trained_nlp, trained_nlp.meta["final_losses"]
 
 
 def test_recipe_alignment_exercise():
@@ -183,3 +172,28 @@ def test_factory_registered_by_entry_point():
 
     factories = {ep.name for ep in entry_points(group="spacy_factories")}
     assert "ner_plus" in factories
+
+
+def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_ner_plus.cli import app
+
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "fp32")
+    result = CliRunner().invoke(app, ["quantize", str(tmp_path / "fp32"), str(tmp_path / "int8")])
+    assert result.exit_code == 0, result.output
+    int8 = spacy.load(tmp_path / "int8")
+    ner = int8.get_pipe("ner_plus")
+    assert ner.cfg["quantize"] is True
+    texts = [t for t, _ in TRAIN]
+    fp32_docs, int8_docs = list(nlp.pipe(texts)), list(int8.pipe(texts))
+    assert ner._int8 is not None  # the int8 copy was used
+    for a, b in zip(fp32_docs, int8_docs):
+        assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
+        for x, y in zip(a.ents, b.ents):
+            assert x._.confidence == pytest.approx(y._.confidence, abs=0.05)
+    # the stored weights stay fp32: saving the int8 pipeline again loses nothing
+    int8.to_disk(tmp_path / "again")
+    again = spacy.load(tmp_path / "again")
+    assert [(e.text, e._.confidence) for e in again(texts[0]).ents] == [(e.text, e._.confidence) for e in int8(texts[0]).ents]

@@ -1,0 +1,111 @@
+"""Calibration on CoNLL-2003 dev, measured on the CoNLL++ test set.
+
+The trained pipeline is run once on dev and once on test (raw scores of every
+decoded entity, and whether each is exactly right); every method and policy
+is then fitted on dev and applied to the test predictions, which is what
+`calibrate` + `spacy.load` would do. Reports ECE (15 equal-width bins) and
+Brier per type and overall before/after, test precision/recall per type with
+`precision:0.95`, and test F1 with `max_f1` against the uncalibrated F1
+(every decoded entity kept).
+
+    python bench/calibration_benchmark.py training/bench_conll_ner_plus/training/model-best \
+        corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy
+"""
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import spacy
+from spacy.tokens import DocBin
+
+from spacy_ner_plus.calibration import brier, calibrate_predictions, collect_predictions, ece
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def apply(results, test):
+    """Test scores and kept/correct counts per type under fitted calibrators and thresholds."""
+    out = {}
+    for label, p in test.items():
+        r = results[label]
+        raw = numpy.asarray(p.raw)
+        ok = numpy.asarray(p.correct, dtype=bool)
+        cal = r.calibrator(raw)
+        kept = cal >= r.threshold
+        out[label] = {
+            "ece_before": ece(raw, ok), "ece_after": ece(cal, ok),
+            "brier_before": brier(raw, ok), "brier_after": brier(cal, ok),
+            "threshold": r.threshold,
+            "kept": int(kept.sum()), "tp_kept": int(ok[kept].sum()), "predicted": int(len(raw)), "tp_all": int(ok.sum()), "n_gold": p.n_gold,
+            "cal": cal, "ok": ok, "raw": raw,
+        }
+    return out
+
+
+def prf(tp, kept, gold):
+    p = tp / kept if kept else 0.0
+    r = tp / gold if gold else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def summarise(applied):
+    cal = numpy.concatenate([a["cal"] for a in applied.values()])
+    raw = numpy.concatenate([a["raw"] for a in applied.values()])
+    ok = numpy.concatenate([a["ok"] for a in applied.values()])
+    tp_k = sum(a["tp_kept"] for a in applied.values())
+    kept = sum(a["kept"] for a in applied.values())
+    tp_all = sum(a["tp_all"] for a in applied.values())
+    pred = sum(a["predicted"] for a in applied.values())
+    gold = sum(a["n_gold"] for a in applied.values())
+    return {
+        "overall": {
+            "ece_before": ece(raw, ok), "ece_after": ece(cal, ok), "brier_before": brier(raw, ok), "brier_after": brier(cal, ok),
+            "f1_uncalibrated": prf(tp_all, pred, gold)[2], "f1_thresholded": prf(tp_k, kept, gold)[2],
+            "precision_thresholded": prf(tp_k, kept, gold)[0], "recall_thresholded": prf(tp_k, kept, gold)[1],
+            "recall_uncalibrated": prf(tp_all, pred, gold)[1], "precision_uncalibrated": prf(tp_all, pred, gold)[0],
+        },
+        "per_type": {
+            label: {
+                **{k: v for k, v in a.items() if k not in ("cal", "ok", "raw")},
+                "precision": prf(a["tp_kept"], a["kept"], a["n_gold"])[0],
+                "recall": prf(a["tp_kept"], a["kept"], a["n_gold"])[1],
+                "recall_uncalibrated": prf(a["tp_all"], a["predicted"], a["n_gold"])[1],
+                "precision_uncalibrated": prf(a["tp_all"], a["predicted"], a["n_gold"])[0],
+            }
+            for label, a in applied.items()
+        },
+    }
+
+
+def main() -> None:
+    model, dev_path, test_path = map(Path, sys.argv[1:4])
+    nlp = spacy.load(model)
+    dev = list(DocBin().from_disk(dev_path).get_docs(nlp.vocab))
+    test = list(DocBin().from_disk(test_path).get_docs(nlp.vocab))
+    dev_pred = collect_predictions(nlp, "ner_plus", dev)
+    test_pred = collect_predictions(nlp, "ner_plus", test)
+    runs = {}
+    for method in ("isotonic", "temperature"):
+        for policy in ("max_f1", "precision:0.95"):
+            results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5)
+            runs[f"{method} {policy}"] = summarise(apply(results, test_pred))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "runs": runs, "commit": commit,
+              "command": "python bench/calibration_benchmark.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
+    out = ROOT / "bench" / "results" / "calibration_conll.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for name, run in runs.items():
+        o = run["overall"]
+        print(f"## {name}: ECE {o['ece_before']:.4f} -> {o['ece_after']:.4f}, Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}, "
+              f"F1 {o['f1_uncalibrated']:.4f} -> {o['f1_thresholded']:.4f}")
+        for label, t in run["per_type"].items():
+            print(f"  {label}: ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f}, threshold {t['threshold']:.3f}, "
+                  f"P {t['precision_uncalibrated']:.4f} -> {t['precision']:.4f}, R {t['recall_uncalibrated']:.4f} -> {t['recall']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""CPU inference speed, one run, same backbone (embedded MiniLM-L6-H384), same texts.
+
+Texts: the CoNLL++ test set as sentences (3,453) and as whole documents (231),
+each given to every system as a plain string (tokens joined by spaces).
+Words = spaCy tokens of those strings. Each system runs in its own process
+(so peak RSS is its own), after one untimed warm-up pass on 64 texts:
+
+  a   ner_plus fp32 (nlp.pipe)           a2  the same with n_process=2
+  b   ner_plus int8 (quantize = true)
+  c   spaCy's stock transformer + ner pipeline (spacy init config -p ner -G)
+  d   Hugging Face pipeline("token-classification", aggregation_strategy="first"),
+      stride 128 for texts over 512 wordpieces
+  e   bare backbone forward over length-sorted batches of 32 in inference_mode
+      (wordpieces computed before the clock starts): the floor of the work
+
+Heads are untrained where no trained pipeline is given (speed does not depend
+on the weights); pass --trained MODEL to time a trained ner_plus instead.
+
+    python bench/inference_speed.py --test ../shared/data/conll2003/test.iob
+"""
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = ["e", "a", "a2", "b", "c", "d"]
+LABELS = ["LOC", "MISC", "ORG", "PER"]
+
+
+def load_texts(test: Path, mode: str):
+    from spacy_ner_plus.corpus import read_conll
+
+    result = read_conll(test)
+    if mode == "sentences":
+        return [" ".join(s.words) for doc in result.documents for s in doc]
+    return [" ".join(w for s in doc for w in s.words) for doc in result.documents]
+
+
+def label_examples(nlp):
+    from spacy.training import Example
+
+    doc = nlp.make_doc("John Acme Paris German")
+    return [Example.from_dict(doc, {"entities": ["U-PER", "U-ORG", "U-LOC", "U-MISC"]})]
+
+
+def untrained_ner_plus(quantize: bool):
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_plus", config={"quantize": quantize})
+    nlp.get_pipe("ner_plus").initialize(lambda: label_examples(nlp), nlp=nlp, labels=LABELS)
+    return nlp
+
+
+def spacy_stock():
+    from spacy.cli.init_config import init_config
+    from spacy.util import load_model_from_config
+
+    config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
+    config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
+    nlp = load_model_from_config(config, auto_fill=True)
+    nlp.initialize(lambda: label_examples(nlp))
+    return nlp
+
+
+def run_system(system: str, texts, trained):
+    import spacy
+    import torch
+
+    import spacy_ner_plus  # noqa: F401
+    from spacy_ner_plus.backbone import embedded_backbone_path
+
+    words = sum(len(d) for d in spacy.blank("en").pipe(texts))
+    if system in ("a", "a2", "b", "c"):
+        if system == "c":
+            nlp = spacy_stock()
+        elif trained:
+            nlp = spacy.load(trained)
+            nlp.get_pipe("ner_plus").cfg["quantize"] = system == "b"
+        else:
+            nlp = untrained_ner_plus(system == "b")
+        list(nlp.pipe(texts[:64]))
+        n_process = 2 if system == "a2" else 1
+        start = time.perf_counter()
+        n_ents = sum(len(d.ents) for d in nlp.pipe(texts, batch_size=64, n_process=n_process))
+        seconds = time.perf_counter() - start
+    elif system == "d":
+        from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+        path = str(embedded_backbone_path())
+        labels = ["O"] + [f"{p}-{l}" for l in LABELS for p in "BI"]
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        pipe = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path), aggregation_strategy="first", stride=128, device=-1)
+        pipe(texts[:64], batch_size=32)
+        start = time.perf_counter()
+        n_ents = sum(len(r) for r in pipe(texts, batch_size=32))
+        seconds = time.perf_counter() - start
+    else:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(embedded_backbone_path())
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).eval()
+        enc = tok(texts, truncation=True, max_length=512)["input_ids"]
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+        batches = []
+        for s in range(0, len(order), 32):
+            chunk = [enc[i] for i in order[s : s + 32]]
+            width = max(map(len, chunk))
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, row in enumerate(chunk):
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            batches.append((ids, mask))
+        with torch.inference_mode():
+            model(input_ids=batches[0][0], attention_mask=batches[0][1])
+            start = time.perf_counter()
+            for ids, mask in batches:
+                model(input_ids=ids, attention_mask=mask)
+            seconds = time.perf_counter() - start
+        n_ents = None
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"system": system, "words": words, "seconds": round(seconds, 2), "words_per_s": round(words / seconds, 1),
+            "peak_rss_mb": round(max(rss_mb, children), 1), "entities": n_ents, "torch_threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
+    parser.add_argument("--trained", default=None)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_system(args.one, load_texts(args.test, args.mode), args.trained)))
+        return
+    results = []
+    for mode in ("sentences", "documents"):
+        for system in SYSTEMS:
+            cmd = [sys.executable, __file__, "--test", str(args.test), "--one", system, "--mode", mode]
+            if args.trained:
+                cmd += ["--trained", args.trained]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode != 0:
+                sys.exit(f"{system}/{mode} failed:\n{out.stderr[-3000:]}")
+            record = json.loads(out.stdout.strip().splitlines()[-1])
+            record["mode"] = mode
+            print(json.dumps(record), flush=True)
+            results.append(record)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    out = ROOT / "bench" / "results" / "inference_speed.json"
+    out.write_text(json.dumps({"commit": commit, "machine": platform.node(), "command": "python bench/inference_speed.py " + " ".join(sys.argv[1:]), "results": results}, indent=2) + "\n")
+    for mode in ("sentences", "documents"):
+        rows = {r["system"]: r for r in results if r["mode"] == mode}
+        a = rows["a"]["words_per_s"]
+        print(f"{mode}: a/c {a / rows['c']['words_per_s']:.2f}, a/d {a / rows['d']['words_per_s']:.2f}, a/e {a / rows['e']['words_per_s']:.2f}, b/a {rows['b']['words_per_s'] / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()

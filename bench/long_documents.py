@@ -1,0 +1,113 @@
+"""Long documents: whole CoNLL++ test documents against the same text sentence by sentence,
+a tiny window against the default, scaling to 1,000,000 characters, and the Hugging Face
+token-classification pipeline with stride on the same documents.
+
+    python bench/long_documents.py MODEL [--hf-model DIR]
+
+MODEL is a trained ner_plus pipeline (bench/conll_benchmark.py ner_plus leaves one);
+--hf-model a token-classification model on the same backbone (the hf_token_cls peer's).
+"""
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def f1_of(nlp, gold):
+    from spacy_ner_plus.evaluate import predict_examples, strict_scores
+
+    return strict_scores(predict_examples(nlp, gold))["f1"]
+
+
+def scaling_run(model: str, n_chars: int, test: Path) -> dict:
+    import spacy
+
+    from spacy_ner_plus.corpus import read_conll
+
+    result = read_conll(test)
+    text = "\n\n".join(" ".join(w for s in doc for w in s.words) for doc in result.documents)
+    while len(text) < n_chars:
+        text = text + "\n\n" + text
+    text = text[:n_chars]
+    nlp = spacy.load(model)
+    nlp.max_length = max(nlp.max_length, n_chars + 1)
+    start = time.perf_counter()
+    doc = nlp(text)
+    seconds = time.perf_counter() - start
+    return {"chars": n_chars, "tokens": len(doc), "entities": len(doc.ents), "seconds": round(seconds, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def hf_pipeline_f1(hf_model: Path, gold) -> float:
+    from spacy.tokens import Doc, Span
+    from spacy.training import Example
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+    from spacy_ner_plus.evaluate import strict_scores
+
+    pipe = pipeline("token-classification", model=AutoModelForTokenClassification.from_pretrained(hf_model),
+                    tokenizer=AutoTokenizer.from_pretrained(hf_model), aggregation_strategy="first", stride=128, device=-1)
+    examples = []
+    for g in gold:
+        pred = Doc(g.vocab, words=[t.text for t in g], spaces=[bool(t.whitespace_) for t in g])
+        spans = []
+        for ent in pipe(g.text):
+            span = pred.char_span(ent["start"], ent["end"], label=ent["entity_group"], alignment_mode="expand")
+            if span is not None and all(span.end <= s.start or span.start >= s.end for s in spans):
+                spans.append(span)
+        pred.ents = sorted(spans, key=lambda s: s.start)
+        examples.append(Example(pred, g))
+    return strict_scores(examples)["f1"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--hf-model", type=Path, default=None)
+    parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
+    parser.add_argument("--scale", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scale:
+        print(json.dumps(scaling_run(args.model, args.scale, args.test)))
+        return
+    import spacy
+
+    from spacy_ner_plus.corpus import read_conll, result_to_docs
+
+    nlp = spacy.load(args.model)
+    result = read_conll(args.test)
+    docs = result_to_docs(result, nlp.vocab, "document")
+    sents = result_to_docs(result, nlp.vocab, "sentence")
+    record = {"documents": len(docs), "max_doc_tokens": max(len(d) for d in docs)}
+    record["f1_sentences"] = f1_of(nlp, sents)
+    record["f1_documents"] = f1_of(nlp, docs)
+    ner = nlp.get_pipe("ner_plus")
+    default = (ner.cfg["window"], ner.cfg["stride"])
+    ner.cfg["window"], ner.cfg["stride"] = 32, 16
+    record["f1_documents_window32_stride16"] = f1_of(nlp, docs)
+    ner.cfg["window"], ner.cfg["stride"] = default
+    record["default_window"] = list(default)
+    if args.hf_model:
+        record["hf_pipeline_stride128_f1_documents"] = hf_pipeline_f1(args.hf_model, docs)
+    record["scaling"] = []
+    for n in (10_000, 100_000, 1_000_000):
+        out = subprocess.run([sys.executable, __file__, args.model, "--test", str(args.test), "--scale", str(n)], capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            sys.exit(out.stderr[-3000:])
+        record["scaling"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(record["scaling"][-1]), flush=True)
+    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record["command"] = "python bench/long_documents.py " + " ".join(sys.argv[1:])
+    record["machine"] = platform.node()
+    (ROOT / "bench" / "results" / "long_documents.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+import numpy
+import pytest
+import spacy
+from spacy.training import Example
+
+from spacy_ner_plus.calibration import (
+    Calibrator,
+    brier,
+    calibrate_pipeline,
+    calibrate_type,
+    choose_threshold,
+    ece,
+    fit_calibrator,
+    parse_policy,
+    threshold_curve,
+    write_report,
+)
+
+
+def sample(n, true_prob, seed=0):
+    rng = numpy.random.RandomState(seed)
+    z = rng.normal(0, 2, size=n)
+    return z, rng.uniform(size=n) < true_prob(z)
+
+
+def sig(z):
+    return 1 / (1 + numpy.exp(-z))
+
+
+def test_ece_and_brier_known_values():
+    assert ece([0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0]) == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert brier([1.0, 0.0], [1, 1]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_calibrated_input_stays_put(method):
+    z, y = sample(20000, sig)
+    raw = sig(z)
+    cal = fit_calibrator(raw, y, method)
+    if method == "temperature":
+        assert cal.temperature == pytest.approx(1.0, abs=0.05)
+    assert numpy.abs(cal(raw) - raw).mean() < 0.03
+    assert ece(cal(raw), y) < 0.02
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_over_confident_scores_are_pulled_down(method):
+    z, y = sample(20000, sig)
+    raw = sig(3 * z)  # three times too sharp
+    cal = fit_calibrator(raw, y, method)
+    high = raw > 0.9
+    assert cal(raw)[high].mean() < raw[high].mean() - 0.05
+    assert ece(cal(raw), y) < 0.25 * ece(raw, y)
+    if method == "temperature":
+        assert cal.temperature == pytest.approx(3.0, rel=0.1)
+
+
+def test_isotonic_is_monotone_and_deterministic():
+    z, y = sample(3000, sig, seed=3)
+    raw = sig(2 * z)
+    a, b = fit_calibrator(raw, y, "isotonic"), fit_calibrator(raw, y, "isotonic")
+    assert a.to_dict() == b.to_dict()
+    grid = numpy.linspace(0, 1, 101)
+    assert numpy.all(numpy.diff(a(grid)) >= 0)
+    assert Calibrator.from_dict(a.to_dict())(grid).tolist() == a(grid).tolist()
+
+
+def test_precision_policy_reaches_its_precision_on_the_fit_data():
+    z, y = sample(5000, sig, seed=1)
+    scores = sig(z)
+    n_gold = int(y.sum()) + 200  # some gold entities were never predicted
+    for target in (0.8, 0.9, 0.95):
+        t, warning = choose_threshold(scores, y, n_gold, f"precision:{target}")
+        kept = scores >= t
+        assert warning is None and y[kept].mean() >= target
+        # the lowest such threshold: one step lower misses the target
+        lower = scores[scores < t]
+        if len(lower):
+            kept2 = scores >= lower.max()
+            assert y[kept2].mean() < target
+
+
+def test_recall_and_fbeta_policies():
+    z, y = sample(5000, sig, seed=2)
+    scores = sig(z)
+    n_gold = int(y.sum())
+    t, _ = choose_threshold(scores, y, n_gold, "recall:0.9")
+    assert y[scores >= t].sum() / n_gold >= 0.9
+    curve = threshold_curve(scores, y, n_gold)
+    t_f1, _ = choose_threshold(scores, y, n_gold, "max_f1")
+    assert curve["f1"][list(curve["threshold"]).index(t_f1)] == pytest.approx(curve["f1"].max())
+    t_f2, _ = choose_threshold(scores, y, n_gold, "fbeta:2")
+    assert t_f2 <= t_f1  # favouring recall never raises the threshold
+
+
+def test_unreachable_precision_warns():
+    t, warning = choose_threshold([0.5, 0.6], [False, False], 3, "precision:0.9")
+    assert "not reached" in warning
+
+
+@pytest.mark.parametrize("text", ["max_f2", "precision", "precision:1.5", "fbeta:0", "recall:x"])
+def test_bad_policies_are_rejected(text):
+    with pytest.raises(ValueError):
+        parse_policy(text)
+
+
+def test_too_few_spans_fall_back_to_identity():
+    r = calibrate_type("X", [0.2, 0.9, 0.7], [False, True, True], 4, "isotonic", "max_f1", min_spans=30)
+    assert r.calibrator.method == "identity" and "identity" in r.notes[0]
+    assert r.calibrated.tolist() == [0.2, 0.9, 0.7]
+
+
+@pytest.fixture(scope="module")
+def trained(trained_nlp):
+    return trained_nlp
+
+
+def dev_docs(nlp, items):
+    return [Example.from_dict(nlp.make_doc(t), {"entities": e}).reference for t, e in items]
+
+
+def test_calibrated_pipeline_round_trip_and_thresholds(trained, tmp_path):
+    dev = dev_docs(trained, [("Mary lives in Paris .", [(0, 4, "PER"), (14, 19, "LOC")]), ("John works for Acme Corp .", [(0, 4, "PER"), (15, 24, "ORG")])])
+    results = calibrate_pipeline(trained, dev, method="isotonic", policy="max_f1", overrides={"ORG": "precision:0.99"}, min_spans=1)
+    ner = trained.get_pipe("ner_plus")
+    assert set(ner.cfg["thresholds"]) == set(ner.labels) and results["ORG"].policy == "precision:0.99"
+    first = dict(ner.cfg["calibration"])
+    calibrate_pipeline(trained, dev, method="isotonic", policy="max_f1", overrides={"ORG": "precision:0.99"}, min_spans=1)
+    assert ner.cfg["calibration"] == first  # same inputs, same calibration, bit for bit
+    ner.cfg["thresholds"]["LOC"] = 1.01  # no LOC can pass: it must stay in doc.spans only
+    trained.to_disk(tmp_path / "calibrated")
+    loaded = spacy.load(tmp_path / "calibrated")
+    assert loaded.get_pipe("ner_plus").cfg["thresholds"] == ner.cfg["thresholds"]
+    for text in ("Mary lives in Paris .", "John works for Acme Corp ."):
+        a, b = trained(text), loaded(text)
+        assert [(e.text, e.label_, e._.confidence) for e in a.ents] == [(e.text, e.label_, e._.confidence) for e in b.ents]
+        assert all(e.label_ != "LOC" for e in b.ents)
+        group = b.spans["ner_plus"]
+        assert len(group) >= len(b.ents)
+        for span, score, raw in zip(group, group.attrs["scores"], group.attrs["raw_scores"]):
+            calibrator = Calibrator.from_dict(ner.cfg["calibration"][span.label_])
+            assert score == pytest.approx(float(calibrator([raw])[0]))
+    ner.cfg["thresholds"] = {}
+    ner.cfg["calibration"] = {}
+
+
+def test_dev_label_mismatch_and_absent_types(trained, tmp_path):
+    bad = dev_docs(trained, [("Mary lives in Paris .", [(0, 4, "PERSON")])])
+    with pytest.raises(ValueError, match="PERSON"):
+        calibrate_pipeline(trained, bad)
+    only_per = dev_docs(trained, [("Mary lives in Paris .", [(0, 4, "PER"), (14, 19, "LOC")])])
+    results = calibrate_pipeline(trained, only_per, default_threshold=0.42, min_spans=1)
+    assert results["ORG"].threshold == 0.42 and "absent from DEV" in results["ORG"].notes[0]
+    data = write_report(results, tmp_path / "report")
+    assert {"overall", "per_type"} <= set(data)
+    assert (tmp_path / "report" / "reliability.png").exists() and (tmp_path / "report" / "thresholds.png").exists()
+    assert "Trade-offs" in (tmp_path / "report" / "calibration.md").read_text()
+    ner = trained.get_pipe("ner_plus")
+    ner.cfg["thresholds"] = {}
+    ner.cfg["calibration"] = {}
