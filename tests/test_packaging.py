@@ -36,6 +36,7 @@ def test_packaged_wheel_in_fresh_venv(trained_nlp, tmp_path):
         expected = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in trained_nlp(t).ents] for t in TEXTS]
     finally:
         ner.cfg["thresholds"] = {}
+    (tmp_path / "pkgs").mkdir()
     run(sys.executable, "-m", "spacy", "package", str(source), str(tmp_path / "pkgs"), "--build", "wheel", "--force")
     wheels = list((tmp_path / "pkgs").glob("*/dist/*.whl"))
     assert len(wheels) == 1
