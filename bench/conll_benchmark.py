@@ -20,6 +20,7 @@ Each run writes bench/results/<name>_<system>.json.
 """
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def convert(data: Path, out: Path) -> dict:
     return paths
 
 
+OPTIONS = {"gpu_id": -1, "backbone": None}
+
+
 def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> float:
     # evaluate on dev once per epoch (batches of 32 docs), so model-best is a per-epoch checkpoint
     per_epoch = -(-len(DocBin().from_disk(paths["train"])) // 32)
@@ -59,6 +63,7 @@ def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> fl
         sys.executable, "-m", "spacy", "train", str(config_path), "--output", str(output),
         "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
         "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.eval_frequency", str(per_epoch),
+        "--gpu-id", str(OPTIONS["gpu_id"]),
     ]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -67,6 +72,8 @@ def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> fl
 
 
 def score_pipeline(model_dir: Path, data: Path) -> dict:
+    if OPTIONS["gpu_id"] >= 0:
+        spacy.require_gpu(OPTIONS["gpu_id"])
     nlp = spacy.load(model_dir)
     gold = list(DocBin().from_disk(data).get_docs(nlp.vocab))
     return evaluate_examples(predict_examples(nlp, gold), "IOB2")
@@ -87,6 +94,8 @@ def run_ner_plus(paths, work, epochs, train=True, lexical=True):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
     if not lexical:
         del config["components"]["ner_plus"]["model"]["lexical"]
+    if OPTIONS["backbone"]:
+        config["components"]["ner_plus"]["model"]["encoder"]["name"] = OPTIONS["backbone"]
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
     seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
@@ -122,6 +131,12 @@ SYSTEMS = {
 }
 
 
+def _gpu_name(gpu_id: int) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(gpu_id)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("system", choices=sorted(SYSTEMS))
@@ -129,7 +144,10 @@ def main() -> None:
     parser.add_argument("--name", default="conll")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--score-only", action="store_true", help="score an earlier run's checkpoints again; keep its training time")
+    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--backbone", default=None, help="backbone directory instead of the embedded package (ner_plus only)")
     args = parser.parse_args()
+    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone)
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
     work = ROOT / "training" / f"bench_{args.name}_{args.system}"
     work.mkdir(parents=True, exist_ok=True)
@@ -152,7 +170,8 @@ def main() -> None:
         "command": " ".join(["python", "bench/conll_benchmark.py", *[a for a in sys.argv[1:] if a != "--score-only"]]),
         "commit": commit,
         "train_commit": train_commit or commit,
-        "machine": f"{platform.node()} {platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
+        "machine": f"{platform.node()} {platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores"
+        + (f", GPU {args.gpu_id}: {_gpu_name(args.gpu_id)}" if args.gpu_id >= 0 else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(record, indent=2) + "\n")
