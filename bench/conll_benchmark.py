@@ -157,7 +157,8 @@ def main() -> None:
     if args.score_only:
         earlier = json.loads(result_path.read_text())
         seconds, train_commit = earlier["train_seconds"], earlier.get("train_commit", earlier["commit"])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    # the GPU machine's copy of the tree has no git history: the caller names the commit
+    commit = os.environ.get("BENCH_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {
         "system": args.system,
         "data": str(args.data),
