@@ -63,7 +63,7 @@ def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> fl
         sys.executable, "-m", "spacy", "train", str(config_path), "--output", str(output),
         "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
         "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.eval_frequency", str(per_epoch),
-        "--gpu-id", str(OPTIONS["gpu_id"]),
+        "--gpu-id", str(OPTIONS["gpu_id"]), "--code", str(ROOT / "bench" / "register_package.py"),
     ]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
