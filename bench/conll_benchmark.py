@@ -93,7 +93,8 @@ def best_checkpoint(training: Path, paths: dict) -> Path:
 def run_ner_plus(paths, work, epochs, train=True, lexical=True):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
     if not lexical:
-        del config["components"]["ner_plus"]["model"]["lexical"]
+        # null, not deleted: spaCy fills a missing block back in from the factory's default
+        config["components"]["ner_plus"]["model"]["lexical"] = None
     if OPTIONS["backbone"]:
         config["components"]["ner_plus"]["model"]["encoder"]["name"] = OPTIONS["backbone"]
     cfg_path = work / "config.cfg"
