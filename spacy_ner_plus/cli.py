@@ -226,3 +226,23 @@ def quantize(
         nlp.get_pipe(name).cfg["quantize"] = True
     nlp.to_disk(output_model)
     msg.good(f"Saved {output_model}: {', '.join(pipes)} predict with int8 linear layers on CPU")
+
+
+@app.command()
+def render(
+    model: str = typer.Argument(..., help="pipeline name or path"),
+    input_path: Path = typer.Argument(..., help="plain text, one text a line"),
+    output_path: Path = typer.Argument(..., help="HTML page to write"),
+) -> None:
+    """Render the entities of each line with their confidences (displaCy) into one HTML page."""
+    from .visualize import render_entities
+
+    if not input_path.is_file():
+        _fail(f"{input_path}: no such file")
+    nlp = _load_pipeline(model)
+    try:
+        texts = input_path.read_text(encoding="utf8").splitlines()
+    except UnicodeDecodeError as err:
+        _fail(f"{input_path}: bytes are not UTF-8 at byte {err.start}")
+    output_path.write_text(render_entities(list(nlp.pipe(texts))), encoding="utf8")
+    msg.good(f"Wrote {output_path} ({len(texts)} texts)")

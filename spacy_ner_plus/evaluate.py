@@ -209,7 +209,7 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
     lines.append("| --- |" + " ---: |" * len(labels))
     for g in labels:
         lines.append(f"| {g} | " + " | ".join(str(analysis["confusion"][g][p]) for p in labels) + " |")
-    lines += ["", "![confusion matrix](confusion.png)", "", "## Example errors", ""]
+    lines += ["", "![confusion matrix](confusion.png)", "", "## Example errors", "", "Rendered in [errors.html](errors.html).", ""]
     for s in analysis["examples"]:
         gold = f"{s['gold']['text']!r} {s['gold']['label']}" if s["gold"] else "-"
         pred = f"{s['pred']['text']!r} {s['pred']['label']}" if s["pred"] else "-"
@@ -218,7 +218,8 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
 
 
 def evaluate_examples(examples: Sequence[Example], scheme: str = "IOB2", output: Optional[Path] = None) -> Dict[str, Any]:
-    """Score examples; with ``output``, write metrics.json, report.md, confusion.png."""
+    """Score examples; with ``output``, write metrics.json, report.md, confusion.png and
+    errors.html (the example errors rendered with displaCy, for a reviewer)."""
     metrics = strict_scores(examples, scheme)
     metrics["scheme"] = scheme
     analysis = analyse_errors(examples)
@@ -230,6 +231,9 @@ def evaluate_examples(examples: Sequence[Example], scheme: str = "IOB2", output:
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
         (output / "report.md").write_text(markdown_report(metrics, analysis), encoding="utf8")
         plot_confusion(analysis, output / "confusion.png")
+        from .visualize import errors_page
+
+        (output / "errors.html").write_text(errors_page(examples, analysis["examples"]), encoding="utf8")
     return metrics
 
 
