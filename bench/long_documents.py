@@ -71,8 +71,10 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--hf-model", type=Path, default=None)
     parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
+    parser.add_argument("--parts", default="f1,hf,scaling", help="comma-separated: f1, hf, scaling (results merge into one file)")
     parser.add_argument("--scale", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     if args.scale:
         print(json.dumps(scaling_run(args.model, args.scale, args.test)))
         return
@@ -84,28 +86,33 @@ def main() -> None:
     result = read_conll(args.test)
     docs = result_to_docs(result, nlp.vocab, "document")
     sents = result_to_docs(result, nlp.vocab, "sentence")
-    record = {"documents": len(docs), "max_doc_tokens": max(len(d) for d in docs)}
-    record["f1_sentences"] = f1_of(nlp, sents)
-    record["f1_documents"] = f1_of(nlp, docs)
-    ner = nlp.get_pipe("ner_plus")
-    default = (ner.cfg["window"], ner.cfg["stride"])
-    ner.cfg["window"], ner.cfg["stride"] = 32, 16
-    record["f1_documents_window32_stride16"] = f1_of(nlp, docs)
-    ner.cfg["window"], ner.cfg["stride"] = default
-    record["default_window"] = list(default)
-    if args.hf_model:
+    out_path = ROOT / "bench" / "results" / "long_documents.json"
+    record = json.loads(out_path.read_text()) if out_path.exists() else {}
+    record.update({"model": args.model, "documents": len(docs), "max_doc_tokens": max(len(d) for d in docs)})
+    if "f1" in parts:
+        record["f1_sentences"] = f1_of(nlp, sents)
+        record["f1_documents"] = f1_of(nlp, docs)
+        ner = nlp.get_pipe("ner_plus")
+        default = (ner.cfg["window"], ner.cfg["stride"])
+        ner.cfg["window"], ner.cfg["stride"] = 32, 16
+        record["f1_documents_window32_stride16"] = f1_of(nlp, docs)
+        ner.cfg["window"], ner.cfg["stride"] = default
+        record["default_window"] = list(default)
+    if "hf" in parts and args.hf_model:
         record["hf_pipeline_stride128_f1_documents"] = hf_pipeline_f1(args.hf_model, docs)
-    record["scaling"] = []
-    for n in (10_000, 100_000, 1_000_000):
+        record["hf_pipeline_stride128_f1_sentences"] = hf_pipeline_f1(args.hf_model, sents)
+    if "scaling" in parts:
+        record["scaling"] = []
+    for n in ((10_000, 100_000, 1_000_000) if "scaling" in parts else ()):
         out = subprocess.run([sys.executable, __file__, args.model, "--test", str(args.test), "--scale", str(n)], capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(out.stderr[-3000:])
         record["scaling"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(record["scaling"][-1]), flush=True)
+    record.setdefault("commands", []).append("python bench/long_documents.py " + " ".join(sys.argv[1:]))
     record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    record["command"] = "python bench/long_documents.py " + " ".join(sys.argv[1:])
     record["machine"] = platform.node()
-    (ROOT / "bench" / "results" / "long_documents.json").write_text(json.dumps(record, indent=2) + "\n")
+    out_path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 
