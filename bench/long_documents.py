@@ -45,7 +45,7 @@ def scaling_run(model: str, n_chars: int, test: Path) -> dict:
 
 
 def hf_pipeline_f1(hf_model: Path, gold) -> float:
-    from spacy.tokens import Doc, Span
+    from spacy.tokens import Doc
     from spacy.training import Example
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 

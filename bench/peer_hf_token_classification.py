@@ -14,9 +14,8 @@ import argparse
 import json
 import random
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
 
-import numpy
 import torch
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example

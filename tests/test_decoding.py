@@ -10,14 +10,13 @@ from spacy_ner_plus.decoding import decode, span_confidence, viterbi
 def brute_force(log_probs, tags, scheme):
     import itertools
 
-    best, best_path = -numpy.inf, None
+    best = -numpy.inf
     for path in itertools.product(range(len(tags)), repeat=log_probs.shape[0]):
         seq = [tags[i] for i in path]
         if schemes.find_errors(seq, scheme):
             continue
         score = sum(log_probs[t, i] for t, i in enumerate(path))
-        if score > best:
-            best, best_path = score, list(path)
+        best = max(best, score)
     return best
 
 

@@ -8,7 +8,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["John lives in New York City .", "Mary works for Acme Corp in Paris .", "Anna met Peter in Berlin ."]
