@@ -43,7 +43,8 @@ def convert(
     input_path: Path = typer.Argument(..., help="CoNLL-style column file"),
     output_path: Path = typer.Argument(..., help="DocBin (.spacy) to write"),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="IOB1, IOB2/BIO or BIOES/BILOU (default: detect)"),
-    doc_mode: str = typer.Option("document", "--doc-mode", help="document: one Doc per -DOCSTART- document; sentence: one Doc per sentence"),
+    doc_mode: str = typer.Option("document", "--doc-mode", help="document: one Doc per -DOCSTART- document; sentence: one Doc per sentence; chunk: consecutive sentences of a document packed into Docs of at most --chunk-tokens tokens"),
+    chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="most tokens of a Doc in --doc-mode chunk"),
     on_error: str = typer.Option("fail", "--on-error", help="fail: report every problem and write nothing; repair: apply the documented repairs"),
     token_column: int = typer.Option(0, "--token-column", help="index of the token column"),
     tag_column: int = typer.Option(-1, "--tag-column", help="index of the tag column (-1: last)"),
@@ -52,12 +53,14 @@ def convert(
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
-    from .corpus import read_conll, result_to_docs
+    from .corpus import DOC_MODES, read_conll, result_to_docs
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
-    if on_error not in ("fail", "repair") or doc_mode not in ("document", "sentence"):
-        _fail("--on-error takes fail|repair and --doc-mode document|sentence")
+    if on_error not in ("fail", "repair") or doc_mode not in DOC_MODES:
+        _fail(f"--on-error takes fail|repair and --doc-mode {'|'.join(DOC_MODES)}")
+    if chunk_tokens < 1:
+        _fail(f"--chunk-tokens must be >= 1, not {chunk_tokens}")
     try:
         result = read_conll(input_path, scheme=scheme, on_error=on_error, token_column=token_column, tag_column=tag_column)
     except ValueError as err:
@@ -74,9 +77,9 @@ def convert(
             print(str(error))
         hint = "" if on_error == "repair" else " (--on-error repair fixes what a documented rule can)"
         _fail(f"{len(result.errors)} problem(s) in {input_path}; nothing written{hint}")
-    if doc_mode == "document" and not result.has_doc_markers:
+    if doc_mode != "sentence" and not result.has_doc_markers:
         msg.info(f"{input_path} has no {'-DOCSTART-'} lines: writing one Doc per sentence")
-    docs = result_to_docs(result, Vocab(), doc_mode)
+    docs = result_to_docs(result, Vocab(), doc_mode, chunk_tokens)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a failure never leaves a partial file.
     fd, tmp = tempfile.mkstemp(dir=output_path.parent, suffix=".spacy.tmp")

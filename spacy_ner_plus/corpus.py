@@ -215,17 +215,44 @@ def sentences_to_doc(vocab: Vocab, sentences: Sequence[Sentence]) -> Doc:
     return Doc(vocab, words=words, sent_starts=sent_starts, ents=ents)
 
 
-def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document") -> List[Doc]:
+DOC_MODES = ("document", "sentence", "chunk")
+
+
+def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document", chunk_tokens: int = 128) -> List[Doc]:
     """Docs from a ReadResult.
 
     doc_mode (str): "document" makes one Doc per -DOCSTART- document (a file
-        without markers gives one Doc per sentence); "sentence" one Doc per sentence.
+        without markers gives one Doc per sentence); "sentence" one Doc per
+        sentence; "chunk" packs consecutive sentences of one document greedily
+        into Docs of at most ``chunk_tokens`` tokens (a longer sentence stays
+        whole, a chunk never crosses a document boundary), to train on
+        multi-sentence context at about the cost of training on sentences.
+        Without -DOCSTART- markers, "document" and "chunk" give one Doc per
+        sentence: sentences are not known to belong together.
+    chunk_tokens (int): most tokens of a chunk.
     """
-    if doc_mode not in ("document", "sentence"):
-        raise ValueError(f"doc_mode must be 'document' or 'sentence', not '{doc_mode}'")
+    if doc_mode not in DOC_MODES:
+        raise ValueError(f"doc_mode must be one of {', '.join(DOC_MODES)}, not '{doc_mode}'")
     if doc_mode == "document" and result.has_doc_markers:
         return [sentences_to_doc(vocab, doc) for doc in result.documents if doc]
+    if doc_mode == "chunk" and result.has_doc_markers:
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be >= 1, not {chunk_tokens}")
+        return [sentences_to_doc(vocab, chunk) for doc in result.documents for chunk in pack_sentences(doc, chunk_tokens)]
     return [sentences_to_doc(vocab, [s]) for doc in result.documents for s in doc]
+
+
+def pack_sentences(sentences: Sequence[Sentence], max_tokens: int) -> List[List[Sentence]]:
+    """Consecutive sentences grouped greedily into runs of at most ``max_tokens`` tokens."""
+    chunks: List[List[Sentence]] = []
+    size = 0
+    for sent in sentences:
+        if not chunks or size + len(sent.words) > max_tokens:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(sent)
+        size += len(sent.words)
+    return chunks
 
 
 def read_docs(path: Path, vocab: Vocab, *, doc_mode: str = "sentence", scheme: Optional[str] = None) -> List[Doc]:

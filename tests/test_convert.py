@@ -95,6 +95,25 @@ def test_doc_modes_and_summary(tmp_path):
     assert f"sentences     {counts['sentences']}" in by_doc.output.replace("\x1b", "")
 
 
+def test_chunk_mode_packs_sentences_of_one_document(tmp_path):
+    path = tmp_path / "in.iob"
+    sents = [["A", "B", "C"], ["D", "E"], ["F", "G", "H", "I", "J"], ["K"]]
+    body = "\n\n".join("\n".join(f"{w} B-PER" if w == "A" else f"{w} O" for w in s) for s in sents)
+    path.write_text(f"-DOCSTART- O\n\n{body}\n\n-DOCSTART- O\n\nL O\nM O\n", encoding="utf8")
+    result = convert(path, tmp_path / "c.spacy", "--doc-mode", "chunk", "--chunk-tokens", "5")
+    assert result.exit_code == 0, result.output
+    docs = list(DocBin().from_disk(tmp_path / "c.spacy").get_docs(Vocab()))
+    # greedy: 3+2 fit in 5; the 5-token sentence alone; K; a chunk never crosses -DOCSTART-
+    assert [[t.text for t in d] for d in docs] == [list("ABCDE"), list("FGHIJ"), ["K"], ["L", "M"]]
+    assert [[t.is_sent_start for t in d] for d in docs][0] == [True, False, False, True, False]
+    assert [(e.text, e.label_) for e in docs[0].ents] == [("A", "PER")]
+    # one sentence longer than --chunk-tokens stays whole
+    result = convert(path, tmp_path / "c1.spacy", "--doc-mode", "chunk", "--chunk-tokens", "4")
+    docs = list(DocBin().from_disk(tmp_path / "c1.spacy").get_docs(Vocab()))
+    assert [len(d) for d in docs] == [3, 2, 5, 1, 2]
+    assert convert(path, tmp_path / "c0.spacy", "--doc-mode", "chunk", "--chunk-tokens", "0").exit_code == 1
+
+
 def test_scheme_override_and_columns(tmp_path):
     path = tmp_path / "in.tsv"
     path.write_text("PER-x\tJohn\tS-PER\tz\nx\tRome\tS-LOC\tz\n", encoding="utf8")
