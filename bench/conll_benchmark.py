@@ -8,6 +8,11 @@ CoNLL++ test set sentence by sentence with the same scorer
 
 - ner_plus:        configs/ner_plus.cfg (lexical features on, the default)
 - ner_plus_nolex:  the same without lexical features
+- ner_plus_context: the same config trained on document context: train and dev
+                   converted with `--doc-mode chunk --chunk-tokens 128`
+                   (consecutive sentences packed into Docs of <= 128 tokens),
+                   batches of 5 chunks (about the tokens and steps of 32
+                   sentences); still scored sentence by sentence here
 - spacy_trf_ner:   spaCy's stock transformer + transition-based ner config
                    (`spacy init config -p ner -G -o accuracy`), backbone swapped
 - hf_token_cls:    AutoModelForTokenClassification, the same recipe in plain
@@ -42,13 +47,13 @@ RESULTS = ROOT / "bench" / "results"
 def convert(data: Path, out: Path) -> dict:
     paths = {}
     out.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "dev", "test"):
+    for split, mode in (("train", "sentence"), ("dev", "sentence"), ("test", "sentence"), ("train_chunks", "chunk"), ("dev_chunks", "chunk")):
         target = out / f"{split}.spacy"
         if not target.exists():
-            result = read_conll(data / f"{split}.iob")
+            result = read_conll(data / f"{split.split('_')[0]}.iob")
             if result.errors:
                 sys.exit("\n".join(map(str, result.errors)))
-            DocBin(docs=result_to_docs(result, Vocab(), "sentence")).to_disk(target)
+            DocBin(docs=result_to_docs(result, Vocab(), mode, chunk_tokens=128)).to_disk(target)
         paths[split] = target
     return paths
 
@@ -56,9 +61,9 @@ def convert(data: Path, out: Path) -> dict:
 OPTIONS = {"gpu_id": -1, "backbone": None}
 
 
-def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int) -> float:
-    # evaluate on dev once per epoch (batches of 32 docs), so model-best is a per-epoch checkpoint
-    per_epoch = -(-len(DocBin().from_disk(paths["train"])) // 32)
+def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int = 32) -> float:
+    # evaluate on dev once per epoch (batches of batch_size docs), so model-best is a per-epoch checkpoint
+    per_epoch = -(-len(DocBin().from_disk(paths["train"])) // batch_size)
     cmd = [
         sys.executable, "-m", "spacy", "train", str(config_path), "--output", str(output),
         "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
@@ -90,8 +95,13 @@ def best_checkpoint(training: Path, paths: dict) -> Path:
     return training / max(scores, key=scores.get)
 
 
-def run_ner_plus(paths, work, epochs, train=True, lexical=True):
+def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
+    batch_size = 32
+    if context:
+        batch_size = 5
+        config["training"]["batcher"]["size"] = batch_size
+        paths = {**paths, "train": paths["train_chunks"], "dev": paths["dev_chunks"]}
     if not lexical:
         # null, not deleted: spaCy fills a missing block back in from the factory's default
         config["components"]["ner_plus"]["model"]["lexical"] = None
@@ -99,7 +109,7 @@ def run_ner_plus(paths, work, epochs, train=True, lexical=True):
         config["components"]["ner_plus"]["model"]["encoder"]["name"] = OPTIONS["backbone"]
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
-    seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs, batch_size) if train else None
     return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
 
 
@@ -127,6 +137,7 @@ def run_hf(paths, work, epochs, train=True):
 SYSTEMS = {
     "ner_plus": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=True),
     "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
+    "ner_plus_context": lambda p, w, e, t: run_ner_plus(p, w, e, t, context=True),
     "spacy_trf_ner": run_spacy_trf_ner,
     "hf_token_cls": run_hf,
 }
