@@ -1,5 +1,6 @@
 """The ``ner_plus`` pipe: transformer token classification with scored entities."""
 import copy
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import minibatch
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
@@ -45,6 +47,18 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 SPAN_SCORES = "scores"
 SPAN_RAW_SCORES = "raw_scores"
 _SPANS_KEYS = {"ner_plus"}
+
+
+def _one_torch_thread_after_fork() -> None:
+    """A process forked from one whose torch thread pool already ran (spaCy's
+    ``nlp.pipe(n_process=N)`` forks its workers) hangs at its first parallel
+    torch op: the OpenMP pool does not survive a fork. One thread per forked
+    worker avoids the pool; N workers still use N cores."""
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
 
 
 def _confidence_getter(span: Span) -> Optional[float]:
@@ -84,6 +98,7 @@ if not Span.has_extension("confidence"):
         "window": 128,
         "stride": 96,
         "window_batch_size": 32,
+        "sort_buffer_tokens": 16384,
         "class_weights": "none",
         "focal_gamma": 0.0,
         "max_grad_norm": 1.0,
@@ -101,6 +116,7 @@ def make_ner_plus(
     window: int,
     stride: int,
     window_batch_size: int,
+    sort_buffer_tokens: int,
     class_weights: Union[str, Dict[str, float]],
     focal_gamma: float,
     max_grad_norm: float,
@@ -116,6 +132,10 @@ def make_ner_plus(
     window (int): most tokens per window; longer Docs are split.
     stride (int): most tokens between two window starts (window - stride overlap).
     window_batch_size (int): windows per forward pass at prediction.
+    sort_buffer_tokens (int): ``nlp.pipe`` gathers Docs until they hold this
+        many tokens and predicts them together, so windows of similar length
+        from many Docs share a batch (little padding); 0 predicts each batch
+        of ``batch_size`` Docs on its own, as other spaCy pipes do.
     class_weights (Union[str, Dict[str, float]]): "none", "inverse_frequency",
         or a weight per entity label (other tags weigh 1).
     focal_gamma (float): focal loss exponent; 0 is plain cross-entropy.
@@ -136,6 +156,7 @@ def make_ner_plus(
         window=window,
         stride=stride,
         window_batch_size=window_batch_size,
+        sort_buffer_tokens=sort_buffer_tokens,
         class_weights=class_weights,
         focal_gamma=focal_gamma,
         max_grad_norm=max_grad_norm,
@@ -177,6 +198,7 @@ class NerPlus(TrainablePipe):
         window: int = 128,
         stride: int = 96,
         window_batch_size: int = 32,
+        sort_buffer_tokens: int = 16384,
         class_weights: Union[str, Dict[str, float]] = "none",
         focal_gamma: float = 0.0,
         max_grad_norm: float = 1.0,
@@ -204,6 +226,7 @@ class NerPlus(TrainablePipe):
             "window": window,
             "stride": stride,
             "window_batch_size": window_batch_size,
+            "sort_buffer_tokens": sort_buffer_tokens,
             "class_weights": class_weights,
             "tag_weights": [],
             "focal_gamma": focal_gamma,
@@ -262,6 +285,22 @@ class NerPlus(TrainablePipe):
         return spans, owners
 
     # --- prediction --------------------------------------------------------
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Annotate a stream of Docs, yielding them in order.
+
+        Docs are gathered until they hold ``sort_buffer_tokens`` tokens (or
+        ``batch_size`` Docs when that is 0) and predicted together: ``predict``
+        sorts all their windows by length, so a batch of 64 sentences does
+        not pad a 3-token headline to the length of a 60-token sentence.
+        """
+        error_handler = self.get_error_handler()
+        for docs in _buffered(stream, batch_size, self.cfg.get("sort_buffer_tokens", 0)):
+            try:
+                self.set_annotations(docs, self.predict(docs))
+                yield from docs
+            except Exception as e:
+                error_handler(self.name, self, docs, e)
+
     def predict(self, docs: Iterable[Doc]) -> List[DocPrediction]:
         docs = list(docs)
         if not any(len(doc) for doc in docs):
@@ -492,6 +531,24 @@ class NerPlus(TrainablePipe):
         if exact.exists():
             self.cfg.update(srsly.read_msgpack(exact))
         return self
+
+
+def _buffered(stream: Iterable[Doc], batch_size: int, max_tokens: int) -> Iterator[List[Doc]]:
+    """Lists of consecutive Docs: ``batch_size`` Docs each when ``max_tokens``
+    is 0, else as many as reach ``max_tokens`` tokens (at least one Doc)."""
+    if max_tokens <= 0:
+        yield from (list(batch) for batch in minibatch(stream, size=batch_size))
+        return
+    buffer: List[Doc] = []
+    n_tokens = 0
+    for doc in stream:
+        buffer.append(doc)
+        n_tokens += len(doc)
+        if n_tokens >= max_tokens:
+            yield buffer
+            buffer, n_tokens = [], 0
+    if buffer:
+        yield buffer
 
 
 def _biluo_to(tag: str, scheme: str) -> str:

@@ -1,3 +1,7 @@
+import json
+import subprocess
+import sys
+
 import numpy
 import pytest
 import spacy
@@ -88,9 +92,18 @@ def test_overfit_then_save_and_load_identical(trained, tmp_path):
 def test_same_entities_and_scores_whatever_the_batch_size(trained):
     nlp, _ = trained
     texts = [t for t, _ in TRAIN] * 3 + ["Peter flew to London .", "Nothing here .", "", "Acme Corp hired John in New York City ."]
+    ner = nlp.get_pipe("ner_plus")
+    default_buffer = ner.cfg["sort_buffer_tokens"]
     runs = []
-    for batch_size in (1, 2, 7, 64):
-        runs.append([[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts, batch_size=batch_size)])
+    # sort_buffer_tokens 0: batches of batch_size docs; > 0: docs gathered up to that many tokens
+    try:
+        for batch_size, buffer in ((1, 0), (2, 0), (7, 0), (64, 0), (64, default_buffer), (1, 5), (3, 40)):
+            ner.cfg["sort_buffer_tokens"] = buffer
+            docs = list(nlp.pipe(texts, batch_size=batch_size))
+            assert [d.text for d in docs] == texts  # order restored
+            runs.append([[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in docs])
+    finally:
+        ner.cfg["sort_buffer_tokens"] = default_buffer
     for run in runs[1:]:
         assert [[e[:3] for e in doc] for doc in run] == [[e[:3] for e in doc] for doc in runs[0]]
         for doc_a, doc_b in zip(run, runs[0]):
@@ -197,3 +210,34 @@ def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
     int8.to_disk(tmp_path / "again")
     again = spacy.load(tmp_path / "again")
     assert [(e.text, e._.confidence) for e in again(texts[0]).ents] == [(e.text, e._.confidence) for e in int8(texts[0]).ents]
+
+
+N_PROCESS_SCRIPT = """
+import json, sys
+import spacy, torch
+nlp = spacy.load(sys.argv[1])
+texts = json.loads(sys.argv[2])
+torch.set_num_threads(2)
+def ents(docs):
+    return [[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in docs]
+one = ents(nlp.pipe(texts))  # the parent's torch thread pool runs before the fork
+two = ents(nlp.pipe(texts, n_process=2, batch_size=3))
+print(json.dumps([one, two]))
+"""
+
+
+def test_n_process_2_does_not_hang_and_gives_the_same_entities(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "model")
+    texts = [t for t, _ in TRAIN] * 2 + ["Peter flew to London .", ""]
+    # without the at-fork hook in pipeline_component the forked workers never answer
+    proc = subprocess.run(
+        [sys.executable, "-c", N_PROCESS_SCRIPT, str(tmp_path / "model"), json.dumps(texts)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert any(one) and [[e[:3] for e in d] for d in two] == [[e[:3] for e in d] for d in one]
+    for doc_a, doc_b in zip(one, two):
+        for a, b in zip(doc_a, doc_b):
+            assert a[3] == pytest.approx(b[3], abs=1e-5)
