@@ -2,7 +2,7 @@
 a tiny window against the default, scaling to 1,000,000 characters, and the Hugging Face
 token-classification pipeline with stride on the same documents.
 
-    python bench/long_documents.py MODEL [--hf-model DIR]
+    python bench/long_documents.py MODEL [--hf-model DIR] [--output NAME.json]
 
 MODEL is a trained ner_plus pipeline (bench/conll_benchmark.py ner_plus leaves one);
 --hf-model a token-classification model on the same backbone (the hf_token_cls peer's).
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--hf-model", type=Path, default=None)
     parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
     parser.add_argument("--parts", default="f1,hf,scaling", help="comma-separated: f1, hf, scaling (results merge into one file)")
+    parser.add_argument("--output", default="long_documents.json", help="file under bench/results (parts of one model merge into it)")
     parser.add_argument("--scale", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -86,8 +87,10 @@ def main() -> None:
     result = read_conll(args.test)
     docs = result_to_docs(result, nlp.vocab, "document")
     sents = result_to_docs(result, nlp.vocab, "sentence")
-    out_path = ROOT / "bench" / "results" / "long_documents.json"
+    out_path = ROOT / "bench" / "results" / args.output
     record = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if record.get("model") != args.model:
+        record = {}
     record.update({"model": args.model, "documents": len(docs), "max_doc_tokens": max(len(d) for d in docs)})
     if "f1" in parts:
         record["f1_sentences"] = f1_of(nlp, sents)
