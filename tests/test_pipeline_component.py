@@ -5,6 +5,7 @@ import sys
 import numpy
 import pytest
 import spacy
+import torch
 from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam
@@ -202,6 +203,8 @@ def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
     texts = [t for t, _ in TRAIN]
     fp32_docs, int8_docs = list(nlp.pipe(texts)), list(int8.pipe(texts))
     assert ner._int8 is not None  # the int8 copy was used
+    qlinears = [m for m in ner._int8[1].modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert qlinears and all(m.weight().qscheme() == torch.per_channel_affine for m in qlinears)
     for a, b in zip(fp32_docs, int8_docs):
         assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
         for x, y in zip(a.ents, b.ents):
