@@ -183,7 +183,9 @@ def main() -> None:
         "command": " ".join(["python", "bench/conll_benchmark.py", *[a for a in sys.argv[1:] if a != "--score-only"]]),
         "commit": commit,
         "train_commit": train_commit or commit,
-        "machine": f"{platform.node()} {platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores"
+        # os.cpu_count, not nproc: nproc follows OMP_NUM_THREADS
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
+        + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else "")
         + (f", GPU {args.gpu_id}: {_gpu_name(args.gpu_id)}" if args.gpu_id >= 0 else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
