@@ -342,8 +342,9 @@ class NerPlus(TrainablePipe):
             yield
             return
         if self._int8 is None or self._int8[0] is not fp32:
-            # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.71 against
-            # 1.72 with one scale per matrix (docs/BENCHMARKS.md), at about 15% less speed
+            # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.93 against 1.62
+            # with one scale per matrix, at 1.35x instead of 1.39x the fp32 speed
+            # (bench/int8_variants.py, docs/BENCHMARKS.md)
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear: qconfig})
             self._int8 = (fp32, int8.eval())
