@@ -32,6 +32,15 @@ def viterbi(log_probs: numpy.ndarray, constraints: Dict[str, numpy.ndarray]) -> 
     n, n_tags = log_probs.shape
     if n == 0:
         return numpy.zeros((0,), dtype="int64")
+    # The per-token argmax maximizes the unconstrained sum; when the scheme
+    # allows it, it is the constrained optimum too (the usual case, no loop).
+    greedy = log_probs.argmax(axis=1)
+    if (
+        constraints["start"][greedy[0]]
+        and constraints["end"][greedy[-1]]
+        and constraints["transition"][greedy[:-1], greedy[1:]].all()
+    ):
+        return greedy.astype("int64")
     scores = log_probs.astype("float64")
     trans = numpy.where(constraints["transition"], 0.0, _NEG_INF)
     best = scores[0] + numpy.where(constraints["start"], 0.0, _NEG_INF)

@@ -273,6 +273,8 @@ class NerPlus(TrainablePipe):
             return []
         encoder = self._encoder()
         budget = max_sequence_length(encoder) - n_special_tokens(encoder)
+        if len(doc) <= self.cfg["window"] and len(doc) * encoder.attrs["max_wordpieces_per_token"] <= budget:
+            return [(0, len(doc))]  # fits one window whatever its wordpieces: no need to count them
         counts = wordpiece_counts(encoder, [t.text for t in doc])
         sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
         return windowing.make_windows(counts, self.cfg["window"], self.cfg["stride"], budget, sent_starts)

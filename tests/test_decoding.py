@@ -59,3 +59,25 @@ def test_confidence_formula():
     probs = numpy.array([[0.0, 0.9, 0.0, 0.0, 0.1], [0.1, 0.0, 0.0, 0.8, 0.1]])
     index = {t: i for i, t in enumerate(tags)}
     assert abs(span_confidence(probs, (0, 2, "PER"), index, "BIOES") - 0.72) < 1e-12
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_greedy_shortcut_equals_the_full_viterbi(data):
+    """viterbi returns the per-token argmax when the scheme allows it, else runs
+    its dynamic programme; either way its path scores what a plain-Python
+    dynamic programme over the valid paths finds (longer sequences than the
+    brute force above can enumerate)."""
+    scheme = data.draw(st.sampled_from(["IOB2", "BIOES"]))
+    tags = schemes.tag_names(["PER", "LOC"], scheme)
+    n = data.draw(st.integers(1, 12))
+    log_probs = data.draw(arrays("float64", (n, len(tags)), elements=st.floats(-8.0, 0.0)))
+    constraints = schemes.transition_constraints(tags, scheme)
+    path = viterbi(log_probs, constraints)
+    tag_ids = range(len(tags))
+    best = {b: log_probs[0, b] if constraints["start"][b] else -numpy.inf for b in tag_ids}
+    for t in range(1, n):
+        best = {b: max(best[a] for a in tag_ids if constraints["transition"][a, b]) + log_probs[t, b] for b in tag_ids}
+    optimum = max(best[b] for b in tag_ids if constraints["end"][b])
+    assert schemes.find_errors([tags[i] for i in path], scheme) == []
+    assert abs(sum(log_probs[t, i] for t, i in enumerate(path)) - optimum) < 1e-6

@@ -42,10 +42,9 @@ def test_pathological_input(trained_nlp, name):
 
 
 def test_overlong_tokens_are_cut_with_a_warning(trained_nlp):
-    ner = trained_nlp.get_pipe("ner_plus")
     doc = trained_nlp.make_doc(PATHOLOGICAL["base64"] + " unique-" + "+/" * 40)
     with pytest.warns(UserWarning, match="max_wordpieces_per_token"):
-        ner.doc_windows(doc)
+        trained_nlp(doc)
 
 
 def test_a_document_far_longer_than_the_backbone(trained_nlp):
