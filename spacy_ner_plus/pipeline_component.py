@@ -21,7 +21,7 @@ from thinc.types import Floats2d
 
 from . import decoding, schemes, windowing
 from .calibration import Calibrator
-from .layers.transformer import max_sequence_length, n_special_tokens, wordpiece_counts
+from .layers.transformer import max_sequence_length, n_special_tokens, word_pieces, wordpiece_counts
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -273,8 +273,6 @@ class NerPlus(TrainablePipe):
             return []
         encoder = self._encoder()
         budget = max_sequence_length(encoder) - n_special_tokens(encoder)
-        if len(doc) <= self.cfg["window"] and len(doc) * encoder.attrs["max_wordpieces_per_token"] <= budget:
-            return [(0, len(doc))]  # fits one window whatever its wordpieces: no need to count them
         counts = wordpiece_counts(encoder, [t.text for t in doc])
         sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
         return windowing.make_windows(counts, self.cfg["window"], self.cfg["stride"], budget, sent_starts)
@@ -309,6 +307,9 @@ class NerPlus(TrainablePipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return [DocPrediction([], []) for _ in docs]
+        # One tokenizer call for every new word of the batch, before any torch op:
+        # the tokenizer's threads and torch's would otherwise take turns.
+        word_pieces(self._encoder(), [t.text for doc in docs for t in doc])
         windows, owners = self._windows(docs)
         logits: List[Optional[Floats2d]] = [None] * len(windows)
         # Length-sorted batches waste little on padding; results go back in order.

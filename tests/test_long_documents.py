@@ -94,3 +94,16 @@ def test_entities_on_window_edges_are_recovered(trained_nlp, monkeypatch, window
         assert cut  # entities really do straddle window edges
     assert [doc[s:e].text for s, e in entities] == ["John", "New York City"] * 30
     assert entities == [(7 * i, 7 * i + 1) if j == 0 else (7 * i + 3, 7 * i + 6) for i in range(30) for j in range(2)]
+
+
+def test_wordpiece_cache_overflow_keeps_every_word(trained_nlp, monkeypatch):
+    from spacy_ner_plus.layers import transformer
+
+    encoder = trained_nlp.get_pipe("ner_plus").model.get_ref("encoder")
+    expected = transformer.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"])
+    monkeypatch.setattr(transformer, "_CACHE_LIMIT", 3)
+    encoder.attrs["piece_cache"].data.clear()
+    transformer.word_pieces(encoder, ["alpha", "beta"])
+    # two cached words and two new ones overflow the cache: all four must still come back
+    assert transformer.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"]) == expected
+    encoder.attrs["piece_cache"].data.clear()

@@ -106,12 +106,14 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
     """
     cache: Dict[str, List[int]] = model.attrs["piece_cache"].data
     missing = list({w for w in words if w not in cache})
+    if missing and len(cache) + len(missing) > _CACHE_LIMIT:
+        # start afresh; every word of this call is then missing
+        cache.clear()
+        missing = list(dict.fromkeys(words))
     if missing:
         tokenizer = get_tokenizer(model)
         limit = model.attrs["max_wordpieces_per_token"]
         encoded = tokenizer([[w] for w in missing], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-        if len(cache) + len(missing) > _CACHE_LIMIT:
-            cache.clear()
         n_cut = 0
         for word, ids in zip(missing, encoded):
             if not ids:
