@@ -47,10 +47,12 @@ RESULTS = ROOT / "bench" / "results"
 def convert(data: Path, out: Path) -> dict:
     paths = {}
     out.mkdir(parents=True, exist_ok=True)
-    for split, mode in (("train", "sentence"), ("dev", "sentence"), ("test", "sentence"), ("train_chunks", "chunk"), ("dev_chunks", "chunk")):
+    splits = {"train": ("train", "sentence"), "dev": ("dev", "sentence"), "test": ("test", "sentence"),
+              "train_chunks": ("train", "chunk"), "dev_chunks": ("dev", "chunk")}
+    for split, (source, mode) in splits.items():
         target = out / f"{split}.spacy"
         if not target.exists():
-            result = read_conll(data / f"{split.split('_')[0]}.iob")
+            result = read_conll(data / f"{source}.iob")
             if result.errors:
                 sys.exit("\n".join(map(str, result.errors)))
             DocBin(docs=result_to_docs(result, Vocab(), mode, chunk_tokens=128)).to_disk(target)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["e", "a", "b", "c", "d", "a2"]
-TIMEOUT_S = 240  # a2 (n_process=2) was seen to hang: its child processes sat idle
+TIMEOUT_S = 240  # a guard: a2 (n_process=2) hung before the package's at-fork hook existed
 LABELS = ["LOC", "MISC", "ORG", "PER"]
 
 

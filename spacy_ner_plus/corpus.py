@@ -233,11 +233,11 @@ def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document",
     """
     if doc_mode not in DOC_MODES:
         raise ValueError(f"doc_mode must be one of {', '.join(DOC_MODES)}, not '{doc_mode}'")
+    if doc_mode == "chunk" and chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, not {chunk_tokens}")
     if doc_mode == "document" and result.has_doc_markers:
         return [sentences_to_doc(vocab, doc) for doc in result.documents if doc]
     if doc_mode == "chunk" and result.has_doc_markers:
-        if chunk_tokens < 1:
-            raise ValueError(f"chunk_tokens must be >= 1, not {chunk_tokens}")
         return [sentences_to_doc(vocab, chunk) for doc in result.documents for chunk in pack_sentences(doc, chunk_tokens)]
     return [sentences_to_doc(vocab, [s]) for doc in result.documents for s in doc]
 

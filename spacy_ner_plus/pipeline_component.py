@@ -296,7 +296,7 @@ class NerPlus(TrainablePipe):
         not pad a 3-token headline to the length of a 60-token sentence.
         """
         error_handler = self.get_error_handler()
-        for docs in _buffered(stream, batch_size, self.cfg.get("sort_buffer_tokens", 0)):
+        for docs in _buffered(stream, batch_size, self.cfg["sort_buffer_tokens"]):
             try:
                 self.set_annotations(docs, self.predict(docs))
                 yield from docs

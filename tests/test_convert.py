@@ -9,7 +9,7 @@ from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
 from spacy_ner_plus.cli import app
-from spacy_ner_plus.corpus import read_conll
+from spacy_ner_plus.corpus import read_conll, result_to_docs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MALFORMED = FIXTURES / "malformed"
@@ -112,6 +112,12 @@ def test_chunk_mode_packs_sentences_of_one_document(tmp_path):
     docs = list(DocBin().from_disk(tmp_path / "c1.spacy").get_docs(Vocab()))
     assert [len(d) for d in docs] == [3, 2, 5, 1, 2]
     assert convert(path, tmp_path / "c0.spacy", "--doc-mode", "chunk", "--chunk-tokens", "0").exit_code == 1
+    # the API rejects it too, with or without -DOCSTART- markers
+    plain = tmp_path / "plain.iob"
+    plain.write_text("A B-PER\nB O\n", encoding="utf8")
+    for source in (path, plain):
+        with pytest.raises(ValueError, match="chunk_tokens"):
+            result_to_docs(read_conll(source), Vocab(), "chunk", 0)
 
 
 def test_scheme_override_and_columns(tmp_path):
