@@ -217,6 +217,8 @@ class NerPlus(TrainablePipe):
             raise ValueError("class_weights must be 'none', 'inverse_frequency' or a dict label -> weight")
         if focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        if sort_buffer_tokens < 0:
+            raise ValueError(f"sort_buffer_tokens must be >= 0 (0: batches of batch_size docs), got {sort_buffer_tokens}")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -545,7 +547,7 @@ class NerPlus(TrainablePipe):
 def _buffered(stream: Iterable[Doc], batch_size: int, max_tokens: int) -> Iterator[List[Doc]]:
     """Lists of consecutive Docs: ``batch_size`` Docs each when ``max_tokens``
     is 0, else as many as reach ``max_tokens`` tokens (at least one Doc)."""
-    if max_tokens <= 0:
+    if max_tokens == 0:
         yield from (list(batch) for batch in minibatch(stream, size=batch_size))
         return
     buffer: List[Doc] = []

@@ -176,6 +176,8 @@ def test_bad_settings_are_clear_errors():
         make_nlp(window=4, stride=8)
     with pytest.raises(ValueError, match="class_weights"):
         make_nlp(class_weights="balanced")
+    with pytest.raises(ValueError, match="sort_buffer_tokens"):
+        make_nlp(sort_buffer_tokens=-1)
     nlp = make_nlp()
     with pytest.raises(ValueError, match="no entity labels"):
         nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("no ents"), {})])
