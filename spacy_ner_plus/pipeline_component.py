@@ -21,7 +21,7 @@ from thinc.types import Floats2d
 
 from . import decoding, schemes, windowing
 from .calibration import Calibrator
-from .layers.transformer import max_sequence_length, n_special_tokens, word_pieces, wordpiece_counts
+from .layers.transformer import max_sequence_length, n_special_tokens, word_pieces
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -96,7 +96,7 @@ if not Span.has_extension("confidence"):
         "model": DEFAULT_MODEL,
         "scheme": "BIO",
         "window": 128,
-        "stride": 96,
+        "stride": 112,
         "window_batch_size": 32,
         "sort_buffer_tokens": 16384,
         "class_weights": "none",
@@ -198,7 +198,7 @@ class NerPlus(TrainablePipe):
         *,
         scheme: str = "BIO",
         window: int = 128,
-        stride: int = 96,
+        stride: int = 112,
         window_batch_size: int = 32,
         sort_buffer_tokens: int = 16384,
         class_weights: Union[str, Dict[str, float]] = "none",
@@ -271,22 +271,31 @@ class NerPlus(TrainablePipe):
 
     def doc_windows(self, doc: Doc) -> List[windowing.Window]:
         """The windows ``predict`` and ``update`` use for ``doc``."""
-        if len(doc) == 0:
-            return []
+        return [(start, end) for _, start, end in self._windows([doc])[1]]
+
+    def _windows(self, docs: Sequence[Doc]) -> Tuple[List[Span], List[Tuple[int, int, int]], List[int]]:
+        """Every window of ``docs``: its Span, (doc index, start, end) and wordpiece count."""
         encoder = self._encoder()
         budget = max_sequence_length(encoder) - n_special_tokens(encoder)
-        counts = wordpiece_counts(encoder, [t.text for t in doc])
-        sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
-        return windowing.make_windows(counts, self.cfg["window"], self.cfg["stride"], budget, sent_starts)
-
-    def _windows(self, docs: Sequence[Doc]) -> Tuple[List[Span], List[Tuple[int, int, int]]]:
         spans: List[Span] = []
         owners: List[Tuple[int, int, int]] = []
+        n_pieces: List[int] = []
+        # One tokenizer call for every new word of the batch, before any torch op:
+        # the tokenizer's threads and torch's would otherwise take turns.
+        pieces = word_pieces(encoder, [t.text for doc in docs for t in doc])
+        offset = 0
         for i, doc in enumerate(docs):
-            for start, end in self.doc_windows(doc):
+            if len(doc) == 0:
+                continue
+            counts = [len(p) for p in pieces[offset : offset + len(doc)]]
+            offset += len(doc)
+            cumulative = numpy.cumsum([0] + counts)
+            sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
+            for start, end in windowing.make_windows(counts, self.cfg["window"], self.cfg["stride"], budget, sent_starts):
                 spans.append(doc[start:end])
                 owners.append((i, start, end))
-        return spans, owners
+                n_pieces.append(int(cumulative[end] - cumulative[start]))
+        return spans, owners, n_pieces
 
     # --- prediction --------------------------------------------------------
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
@@ -309,13 +318,10 @@ class NerPlus(TrainablePipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return [DocPrediction([], []) for _ in docs]
-        # One tokenizer call for every new word of the batch, before any torch op:
-        # the tokenizer's threads and torch's would otherwise take turns.
-        word_pieces(self._encoder(), [t.text for doc in docs for t in doc])
-        windows, owners = self._windows(docs)
+        windows, owners, n_pieces = self._windows(docs)
         logits: List[Optional[Floats2d]] = [None] * len(windows)
-        # Length-sorted batches waste little on padding; results go back in order.
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        # Batches sorted by wordpieces waste little on padding; results go back in order.
+        order = sorted(range(len(windows)), key=n_pieces.__getitem__)
         size = self.cfg["window_batch_size"]
         with torch.inference_mode(), self._inference_weights():
             for start in range(0, len(order), size):
@@ -393,7 +399,7 @@ class NerPlus(TrainablePipe):
         validate_examples(examples, "NerPlus.update")
         if not any(len(eg.predicted) for eg in examples):
             return losses
-        windows, owners = self._windows([eg.predicted for eg in examples])
+        windows, owners, _ = self._windows([eg.predicted for eg in examples])
         set_dropout_rate(self.model, drop)
         scores, backprop = self.model.begin_update(windows)
         loss, d_scores = self._window_loss(examples, owners, scores)
@@ -407,7 +413,7 @@ class NerPlus(TrainablePipe):
         """Loss and gradient of ``scores``, the model's output on the windows of the examples' docs."""
         examples = list(examples)
         validate_examples(examples, "NerPlus.get_loss")
-        _, owners = self._windows([eg.predicted for eg in examples])
+        _, owners, _ = self._windows([eg.predicted for eg in examples])
         return self._window_loss(examples, owners, scores)
 
     def gold_tag_ids(self, example: Example) -> numpy.ndarray:
@@ -489,7 +495,7 @@ class NerPlus(TrainablePipe):
         sample = [eg.predicted for eg in islice(examples, 16)]
         # The encoder must load its tokenizer before windows can be measured.
         self._encoder().initialize()
-        windows, _ = self._windows(sample)
+        windows, _, _ = self._windows(sample)
         self.model.initialize(X=windows[:16] or None)
         self.cfg["tag_weights"] = self._tag_weights(examples)
 

@@ -93,7 +93,7 @@ def merge_windows(windows: Sequence[Window], scores: Sequence[numpy.ndarray], n_
 
 
 @registry.misc("spacy-ner-plus.windows.v1")
-def configure_windows(window: int = 128, stride: int = 96):
+def configure_windows(window: int = 128, stride: int = 112):
     """Window settings for ner_plus: ``window`` tokens, starts ``stride`` apart."""
     if not 0 < stride <= window:
         raise ValueError(f"need 0 < stride <= window, got stride={stride}, window={window}")

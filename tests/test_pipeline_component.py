@@ -136,7 +136,7 @@ def test_missing_annotation_is_ignored_by_the_loss():
     eg = Example.from_dict(doc, {"entities": ["U-PER", "-", "-", "U-LOC"]})
     ids = ner.gold_tag_ids(eg)
     assert ids[1] == ids[2] == -1 and ner.tags[ids[0]] == "B-PER" and ner.tags[ids[3]] == "B-LOC"
-    windows, owners = ner._windows([doc])
+    windows, owners, _ = ner._windows([doc])
     scores = ner.model.predict(windows)
     _, grads = ner._window_loss([eg], owners, scores)
     assert numpy.all(grads[0][1:3] == 0) and numpy.any(grads[0][0] != 0)
@@ -148,7 +148,7 @@ def test_loss_gradient_matches_finite_differences(gamma, weights):
     ner = nlp.get_pipe("ner_plus")
     exs = examples(nlp)
     nlp.initialize(lambda: exs)
-    _, owners = ner._windows([eg.predicted for eg in exs])
+    _, owners, _ = ner._windows([eg.predicted for eg in exs])
     rng = numpy.random.RandomState(0)
     scores = [rng.normal(size=(e - s, len(ner.tags))).astype("float64") for _, s, e in owners]
     loss, grads = ner._window_loss(exs, owners, scores)
@@ -246,3 +246,26 @@ def test_n_process_2_does_not_hang_and_gives_the_same_entities(trained, tmp_path
     for doc_a, doc_b in zip(one, two):
         for a, b in zip(doc_a, doc_b):
             assert a[3] == pytest.approx(b[3], abs=1e-5)
+
+
+def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
+    from transformers import AutoTokenizer
+
+    from spacy_ner_plus.backbone import embedded_backbone_path
+    from spacy_ner_plus.layers.transformer import word_pieces
+
+    nlp = make_nlp()
+    nlp.initialize(lambda: examples(nlp))
+    encoder = nlp.get_pipe("ner_plus").model.get_ref("encoder")
+    words = ["Ingebrigtsen", "naïve", "Zürich", "\u200b", "3.5%", "U.S.", "co-operate", "😀"]
+    tokenizer = get_tokenizer(encoder)
+    expected = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    expected = [ids or [tokenizer.unk_token_id] for ids in expected]
+    assert word_pieces(encoder, words) == expected  # the Rust fast path gives the wrapper's ids
+    # a tokenizer whose backend pads takes the wrapper's path, with the same result
+    padded = AutoTokenizer.from_pretrained(str(embedded_backbone_path()))
+    padded.backend_tokenizer.enable_padding(length=8)
+    encoder.layers[0].shims[0]._hfmodel.tokenizer = padded
+    assert encoder.attrs["piece_cache"].data  # filled by the first tokenizer ...
+    assert word_pieces(encoder, words[:2]) == expected[:2]
+    assert set(encoder.attrs["piece_cache"].data) == set(words[:2])  # ... and emptied for the new one

@@ -26,11 +26,35 @@ _CACHE_LIMIT = 200_000
 
 
 class PieceCache:
-    """Word -> wordpiece ids. Not a dict on purpose: thinc serializes
-    msgpack-able attrs with the model, and this cache must not be saved."""
+    """Word -> wordpiece ids, and the tokenizer's special tokens, for one
+    tokenizer. Not a dict on purpose: thinc serializes msgpack-able attrs with
+    the model, and this cache must not be saved."""
 
     def __init__(self) -> None:
         self.data: Dict[str, List[int]] = {}
+        self.tokenizer = None
+        self.specials: Tuple[List[int], List[int]] = ([], [])
+        self.limit = 0
+
+
+def _cache(model: Model) -> PieceCache:
+    """The model's cache, emptied whenever the tokenizer object changed
+    (initialize or from_disk put in a new one)."""
+    cache = model.attrs["piece_cache"]
+    tokenizer = get_tokenizer(model)
+    if cache.tokenizer is not tokenizer:
+        probe = tokenizer.build_inputs_with_special_tokens([-1])
+        cut = probe.index(-1)
+        if tokenizer.build_inputs_with_special_tokens([-1, -2]) != probe[:cut] + [-1, -2] + probe[cut + 1 :]:
+            raise ValueError(
+                f"{type(tokenizer).__name__} does not frame a sequence as fixed special tokens "
+                "before and after it; HFTokenEncoder cannot align its wordpieces"
+            )
+        cache.data.clear()
+        cache.tokenizer = tokenizer
+        cache.specials = (probe[:cut], probe[cut + 1 :])
+        cache.limit = _max_sequence_length(model)
+    return cache
 
 
 class WordpieceBatch:
@@ -83,6 +107,10 @@ def get_tokenizer(model: Model):
 
 def max_sequence_length(model: Model) -> int:
     """The most wordpieces one window may hold, special tokens included."""
+    return _cache(model).limit
+
+
+def _max_sequence_length(model: Model) -> int:
     hf = model.layers[0].shims[0]._hfmodel
     limits = [hf.transformer.config.max_position_embeddings]
     tok_limit = getattr(hf.tokenizer, "model_max_length", None)
@@ -94,8 +122,8 @@ def max_sequence_length(model: Model) -> int:
 
 
 def n_special_tokens(model: Model) -> int:
-    tokenizer = get_tokenizer(model)
-    return len(tokenizer.build_inputs_with_special_tokens([]))
+    prefix, suffix = _cache(model).specials
+    return len(prefix) + len(suffix)
 
 
 def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
@@ -104,7 +132,7 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
     A word the tokenizer turns into nothing (whitespace, control characters)
     becomes the unknown token, so every spaCy token has a vector.
     """
-    cache: Dict[str, List[int]] = model.attrs["piece_cache"].data
+    cache = _cache(model).data
     missing = list({w for w in words if w not in cache})
     if missing and len(cache) + len(missing) > _CACHE_LIMIT:
         # start afresh; every word of this call is then missing
@@ -113,7 +141,13 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
     if missing:
         tokenizer = get_tokenizer(model)
         limit = model.attrs["max_wordpieces_per_token"]
-        encoded = tokenizer([[w] for w in missing], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None and backend.padding is None and backend.truncation is None:
+            # the Rust tokenizer itself: the same ids without the wrapper's per-word dicts
+            batch = backend.encode_batch([[w] for w in missing], is_pretokenized=True, add_special_tokens=False)
+            encoded = [e.ids for e in batch]
+        else:
+            encoded = tokenizer([[w] for w in missing], is_split_into_words=True, add_special_tokens=False)["input_ids"]
         n_cut = 0
         for word, ids in zip(missing, encoded):
             if not ids:
@@ -130,20 +164,16 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
     return [cache[w] for w in words]
 
 
-def wordpiece_counts(model: Model, words: Sequence[str]) -> List[int]:
-    return [len(p) for p in word_pieces(model, words)]
-
-
 def encode_windows(model: Model, windows: Sequence[Span]) -> WordpieceBatch:
-    tokenizer = get_tokenizer(model)
+    cache = _cache(model)
+    prefix, suffix = cache.specials
     rows: List[List[int]] = []
     token_pieces: List[List[Ints1d]] = []
-    offset = _n_leading_specials(tokenizer)
-    limit = max_sequence_length(model)
+    offset = len(prefix)
+    limit = cache.limit
     for span in windows:
         pieces = word_pieces(model, [t.text for t in span])
-        flat = [i for p in pieces for i in p]
-        ids = tokenizer.build_inputs_with_special_tokens(flat)
+        ids = prefix + [i for p in pieces for i in p] + suffix
         if len(ids) > limit:
             raise ValueError(
                 f"window of {len(span)} tokens has {len(ids)} wordpieces, more than the "
@@ -157,18 +187,13 @@ def encode_windows(model: Model, windows: Sequence[Span]) -> WordpieceBatch:
         rows.append(ids)
         token_pieces.append(positions)
     width = max((len(r) for r in rows), default=0)
-    pad = tokenizer.pad_token_id or 0
+    pad = get_tokenizer(model).pad_token_id or 0
     input_ids = numpy.full((len(rows), width), pad, dtype="int64")
     mask = numpy.zeros((len(rows), width), dtype="int64")
     for i, r in enumerate(rows):
         input_ids[i, : len(r)] = r
         mask[i, : len(r)] = 1
     return WordpieceBatch(input_ids, mask, token_pieces)
-
-
-def _n_leading_specials(tokenizer) -> int:
-    probe = tokenizer.build_inputs_with_special_tokens([-1])
-    return probe.index(-1)
 
 
 def init(model: Model, X: Optional[List[Span]] = None, Y=None) -> None:
