@@ -16,7 +16,9 @@ Words = spaCy tokens of those strings. Each system runs in its own process
       the floor of the work
 
 Heads are untrained where no trained pipeline is given (speed does not depend
-on the weights); pass --trained MODEL to time a trained ner_plus instead.
+on the weights); pass --trained MODEL to time a trained ner_plus instead, and
+--stride N to give its windows another stride than the one it was saved with
+(pipelines trained before the default became 112 carry 96).
 
     python bench/inference_speed.py --test ../shared/data/conll2003/test.iob
 """
@@ -71,7 +73,7 @@ def spacy_stock():
     return nlp
 
 
-def run_system(system: str, texts, trained):
+def run_system(system: str, texts, trained, stride=None):
     import spacy
     import torch
 
@@ -79,6 +81,7 @@ def run_system(system: str, texts, trained):
     from spacy_ner_plus.backbone import embedded_backbone_path
 
     words = sum(len(d) for d in spacy.blank("en").pipe(texts))
+    windows = None  # ner_plus's window/stride
     if system in ("a", "a2", "b", "c"):
         if system == "c":
             nlp = spacy_stock()
@@ -87,6 +90,10 @@ def run_system(system: str, texts, trained):
             nlp.get_pipe("ner_plus").cfg["quantize"] = system == "b"
         else:
             nlp = untrained_ner_plus(system == "b")
+        if system != "c":
+            ner = nlp.get_pipe("ner_plus")
+            ner.cfg["stride"] = stride or ner.cfg["stride"]
+            windows = f"{ner.cfg['window']}/{ner.cfg['stride']}"
         list(nlp.pipe(texts[:64]))
         n_process = 2 if system == "a2" else 1
         start = time.perf_counter()
@@ -138,18 +145,19 @@ def run_system(system: str, texts, trained):
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"system": system, "words": words, "seconds": round(seconds, 2), "words_per_s": round(words / seconds, 1),
-            "peak_rss_mb": round(max(rss_mb, children), 1), "entities": n_ents, "torch_threads": torch.get_num_threads()}
+            "peak_rss_mb": round(max(rss_mb, children), 1), "entities": n_ents, "torch_threads": torch.get_num_threads(), **({"window/stride": windows} if windows else {})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
     parser.add_argument("--trained", default=None)
+    parser.add_argument("--stride", type=int, default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_system(args.one, load_texts(args.test, args.mode), args.trained)))
+        print(json.dumps(run_system(args.one, load_texts(args.test, args.mode), args.trained, args.stride)))
         return
     results = []
     for mode in ("sentences", "documents"):
@@ -157,6 +165,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--test", str(args.test), "--one", system, "--mode", mode]
             if args.trained:
                 cmd += ["--trained", args.trained]
+            if args.stride:
+                cmd += ["--stride", str(args.stride)]
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S)
             except subprocess.TimeoutExpired:

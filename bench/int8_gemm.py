@@ -1,0 +1,88 @@
+"""How much faster int8 makes the backbone's matrix products on this CPU: the ceiling of int8 speed.
+
+Times one nn.Linear of each MiniLM-L6-H384 shape (384->384 attention, 384->1536
+and 1536->384 feed-forward) in fp32 against its dynamic int8 copy
+(torch.ao.quantization.quantize_dynamic, per-channel weights) under each
+quantized engine torch offers here, and against a per-row int8 product with
+torch._int_mm (activations quantized per row, weights per channel, int32
+accumulation, rescaled to fp32), on activations of M rows (M = wordpieces
+in one batch of windows; 700 is a batch of 32 CoNLL++ sentences). Reports the
+median of 50 calls, after 10 warm-up calls, in torch.inference_mode.
+
+    python bench/int8_gemm.py [--rows 700]
+"""
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = [(384, 384), (384, 1536), (1536, 384)]
+
+
+class IntMMLinear(torch.nn.Module):
+    """x -> (q(x) @ q(W)^T) * scales + b with one scale per activation row and weight row."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach()
+        self.w_scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
+        self.w_q = (w / self.w_scale[:, None]).round().to(torch.int8).t().contiguous()
+        self.bias = linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127
+        x_q = (x / x_scale).round().to(torch.int8)
+        return torch.addcmul(self.bias, torch._int_mm(x_q, self.w_q), x_scale * self.w_scale)
+
+
+def median_seconds(fn, x, n=50) -> float:
+    for _ in range(10):
+        fn(x)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[n // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=700)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    engines = [e for e in ("fbgemm", "onednn", "x86") if e in torch.backends.quantized.supported_engines]
+    rows = []
+    with torch.inference_mode():
+        for k, n in SHAPES:
+            linear = torch.nn.Sequential(torch.nn.Linear(k, n)).eval()
+            x = torch.randn(args.rows, k)
+            row = {"in": k, "out": n, "rows": args.rows, "fp32_ms": round(1000 * median_seconds(linear, x), 3)}
+            for engine in engines:
+                torch.backends.quantized.engine = engine
+                int8 = quantize_dynamic(copy.deepcopy(linear), {torch.nn.Linear: per_channel_dynamic_qconfig})
+                row[f"{engine}_ms"] = round(1000 * median_seconds(int8, x), 3)
+                row[f"{engine}_speedup"] = round(row["fp32_ms"] / row[f"{engine}_ms"], 2)
+            int_mm = IntMMLinear(linear[0])
+            row["int_mm_ms"] = round(1000 * median_seconds(int_mm, x), 3)
+            row["int_mm_speedup"] = round(row["fp32_ms"] / row["int_mm_ms"], 2)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    out = ROOT / "bench" / "results" / "int8_gemm.json"
+    out.write_text(json.dumps({"command": "python bench/int8_gemm.py --rows " + str(args.rows), "commit": commit, "machine": platform.node(),
+                               "cpu": cpu, "int8_dot_product_flags": [f for f in flags if "vnni" in f or "amx" in f],
+                               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
