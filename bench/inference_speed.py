@@ -15,6 +15,11 @@ Words = spaCy tokens of those strings. Each system runs in its own process
       is cut into consecutive 510-piece segments, each piece encoded once):
       the floor of the work
 
+--repeats N runs N rounds, each round every system once in the order above
+(sentences then documents), and reports per system the median words/s over
+the rounds: this machine's speed drifts by up to 20% between processes, and
+interleaved rounds spread that drift over all systems alike.
+
 Heads are untrained where no trained pipeline is given (speed does not depend
 on the weights); pass --trained MODEL to time a trained ner_plus instead, and
 --stride N to give its windows another stride than the one it was saved with
@@ -26,6 +31,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -153,6 +159,7 @@ def main() -> None:
     parser.add_argument("--test", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003" / "test.iob")
     parser.add_argument("--trained", default=None)
     parser.add_argument("--stride", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,33 +167,43 @@ def main() -> None:
         print(json.dumps(run_system(args.one, load_texts(args.test, args.mode), args.trained, args.stride)))
         return
     results = []
+    for round_ in range(args.repeats):
+        for mode in ("sentences", "documents"):
+            for system in SYSTEMS:
+                cmd = [sys.executable, __file__, "--test", str(args.test), "--one", system, "--mode", mode]
+                if args.trained:
+                    cmd += ["--trained", args.trained]
+                if args.stride:
+                    cmd += ["--stride", str(args.stride)]
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    record = {"system": system, "mode": mode, "failed": f"no result within {TIMEOUT_S} s (hung)"}
+                else:
+                    if out.returncode != 0:
+                        sys.exit(f"{system}/{mode} failed:\n{out.stderr[-3000:]}")
+                    record = json.loads(out.stdout.strip().splitlines()[-1])
+                    record["mode"] = mode
+                record["round"] = round_
+                print(json.dumps(record), flush=True)
+                results.append(record)
+    summary = {}
     for mode in ("sentences", "documents"):
-        for system in SYSTEMS:
-            cmd = [sys.executable, __file__, "--test", str(args.test), "--one", system, "--mode", mode]
-            if args.trained:
-                cmd += ["--trained", args.trained]
-            if args.stride:
-                cmd += ["--stride", str(args.stride)]
-            try:
-                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                record = {"system": system, "mode": mode, "failed": f"no result within {TIMEOUT_S} s (hung)"}
-            else:
-                if out.returncode != 0:
-                    sys.exit(f"{system}/{mode} failed:\n{out.stderr[-3000:]}")
-                record = json.loads(out.stdout.strip().splitlines()[-1])
-                record["mode"] = mode
-            print(json.dumps(record), flush=True)
-            results.append(record)
+        speeds = {}
+        for r in results:
+            if r["mode"] == mode and "words_per_s" in r:
+                speeds.setdefault(r["system"], []).append(r["words_per_s"])
+        median = {system: statistics.median(v) for system, v in speeds.items()}
+        a = median["a"]
+        ratios = {"a/c": a / median["c"], "a/d": a / median["d"], "a/e": a / median["e"], "b/a": median["b"] / a}
+        if "a2" in median:
+            ratios["a2/a"] = median["a2"] / a
+        summary[mode] = {"median_words_per_s": median, "ratios": {k: round(v, 2) for k, v in ratios.items()}}
+        print(f"{mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     out = ROOT / "bench" / "results" / "inference_speed.json"
-    out.write_text(json.dumps({"commit": commit, "machine": platform.node(), "command": "python bench/inference_speed.py " + " ".join(sys.argv[1:]), "results": results}, indent=2) + "\n")
-    for mode in ("sentences", "documents"):
-        rows = {r["system"]: r for r in results if r["mode"] == mode}
-        a = rows["a"]["words_per_s"]
-        if "words_per_s" in rows["a2"]:
-            print(f"{mode}: a2/a {rows['a2']['words_per_s'] / a:.2f}")
-        print(f"{mode}: a/c {a / rows['c']['words_per_s']:.2f}, a/d {a / rows['d']['words_per_s']:.2f}, a/e {a / rows['e']['words_per_s']:.2f}, b/a {rows['b']['words_per_s'] / a:.2f}")
+    out.write_text(json.dumps({"commit": commit, "machine": platform.node(), "command": "python bench/inference_speed.py " + " ".join(sys.argv[1:]),
+                               "summary": summary, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

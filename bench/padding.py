@@ -2,13 +2,16 @@
 
 Counts the wordpieces (special tokens included) a forward pass in batches of
 32 would encode when the sentences are sorted by length within buffers of N
-consecutive sentences, against a global sort; no model runs.
+consecutive sentences, against a global sort; then the buffers ner_plus's
+`nlp.pipe` makes (Docs up to 16,384 spaCy tokens) sorted by wordpieces (what
+`predict` does since 8c60ca5) and by spaCy tokens (before). No model runs.
 
     python bench/padding.py
 """
 import argparse
 from pathlib import Path
 
+import spacy
 from transformers import AutoTokenizer
 
 from spacy_ner_plus.backbone import embedded_backbone_path
@@ -17,12 +20,24 @@ from spacy_ner_plus.corpus import read_conll
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def padded(lengths, buffer: int, batch: int) -> int:
+def padded(lengths, buffer: int, batch: int, tokens=None, sort_by=None) -> int:
+    """Padded wordpieces of batches of ``batch`` texts sorted (stably) by ``sort_by``
+    (default: the lengths) within consecutive buffers: of ``buffer`` texts, or, when
+    ``tokens`` is given, of texts until they hold ``buffer`` tokens (``_buffered``)."""
+    sort_by = lengths if sort_by is None else sort_by
+    groups, group, n = [], [], 0
+    for i in range(len(lengths)):
+        group.append(i)
+        n += 1 if tokens is None else tokens[i]
+        if n >= buffer:
+            groups.append(group)
+            group, n = [], 0
+    groups.append(group)
     total = 0
-    for start in range(0, len(lengths), buffer):
-        group = sorted(lengths[start : start + buffer])
-        for i in range(0, len(group), batch):
-            chunk = group[i : i + batch]
+    for group in groups:
+        ordered = [lengths[i] for i in sorted(group, key=sort_by.__getitem__)]
+        for i in range(0, len(ordered), batch):
+            chunk = ordered[i : i + batch]
             total += max(chunk) * len(chunk)
     return total
 
@@ -38,6 +53,10 @@ def main() -> None:
     for buffer in (64, 256, 1024, len(lengths)):
         name = "global sort" if buffer == len(lengths) else f"buffer of {buffer}"
         print(f"{name}: {padded(lengths, buffer, 32)} padded wordpieces in batches of 32")
+    nlp = spacy.blank("en")
+    tokens = [len(doc) for doc in nlp.pipe(texts)]
+    print(f"ner_plus buffers of 16,384 spaCy tokens, sorted by wordpieces: {padded(lengths, 16384, 32, tokens)}")
+    print(f"ner_plus buffers of 16,384 spaCy tokens, sorted by spaCy tokens: {padded(lengths, 16384, 32, tokens, tokens)}")
 
 
 if __name__ == "__main__":
