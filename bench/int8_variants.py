@@ -12,6 +12,10 @@ pass gives the strict F1 and the speed. Variants:
   per_channel_no_ffn_out / _no_ffn_in / _no_attention / _no_first_last_layer
                        per-channel, leaving those Linear layers in fp32
 
+  per_channel_no_ffn_out_layer0 .. 5   (--variants per_layer: fp32, per_channel
+                       and these) per-channel, leaving one layer's feed-forward
+                       output product in fp32
+
     python bench/int8_variants.py training/bench_conll_ner_plus/training/model-last
 """
 import argparse
@@ -19,6 +23,7 @@ import copy
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,13 +43,21 @@ KEEP_FP32 = {
     "per_channel_no_attention": lambda name: "attention" in name,
     "per_channel_no_first_last_layer": lambda name: ".layer.0." in name or ".layer.5." in name,
 }
+# one layer's feed-forward output product kept in fp32 (--variants per_layer)
+for _k in range(6):
+    KEEP_FP32[f"per_channel_no_ffn_out_layer{_k}"] = (
+        lambda name, k=_k: f".layer.{k}.output.dense" in name and "attention" not in name
+    )
 
 
-def variants(fp32: torch.nn.Module):
+def variants(fp32: torch.nn.Module, per_layer: bool):
     yield "fp32", fp32
-    yield "per_tensor", quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    if not per_layer:
+        yield "per_tensor", quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     linears = [n for n, m in fp32.named_modules() if isinstance(m, torch.nn.Linear)]
     for name, keep in KEEP_FP32.items():
+        if per_layer != name[-1].isdigit() and name != "per_channel":
+            continue
         spec = {n: per_channel_dynamic_qconfig for n in linears if not keep(n)}
         yield name, quantize_dynamic(copy.deepcopy(fp32), spec)
 
@@ -53,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("--test", type=Path, default=ROOT / "corpus" / "bench_conll" / "test.spacy")
+    parser.add_argument("--variants", choices=["main", "per_layer"], default="main")
+    parser.add_argument("--output", default="int8_variants.json", help="file under bench/results")
     args = parser.parse_args()
     nlp = spacy.load(args.model)
     ner = nlp.get_pipe("ner_plus")
@@ -62,7 +77,7 @@ def main() -> None:
     words = sum(len(d) for d in gold)
     predict_examples(nlp, gold[:64])  # warm-up
     rows = []
-    for name, model in variants(shim._model):
+    for name, model in variants(shim._model, args.variants == "per_layer"):
         shim._model = model.eval()
         start = time.perf_counter()
         examples = predict_examples(nlp, gold)
@@ -71,8 +86,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    out = ROOT / "bench" / "results" / "int8_variants.json"
-    out.write_text(json.dumps({"command": f"python bench/int8_variants.py {args.model}", "commit": commit, "machine": platform.node(),
+    out = ROOT / "bench" / "results" / args.output
+    out.write_text(json.dumps({"command": "python bench/int8_variants.py " + " ".join(sys.argv[1:]), "commit": commit, "machine": platform.node(),
                                "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
 
 
