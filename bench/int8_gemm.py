@@ -6,8 +6,10 @@ and 1536->384 feed-forward) in fp32 against its dynamic int8 copy
 quantized engine torch offers here, and against a per-row int8 product with
 torch._int_mm (activations quantized per row, weights per channel, int32
 accumulation, rescaled to fp32), on activations of M rows (M = wordpieces
-in one batch of windows; 700 is a batch of 32 CoNLL++ sentences). Reports the
-median of 50 calls, after 10 warm-up calls, in torch.inference_mode.
+in one batch of windows; 700 is a batch of 32 CoNLL++ sentences), in
+torch.inference_mode. This machine's speed drifts from second to second, so
+the calls are paired: fp32 then int8, 100 times after 10 warm-up pairs, and
+the speedup is the median of the 100 per-pair ratios (times: medians).
 
     python bench/int8_gemm.py [--rows 700]
 """
@@ -42,15 +44,20 @@ class IntMMLinear(torch.nn.Module):
         return torch.addcmul(self.bias, torch._int_mm(x_q, self.w_q), x_scale * self.w_scale)
 
 
-def median_seconds(fn, x, n=50) -> float:
-    for _ in range(10):
-        fn(x)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[n // 2]
+def paired(fp32, int8, x, n=100):
+    """Median fp32 and int8 milliseconds and the median per-pair speedup of n alternating calls."""
+    pairs = []
+    for i in range(n + 10):
+        times = []
+        for fn in (fp32, int8):
+            start = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - start)
+        if i >= 10:
+            pairs.append(times)
+    median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return (round(1000 * median([a for a, _ in pairs]), 3), round(1000 * median([b for _, b in pairs]), 3),
+            round(median([a / b for a, b in pairs]), 2))
 
 
 def main() -> None:
@@ -64,15 +71,15 @@ def main() -> None:
         for k, n in SHAPES:
             linear = torch.nn.Sequential(torch.nn.Linear(k, n)).eval()
             x = torch.randn(args.rows, k)
-            row = {"in": k, "out": n, "rows": args.rows, "fp32_ms": round(1000 * median_seconds(linear, x), 3)}
+            row = {"in": k, "out": n, "rows": args.rows}
+            paths = {}
             for engine in engines:
                 torch.backends.quantized.engine = engine
-                int8 = quantize_dynamic(copy.deepcopy(linear), {torch.nn.Linear: per_channel_dynamic_qconfig})
-                row[f"{engine}_ms"] = round(1000 * median_seconds(int8, x), 3)
-                row[f"{engine}_speedup"] = round(row["fp32_ms"] / row[f"{engine}_ms"], 2)
-            int_mm = IntMMLinear(linear[0])
-            row["int_mm_ms"] = round(1000 * median_seconds(int_mm, x), 3)
-            row["int_mm_speedup"] = round(row["fp32_ms"] / row["int_mm_ms"], 2)
+                paths[engine] = quantize_dynamic(copy.deepcopy(linear), {torch.nn.Linear: per_channel_dynamic_qconfig})
+            paths["int_mm"] = IntMMLinear(linear[0])
+            for name, int8 in paths.items():
+                fp32_ms, row[f"{name}_ms"], row[f"{name}_speedup"] = paired(linear, int8, x, 20 if name == "int_mm" else 100)
+                row[f"fp32_ms_beside_{name}"] = fp32_ms
             print(json.dumps(row), flush=True)
             rows.append(row)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
