@@ -353,8 +353,8 @@ class NerPlus(TrainablePipe):
             yield
             return
         if self._int8 is None or self._int8[0] is not fp32:
-            # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.93 against 1.62
-            # with one scale per matrix, at 1.35x instead of 1.39x the fp32 speed
+            # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.63 against 1.85
+            # with one scale per matrix, at the same speed, 1.49x fp32
             # (bench/int8_variants.py, docs/BENCHMARKS.md)
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear: qconfig})
