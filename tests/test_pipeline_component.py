@@ -265,7 +265,9 @@ def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
     # a tokenizer whose backend pads takes the wrapper's path, with the same result
     padded = AutoTokenizer.from_pretrained(str(embedded_backbone_path()))
     padded.backend_tokenizer.enable_padding(length=8)
+    padded.backend_tokenizer.enable_truncation(max_length=1)
     encoder.layers[0].shims[0]._hfmodel.tokenizer = padded
     assert encoder.attrs["piece_cache"].data  # filled by the first tokenizer ...
     assert word_pieces(encoder, words[:2]) == expected[:2]
     assert set(encoder.attrs["piece_cache"].data) == set(words[:2])  # ... and emptied for the new one
+    assert word_pieces(encoder, words[2:]) == expected[2:]  # later calls: no padding, no truncation

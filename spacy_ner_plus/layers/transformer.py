@@ -143,7 +143,9 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
         limit = model.attrs["max_wordpieces_per_token"]
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None and backend.padding is None and backend.truncation is None:
-            # the Rust tokenizer itself: the same ids without the wrapper's per-word dicts
+            # the Rust tokenizer itself: the same ids without the wrapper's per-word dicts.
+            # A backend set to pad or truncate (the embedded backbone's tokenizer.json pads
+            # to 128) goes through the wrapper once, which switches both off for its call.
             batch = backend.encode_batch([[w] for w in missing], is_pretokenized=True, add_special_tokens=False)
             encoded = [e.ids for e in batch]
         else:
