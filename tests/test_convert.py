@@ -1,6 +1,7 @@
 """convert: every malformed fixture is rejected with FILE:LINE errors; repair does what it promises."""
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -159,8 +160,23 @@ def test_conll2003_counts_reproduced(shared_data, split, tmp_path):
     assert len(docs) == docs_n
     assert sum(len(list(d.sents)) for d in docs) == sents_n
     assert sum(len(d) for d in docs) == tokens_n
-    found = {}
-    for d in docs:
-        for e in d.ents:
-            found[e.label_] = found.get(e.label_, 0) + 1
-    assert found == per_type
+    assert Counter(e.label_ for d in docs for e in d.ents) == per_type
+
+
+EXPECTED_BC5CDR = {
+    "train": (4560, 118170, {"Chemical": 5203, "Disease": 4182}),
+    "dev": (4581, 117453, {"Chemical": 5347, "Disease": 4246}),
+    "test": (4797, 124750, {"Chemical": 5385, "Disease": 4424}),
+}
+
+
+@pytest.mark.parametrize("split", sorted(EXPECTED_BC5CDR))
+def test_bc5cdr_counts_reproduced(shared_data, split, tmp_path):
+    sents_n, tokens_n, per_type = EXPECTED_BC5CDR[split]
+    out = tmp_path / f"{split}.spacy"
+    result = convert(shared_data / "bc5cdr" / f"{split}.iob", out, "--doc-mode", "sentence")
+    assert result.exit_code == 0, result.output
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert len(docs) == sents_n
+    assert sum(len(d) for d in docs) == tokens_n
+    assert Counter(e.label_ for d in docs for e in d.ents) == per_type
