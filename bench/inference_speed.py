@@ -17,8 +17,9 @@ Words = spaCy tokens of those strings. Each system runs in its own process
 
 --repeats N runs N rounds, each round every system once in the order above
 (sentences then documents), and reports per system the median words/s over
-the rounds: this machine's speed drifts by up to 20% between processes, and
-interleaved rounds spread that drift over all systems alike.
+the rounds: this machine's speed drifts between processes (one system moved
+2.6x between the rounds of one run), and interleaved rounds spread that drift
+over all systems alike.
 
 Heads are untrained where no trained pipeline is given (speed does not depend
 on the weights); pass --trained MODEL to time a trained ner_plus instead, and

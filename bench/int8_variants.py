@@ -43,21 +43,22 @@ KEEP_FP32 = {
     "per_channel_no_attention": lambda name: "attention" in name,
     "per_channel_no_first_last_layer": lambda name: ".layer.0." in name or ".layer.5." in name,
 }
-# one layer's feed-forward output product kept in fp32 (--variants per_layer)
-for _k in range(6):
-    KEEP_FP32[f"per_channel_no_ffn_out_layer{_k}"] = (
-        lambda name, k=_k: f".layer.{k}.output.dense" in name and "attention" not in name
-    )
+# --variants per_layer: one layer's feed-forward output product kept in fp32
+KEEP_FP32_PER_LAYER = {
+    f"per_channel_no_ffn_out_layer{k}": (lambda name, k=k: f".layer.{k}.output.dense" in name and "attention" not in name)
+    for k in range(6)
+}
 
 
 def variants(fp32: torch.nn.Module, per_layer: bool):
     yield "fp32", fp32
-    if not per_layer:
+    if per_layer:
+        keep_fp32 = {"per_channel": KEEP_FP32["per_channel"], **KEEP_FP32_PER_LAYER}
+    else:
         yield "per_tensor", quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+        keep_fp32 = KEEP_FP32
     linears = [n for n, m in fp32.named_modules() if isinstance(m, torch.nn.Linear)]
-    for name, keep in KEEP_FP32.items():
-        if per_layer != name[-1].isdigit() and name != "per_channel":
-            continue
+    for name, keep in keep_fp32.items():
         spec = {n: per_channel_dynamic_qconfig for n in linears if not keep(n)}
         yield name, quantize_dynamic(copy.deepcopy(fp32), spec)
 

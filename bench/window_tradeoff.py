@@ -13,6 +13,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def main() -> None:
         rows.append(row)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     out = ROOT / "bench" / "results" / args.output
-    out.write_text(json.dumps({"model": args.model, "command": "python bench/window_tradeoff.py " + " ".join(__import__("sys").argv[1:]),
+    out.write_text(json.dumps({"model": args.model, "command": "python bench/window_tradeoff.py " + " ".join(sys.argv[1:]),
                                "commit": commit, "machine": platform.node(), "document_wordpieces": own, "rows": rows}, indent=2) + "\n")
 
 
