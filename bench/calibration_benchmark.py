@@ -22,6 +22,7 @@ import spacy
 from spacy.tokens import DocBin
 
 from spacy_ner_plus.calibration import brier, calibrate_predictions, collect_predictions, ece
+from spacy_ner_plus.evaluate import prf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +44,6 @@ def apply(results, test):
             "cal": cal, "ok": ok, "raw": raw,
         }
     return out
-
-
-def prf(tp, kept, gold):
-    p = tp / kept if kept else 0.0
-    r = tp / gold if gold else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def summarise(applied):

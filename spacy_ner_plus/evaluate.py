@@ -1,10 +1,12 @@
 """Entity-level evaluation: seqeval strict scores and an error analysis.
 
-Scores are computed by seqeval in strict mode on the gold and predicted tag
+Entities are read by seqeval in strict mode from the gold and predicted tag
 sequences (one sequence per sentence when the gold docs have sentence
-boundaries, else per doc). For spans that never overlap, strict IOB2 and
-BIOES scoring both equal exact span matching, which is what spaCy's Scorer
-``ents_f`` computes; a test checks the three agree.
+boundaries, else per doc) and scored per type from their counts (``prf``,
+the one precision/recall/F1 helper of the package). For spans that never
+overlap, strict IOB2 and BIOES scoring both equal exact span matching, which
+is what spaCy's Scorer ``ents_f`` computes; tests check the three agree,
+adjacent same-type entities included.
 
 Error categories, per gold/predicted entity pair that is not an exact match:
 - ``type``: same boundaries, other label (a confusion LOC -> ORG);
@@ -18,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2, IOBES
+import numpy
+from seqeval.scheme import IOB2, IOBES, Entities
 from spacy.tokens import Doc
 from spacy.training import Example
 
@@ -67,34 +69,44 @@ def tag_sequences(examples: Sequence[Example], scheme: str = "IOB2") -> Tuple[Li
     return y_true, y_pred
 
 
-def strict_scores(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
-    """Micro and per-type precision, recall, F1 (seqeval strict mode).
+def prf(tp: int, n_predicted: int, n_gold: int) -> Tuple[float, float, float]:
+    """Precision, recall and F1 from counts; 0.0 where a denominator is 0
+    (seqeval's and scikit-learn's ``zero_division=0``).
 
-    RETURNS (Dict[str, Any]): keys precision, recall, f1, support, per_type.
+    tp (int): predictions that are exactly right.
+    n_predicted (int): predictions.
+    n_gold (int): gold entities.
+    RETURNS (Tuple[float, float, float]): precision, recall, F1.
+    """
+    precision = tp / n_predicted if n_predicted else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def strict_scores(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
+    """Micro and per-type precision, recall, F1 in seqeval's strict mode.
+
+    Entities are read from the tag sequences by seqeval (``seqeval.scheme.Entities``,
+    what its strict mode scores), counted per type, and turned into scores by ``prf``;
+    a test checks the result equals seqeval's ``classification_report``.
+    RETURNS (Dict[str, Any]): keys precision, recall, f1, support (gold entities),
+        predicted, correct, and per_type (label -> the same keys).
     """
     y_true, y_pred = tag_sequences(examples, scheme)
-    report = classification_report(
-        y_true, y_pred, mode="strict", scheme=SEQEVAL_SCHEMES[scheme], output_dict=True, zero_division=0
-    )
-    micro = report["micro avg"]
-    per_type = _rename_f1(
-        {
-            label: {k: float(v) if k != "support" else int(v) for k, v in values.items()}
-            for label, values in report.items()
-            if not label.endswith(" avg")
-        }
-    )
-    return {
-        "precision": float(micro["precision"]),
-        "recall": float(micro["recall"]),
-        "f1": float(micro["f1-score"]),
-        "support": int(micro["support"]),
-        "per_type": dict(sorted(per_type.items())),
-    }
+    gold = Entities(y_true, SEQEVAL_SCHEMES[scheme])
+    pred = Entities(y_pred, SEQEVAL_SCHEMES[scheme])
+    per_type = {}
+    for label in sorted(gold.unique_tags | pred.unique_tags):
+        gold_set, pred_set = gold.filter(label), pred.filter(label)
+        per_type[label] = _scores(len(gold_set & pred_set), len(pred_set), len(gold_set))
+    micro = _scores(*(sum(d[k] for d in per_type.values()) for k in ("correct", "predicted", "support")))
+    return {**micro, "per_type": per_type}
 
 
-def _rename_f1(per_type: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-    return {label: {("f1" if k == "f1-score" else k): v for k, v in d.items()} for label, d in per_type.items()}
+def _scores(correct: int, predicted: int, support: int) -> Dict[str, Any]:
+    precision, recall, f1 = prf(correct, predicted, support)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted, "correct": correct}
 
 
 def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context: int = 6) -> Dict[str, Any]:
@@ -140,7 +152,9 @@ def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context:
                 confusion.setdefault(NONE_LABEL, Counter())[p[2]] += 1
                 if len(samples) < max_examples:
                     samples.append(_sample(eg, doc_index, "spurious", None, p, context))
-    labels = sorted({l for row in confusion.values() for l in row} | set(confusion) - {NONE_LABEL}) + [NONE_LABEL]
+    # O last and once: it is both a row (spurious) and a column (missed)
+    entity_labels = {l for row in confusion.values() for l in row} | set(confusion)
+    labels = sorted(entity_labels - {NONE_LABEL}) + [NONE_LABEL]
     matrix = {g: {p: int(confusion.get(g, Counter())[p]) for p in labels} for g in labels}
     for kind in ("correct", "type", "boundary", "boundary+type", "spurious", "missed"):
         counts.setdefault(kind, 0)
@@ -162,16 +176,20 @@ def _sample(eg: Example, doc_index: int, kind: str, gold: Optional[SpanTuple], p
     }
 
 
+def confusion_array(analysis: Dict[str, Any]) -> Tuple[List[str], numpy.ndarray]:
+    """The confusion matrix of ``analyse_errors`` as (labels, counts[gold, predicted])."""
+    labels = analysis["labels"]
+    return labels, numpy.array([[analysis["confusion"][g][p] for p in labels] for g in labels], dtype=int).reshape(len(labels), len(labels))
+
+
 def plot_confusion(analysis: Dict[str, Any], path: Path) -> None:
     """Write the confusion matrix as a PNG heatmap (rows gold, columns predicted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy
 
-    labels = analysis["labels"]
-    values = numpy.array([[analysis["confusion"][g][p] for p in labels] for g in labels])
+    labels, values = confusion_array(analysis)
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1 + 0.7 * len(labels)))
     im = ax.imshow(values, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")

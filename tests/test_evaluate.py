@@ -3,14 +3,14 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from seqeval.metrics import f1_score
-from seqeval.scheme import IOB2
+from seqeval.metrics import classification_report, f1_score
+from seqeval.scheme import IOB2, IOBES
 from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from spacy_ner_plus.evaluate import analyse_errors, evaluate_examples, strict_scores, tag_sequences
+from spacy_ner_plus.evaluate import analyse_errors, confusion_array, evaluate_examples, prf, strict_scores, tag_sequences
 
 VOCAB = Vocab()
 LABELS = ["PER", "LOC", "ORG"]
@@ -28,13 +28,17 @@ def make_doc(n, spans, sent_len=None):
 
 @st.composite
 def spans(draw, n):
+    """Non-overlapping spans, often adjacent (gap 0) and of the same type: the case
+    where IOB2 needs B- to separate two entities and lenient scorers go wrong."""
     out, i = [], 0
     while i < n:
         if draw(st.booleans()):
             length = draw(st.integers(1, min(3, n - i)))
             out.append((i, i + length, draw(st.sampled_from(LABELS))))
             i += length
-        i += draw(st.integers(1, 2))
+            i += draw(st.integers(0, 2))
+        else:
+            i += 1
     return out
 
 
@@ -63,7 +67,68 @@ def test_strict_f1_equals_spacy_scorer_and_seqeval(examples):
     else:
         assert ours["f1"] == pytest.approx(spacy_f)
     assert ours["f1"] == pytest.approx(seqeval_f)
-    assert strict_scores(examples, "BIOES")["f1"] == pytest.approx(ours["f1"])
+    assert strict_scores(examples, "BIOES") == ours
+
+
+@given(examples=example_sets())
+@settings(max_examples=100, deadline=None)
+def test_strict_scores_equal_seqeval_classification_report(examples):
+    """prf on seqeval's strict entities gives seqeval's own per-type and micro numbers."""
+    ours = strict_scores(examples, "IOB2")
+    y_true, y_pred = tag_sequences(examples, "IOB2")
+    if not any(t != "O" for s in y_true + y_pred for t in s):
+        assert ours["per_type"] == {} and ours["f1"] == 0.0
+        return
+    report = classification_report(y_true, y_pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    for label, d in ours["per_type"].items():
+        assert (d["precision"], d["recall"], d["f1"], d["support"]) == pytest.approx(
+            (report[label]["precision"], report[label]["recall"], report[label]["f1-score"], report[label]["support"])
+        )
+    assert set(ours["per_type"]) == {k for k in report if not k.endswith(" avg")}
+    micro = report["micro avg"]
+    assert (ours["precision"], ours["recall"], ours["f1"], ours["support"]) == pytest.approx(
+        (micro["precision"], micro["recall"], micro["f1-score"], micro["support"])
+    )
+
+
+def test_adjacent_same_type_entities_are_two_entities():
+    """gold B-PER B-PER O B-LOC: a prediction merging the two PER is wrong, as in seqeval and spaCy."""
+    gold = make_doc(4, [(0, 1, "PER"), (1, 2, "PER"), (3, 4, "LOC")])
+    merged = Example(make_doc(4, [(0, 2, "PER"), (3, 4, "LOC")]), gold)
+    exact = Example(make_doc(4, [(0, 1, "PER"), (1, 2, "PER"), (3, 4, "LOC")]), gold)
+    y_true, y_pred = tag_sequences([merged], "IOB2")
+    assert y_true == [["B-PER", "B-PER", "O", "B-LOC"]] and y_pred == [["B-PER", "I-PER", "O", "B-LOC"]]
+    assert tag_sequences([merged], "BIOES") == ([["S-PER", "S-PER", "O", "S-LOC"]], [["B-PER", "E-PER", "O", "S-LOC"]])
+    scores = strict_scores([merged])
+    # 1 of 2 predictions right (LOC), 1 of 3 gold found
+    assert (scores["precision"], scores["recall"]) == (0.5, pytest.approx(1 / 3))
+    assert scores["per_type"]["PER"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2, "predicted": 1, "correct": 0}
+    assert scores["f1"] == pytest.approx(0.4)
+    assert scores["f1"] == pytest.approx(f1_score(y_true, y_pred, mode="strict", scheme=IOB2))
+    assert scores["f1"] == pytest.approx(Scorer.score_spans([merged], "ents")["ents_f"])
+    assert strict_scores([merged], "BIOES") == scores
+    assert scores["f1"] == pytest.approx(f1_score(*tag_sequences([merged], "BIOES"), mode="strict", scheme=IOBES))
+    assert strict_scores([exact])["f1"] == 1.0 == Scorer.score_spans([exact], "ents")["ents_f"]
+    assert strict_scores([exact], "BIOES")["f1"] == 1.0
+
+
+def test_iob2_and_bioes_scores_agree_across_sentences():
+    # entities at sentence starts and ends, adjacent across a sentence boundary, one crossing it
+    gold = make_doc(12, [(0, 2, "PER"), (2, 3, "PER"), (3, 4, "ORG"), (4, 5, "ORG"), (6, 10, "LOC")], sent_len=4)
+    pred = make_doc(12, [(0, 3, "PER"), (3, 4, "ORG"), (4, 5, "ORG"), (6, 10, "LOC"), (11, 12, "PER")])
+    examples = [Example(pred, gold)]
+    assert strict_scores(examples, "IOB2") == strict_scores(examples, "BIOES")
+    assert strict_scores(examples)["correct"] == 3
+    assert strict_scores(examples)["f1"] == pytest.approx(Scorer.score_spans(examples, "ents")["ents_f"])
+
+
+@pytest.mark.parametrize(
+    "counts,expected",
+    [((0, 0, 0), (0.0, 0.0, 0.0)), ((0, 3, 0), (0.0, 0.0, 0.0)), ((0, 0, 4), (0.0, 0.0, 0.0)),
+     ((2, 4, 8), (0.5, 0.25, 1 / 3)), ((3, 3, 3), (1.0, 1.0, 1.0))],
+)
+def test_prf_from_counts(counts, expected):
+    assert prf(*counts) == pytest.approx(expected)
 
 
 def test_error_analysis_categories():
@@ -78,6 +143,36 @@ def test_error_analysis_categories():
     assert kinds == {"type", "boundary", "boundary+type", "missed", "spurious"}
 
 
+def test_confusion_matrix_has_one_o_row_and_column(tmp_path):
+    """Spurious and missed entities both count in the O row/column; O is listed once."""
+    gold = make_doc(20, [(0, 2, "PER"), (4, 5, "LOC"), (7, 8, "ORG"), (10, 11, "ORG")])
+    # PER right, LOC missed, ORG at 7 called LOC, ORG at 10 missed, two spurious PER, one spurious LOC
+    pred = make_doc(20, [(0, 2, "PER"), (7, 8, "LOC"), (13, 14, "PER"), (15, 16, "PER"), (18, 19, "LOC")])
+    examples = [Example(pred, gold)]
+    expected = {
+        "LOC": {"LOC": 0, "ORG": 0, "PER": 0, "O": 1},
+        "ORG": {"LOC": 1, "ORG": 0, "PER": 0, "O": 1},
+        "PER": {"LOC": 0, "ORG": 0, "PER": 1, "O": 0},
+        "O": {"LOC": 1, "ORG": 0, "PER": 2, "O": 0},
+    }
+    analysis = analyse_errors(examples)
+    assert analysis["labels"] == ["LOC", "ORG", "PER", "O"]
+    assert analysis["confusion"] == expected
+    labels, values = confusion_array(analysis)  # what confusion.png draws
+    assert labels == ["LOC", "ORG", "PER", "O"]
+    assert values.tolist() == [[expected[g][p] for p in labels] for g in labels]
+
+    evaluate_examples(examples, "IOB2", tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["confusion"] == expected
+    assert saved["errors"]["missed"] == 2 and saved["errors"]["spurious"] == 3
+    report = (tmp_path / "report.md").read_text()
+    matrix = report.split("## Confusion matrix")[1].split("![confusion matrix]")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in matrix.splitlines() if line.startswith("|")]
+    assert rows[0] == ["gold \\ pred", "LOC", "ORG", "PER", "O"]
+    assert rows[2:] == [[g] + [str(expected[g][p]) for p in labels] for g in labels]
+
+
 def test_evaluate_writes_outputs(tmp_path):
     gold = make_doc(10, [(0, 2, "PER"), (4, 5, "LOC")])
     pred = make_doc(10, [(0, 2, "PER"), (4, 5, "ORG")])
@@ -89,4 +184,6 @@ def test_evaluate_writes_outputs(tmp_path):
     assert saved["per_type"]["LOC"]["recall"] == 0.0
     assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "report.md").read_text()
-    assert "| LOC | O |" not in report and "type" in report
+    assert "| PER | 1.0000 | 1.0000 | 1.0000 | 1 |" in report
+    assert "| LOC | 0.0000 | 0.0000 | 0.0000 | 1 |" in report
+    assert "| **micro** | **0.5000** | **0.5000** | **0.5000** | 2 |" in report
