@@ -13,8 +13,16 @@ Repairs (``on_error="repair"``), each reported with its FILE:LINE and counted:
 - ``utf8``: undecodable bytes become U+FFFD.
 - ``empty-token``: an empty token tagged ``O`` is removed. An empty token
   inside an entity is not repairable.
-Everything else (unknown tag prefixes, a one-column line) stays an error.
+- ``invisible-line``: a line holding only invisible format characters
+  (Unicode category Cf: a stray BOM U+FEFF, zero-width space U+200B,
+  ZWNJ U+200C, ZWJ U+200D, word joiner U+2060, ...) and whitespace is read
+  as the blank line it looks like. In ``fail`` mode the error names the
+  characters.
+Everything else (unknown tag prefixes, a one-column line, a label the
+``ner_plus`` component cannot take, see ``schemes.label_problem``) stays an
+error.
 """
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +146,17 @@ def read_conll(
         if not text.strip():
             close_sentence()
             continue
+        invisible = _invisible_only(text)
+        if invisible:
+            # Read as the blank line it looks like in an editor, in both modes, so the
+            # sentences around it are checked as the author saw them.
+            close_sentence()
+            what = "line holds only invisible characters " + ", ".join(map(schemes.describe_character, invisible))
+            if repair_mode:
+                repairs.append(Problem(str(path), lineno, f"{what}: read as a blank line", "invisible-line"))
+            else:
+                errors.append(Problem(str(path), lineno, what))
+            continue
         columns = text.split("\t") if "\t" in text else text.split()
         if columns[0].strip() == DOCSTART:
             close_sentence()
@@ -167,6 +186,10 @@ def read_conll(
             else:
                 errors.append(Problem(str(path), lineno, f"empty token (tag '{tag}')"))
             continue
+        label_error = _label_error(tag)
+        if label_error:
+            # not repairable; the token is kept so the sentence's scheme is still checked
+            errors.append(Problem(str(path), lineno, label_error))
         current.words.append(word)
         current.tags.append(tag)
         current.lines.append(lineno)
@@ -193,6 +216,32 @@ def read_conll(
     errors.sort(key=lambda p: p.line)
     repairs.sort(key=lambda p: p.line)
     return ReadResult(str(path), scheme, documents, errors, repairs, has_markers)
+
+
+def _invisible_only(text: str) -> List[str]:
+    """The distinct invisible format characters of a line that holds nothing
+    else (whitespace aside), in order of appearance; [] for any other line."""
+    found: List[str] = []
+    for char in text:
+        if unicodedata.category(char) == "Cf":
+            if char not in found:
+                found.append(char)
+        elif not char.isspace():
+            return []
+    return found
+
+
+def _label_error(tag: str) -> Optional[str]:
+    """The problem of a parseable tag's label for ner_plus (unparseable tags are
+    reported by the scheme check)."""
+    try:
+        _, label = schemes.split_tag(tag)
+    except schemes.TagError:
+        return None
+    if label is None:
+        return None
+    problem = schemes.label_problem(label)
+    return f"tag {tag!r}: label {label!r} cannot be used: {problem}" if problem else None
 
 
 def _parses(tag: str) -> bool:

@@ -14,7 +14,12 @@ conlleval's rule, extended to BIOES: a tag continues the open entity when the
 label matches and the open entity has not been closed by ``E``/``S``;
 otherwise it starts a new entity. Every non-``O`` token therefore ends up in
 exactly one entity, so a repair never drops an entity.
+
+Labels: the tag prefix is split at the first hyphen, so a label may hold
+hyphens (``B-work-of-art``, ``I-DATE-TIME``), as in spaCy's ``ner``.
+``label_problem`` says which labels the ``ner_plus`` component refuses.
 """
+import unicodedata
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
@@ -70,6 +75,43 @@ def split_tag(tag: str) -> Tuple[str, Optional[str]]:
     if not label:
         raise TagError(f"tag '{tag}' has an empty label")
     return prefix, label
+
+
+def describe_character(char: str) -> str:
+    """A character as ``U+FEFF (ZERO WIDTH NO-BREAK SPACE)``, for messages about
+    characters a reader cannot see.
+
+    char (str): one character.
+    RETURNS (str): its code point and Unicode name (or category for a nameless
+        control character).
+    """
+    name = unicodedata.name(char, None) or f"control character, category {unicodedata.category(char)}"
+    return f"U+{ord(char):04X} ({name})"
+
+
+def label_problem(label: str) -> Optional[str]:
+    """Why the ``ner_plus`` component cannot take ``label``, or None when it can.
+
+    Every label spaCy's ``ner`` takes is fine, hyphens included
+    (``work-of-art``, ``DATE-TIME``). Refused: a label that is not a string or
+    is empty; one holding whitespace or control characters (a tag written
+    with them cannot be read back from a column file, and shows as something
+    else in reports); and ``O``, which would clash with the outside tag (and
+    with the ``O`` row of evaluate's confusion matrix).
+
+    label (str): an entity label, without tag prefix.
+    RETURNS (Optional[str]): None, or a message saying what is wrong.
+    """
+    if not isinstance(label, str):
+        return f"a label must be a string, not {type(label).__name__}"
+    if not label:
+        return "the label is empty"
+    if label == "O":
+        return "'O' cannot be a label: it is the tag of tokens outside any entity"
+    for position, char in enumerate(label):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Zs", "Zl", "Zp"):
+            return f"a label cannot hold whitespace or control characters: {describe_character(char)} at position {position}"
+    return None
 
 
 def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:

@@ -25,6 +25,8 @@ SUITE = {
     "empty_token.iob": ([2, 4], [4], {"empty-token": 1}),
     "not_utf8.iob": ([1, 3], [], {"utf8": 2}),
     "mixed.iob": ([6, 7], [6, 7], {}),
+    "invisible_lines.iob": ([3, 5, 6], [], {"invisible-line": 3}),
+    "bad_labels.iob": ([1, 3, 4, 7], [1, 3, 4, 7], {}),
 }
 
 
@@ -80,6 +82,79 @@ def test_bom_and_crlf_are_accepted(tmp_path):
     docs = list(DocBin().from_disk(out).get_docs(Vocab()))
     assert [t.text for d in docs for t in d] == ["John", "Smith", "Rome"]
     assert [(e.text, e.label_) for d in docs for e in d.ents] == [("John Smith", "PER"), ("Rome", "LOC")]
+
+
+def test_invisible_lines_fail_mode_names_the_characters(tmp_path):
+    result = convert(MALFORMED / "invisible_lines.iob", tmp_path / "o.spacy")
+    assert result.exit_code == 1
+    prefix = str(MALFORMED / "invisible_lines.iob") + ":"
+    lines = {int(line.split(":")[1]): line for line in result.output.splitlines() if line.startswith(prefix)}
+    assert lines[3].endswith(":3: line holds only invisible characters U+FEFF (ZERO WIDTH NO-BREAK SPACE)")
+    assert lines[5].endswith(": line holds only invisible characters U+200B (ZERO WIDTH SPACE), U+200C (ZERO WIDTH NON-JOINER)")
+    assert lines[6].endswith(": line holds only invisible characters U+200D (ZERO WIDTH JOINER), U+2060 (WORD JOINER)")
+    assert "columns" not in result.output
+
+
+def test_invisible_lines_repair_mode_reads_blank_lines_and_counts_them(tmp_path):
+    out = tmp_path / "o.spacy"
+    result = convert(MALFORMED / "invisible_lines.iob", out, "--on-error", "repair", "--doc-mode", "sentence")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # wasabi wraps warnings
+    assert "3 repair(s): invisible-line 3" in text
+    assert f"{MALFORMED / 'invisible_lines.iob'}:3: line holds only invisible characters U+FEFF (ZERO WIDTH NO-BREAK SPACE): read as a blank line" in text
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    # each invisible line ends a sentence, as a blank line would; no token holds an invisible character
+    assert [[t.text for t in d] for d in docs] == [["John", "Smith"], ["Rome"], ["Anna"]]
+    assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [[("John Smith", "PER")], [("Rome", "LOC")], [("Anna", "PER")]]
+
+
+@pytest.mark.parametrize("char", ["\ufeff", "\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\u200e"])
+def test_every_invisible_format_character_is_a_blank_line(char, tmp_path):
+    path = tmp_path / "in.iob"
+    # an entity around the invisible line: read as blank, it splits the sentence, and
+    # the orphan I-PER after it is repaired into a new entity, counted of its own kind
+    path.write_text(f"John B-PER\n{char}\nSmith I-PER\n", encoding="utf8")
+    result = read_conll(path, on_error="repair")
+    assert result.errors == []
+    assert [(r.line, r.kind) for r in result.repairs] == [(2, "invisible-line"), (3, "scheme")]
+    assert [s.words for d in result.documents for s in d] == [["John"], ["Smith"]]
+    failed = read_conll(path)
+    assert [(p.line, p.message.split(" U+")[0]) for p in failed.errors] == [
+        (2, "line holds only invisible characters"),
+        (3, "'I-PER' does not continue an entity of type PER (IOB2 entities start with B-PER)"),
+    ]
+
+
+def test_hyphenated_labels_convert(tmp_path):
+    path = tmp_path / "in.iob"
+    path.write_text("Hamlet B-work-of-art\nPrince I-work-of-art\non O\nMonday B-DATE-TIME\n", encoding="utf8")
+    out = tmp_path / "o.spacy"
+    result = convert(path, out)
+    assert result.exit_code == 0, result.output
+    doc = next(DocBin().from_disk(out).get_docs(Vocab()))
+    assert [(e.text, e.label_) for e in doc.ents] == [("Hamlet Prince", "work-of-art"), ("Monday", "DATE-TIME")]
+    # the summary counts them under their whole names
+    assert "work-of-art" in result.output and "DATE-TIME" in result.output
+    bioes = tmp_path / "bioes.iob"
+    bioes.write_text("Hamlet B-work-of-art\nPrince E-work-of-art\nMonday S-DATE-TIME\n", encoding="utf8")
+    read = read_conll(bioes)
+    assert read.scheme == "BIOES" and read.errors == []
+    assert [s.spans for d in read.documents for s in d] == [[(0, 2, "work-of-art"), (2, 3, "DATE-TIME")]]
+
+
+@pytest.mark.parametrize("on_error", ["fail", "repair"])
+def test_labels_the_component_cannot_take_are_file_line_errors(on_error, tmp_path):
+    path = MALFORMED / "bad_labels.iob"
+    out = tmp_path / "o.spacy"
+    result = convert(path, out, "--on-error", on_error)
+    assert result.exit_code == 1
+    assert not out.exists()
+    text = result.output
+    assert f"{path}:1: tag 'B-O': label 'O' cannot be used: 'O' cannot be a label" in text
+    assert f"{path}:3: tag 'B-CITY NAME': label 'CITY NAME' cannot be used: a label cannot hold whitespace or control characters: U+0020 (SPACE) at position 4" in text
+    assert f"{path}:4: tag 'I-CITY NAME'" in text
+    assert f"{path}:7: tag 'B-LOC\\x07': label 'LOC\\x07' cannot be used: a label cannot hold whitespace or control characters: U+0007" in text
+    assert ":8:" not in text  # work-of-art is fine
 
 
 def test_doc_modes_and_summary(tmp_path):

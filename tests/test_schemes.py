@@ -1,10 +1,13 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
 
 from spacy_ner_plus import schemes
 
 LABELS = ["PER", "LOC", "ORG"]
+VOCAB = Vocab()
 
 
 def test_recipe_exercise_bio_to_spans():
@@ -93,3 +96,45 @@ def test_transition_constraints_agree_with_validation(scheme, data):
     idx = [tags.index(t) for t in seq]
     allowed = c["start"][idx[0]] and c["end"][idx[-1]] and all(c["transition"][a, b] for a, b in zip(idx, idx[1:]))
     assert allowed == (schemes.find_errors(seq, scheme) == [])
+
+
+@pytest.mark.parametrize("label", ["PER", "work-of-art", "DATE-TIME", "B-I", "-", "État", "O-ish", "X_1", "東京"])
+def test_label_problem_accepts_what_spacy_ner_accepts(label):
+    assert schemes.label_problem(label) is None
+
+
+@pytest.mark.parametrize(
+    "label,why",
+    [
+        ("", "empty"),
+        ("O", "'O' cannot be a label"),
+        ("CITY NAME", "U+0020 (SPACE) at position 4"),
+        ("LOC\t", "U+0009"),
+        ("LOC\x00", "U+0000 (control character, category Cc)"),
+        ("A\u00a0B", "U+00A0 (NO-BREAK SPACE)"),
+        ("A\u2028B", "U+2028 (LINE SEPARATOR)"),
+        (None, "not NoneType"),
+    ],
+)
+def test_label_problem_refuses_with_a_reason(label, why):
+    problem = schemes.label_problem(label)
+    assert problem is not None and why in problem
+
+
+@given(
+    label=st.text(min_size=1, max_size=12).filter(lambda s: schemes.label_problem(s) is None),
+    data=span_lists(),
+)
+@settings(max_examples=200, deadline=None)
+def test_every_accepted_label_round_trips_through_tags_and_docs(label, data):
+    """A label label_problem accepts (hyphens included: the prefix is split at the
+    first hyphen) survives spans -> tags -> spans in every scheme and in a spaCy Doc."""
+    n, spans = data
+    spans = [(s, e, label) for s, e, _ in spans]
+    for scheme in ("IOB2", "BIOES", "IOB1"):
+        tags = schemes.spans_to_tags(spans, n, scheme)
+        assert schemes.find_errors(tags, scheme) == []
+        assert schemes.tags_to_spans(tags) == spans
+    if n:
+        doc = Doc(VOCAB, words=["w"] * n, ents=schemes.spans_to_tags(spans, n, "IOB2"))
+        assert [(e.start, e.end, e.label_) for e in doc.ents] == spans
