@@ -17,7 +17,6 @@ distribution exactly.
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.util import registry
 
 Window = Tuple[int, int]
 
@@ -91,10 +90,3 @@ def merge_windows(windows: Sequence[Window], scores: Sequence[numpy.ndarray], n_
         merged[start:end] += (w / total[start:end])[:, None] * scores[i]
     return merged
 
-
-@registry.misc("spacy-ner-plus.windows.v1")
-def configure_windows(window: int = 128, stride: int = 112):
-    """Window settings for ner_plus: ``window`` tokens, starts ``stride`` apart."""
-    if not 0 < stride <= window:
-        raise ValueError(f"need 0 < stride <= window, got stride={stride}, window={window}")
-    return {"window": window, "stride": stride}

@@ -78,3 +78,147 @@ def test_weights_favour_the_window_centre():
     assert w[0] == w[-1] == 1 and w.max() == 5
     assert numpy.array_equal(token_weights(0, 10, 100), [10, 9, 8, 7, 6, 5, 4, 3, 2, 1])
     assert (token_weights(0, 10, 10) == 10).all()
+
+
+@st.composite
+def single_window_documents(draw):
+    n = draw(st.integers(1, 120))
+    pieces = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+    window = draw(st.integers(n, 200))
+    stride = draw(st.integers(1, window))
+    budget = draw(st.integers(sum(pieces), sum(pieces) + 50))
+    sents = draw(st.none() | st.lists(st.booleans(), min_size=n, max_size=n))
+    seed = draw(st.integers(0, 2**16))
+    return pieces, window, stride, budget, sents, seed
+
+
+@given(doc=single_window_documents())
+@settings(max_examples=200, deadline=None)
+def test_merge_of_one_window_spanning_the_doc_is_that_window(doc):
+    pieces, window, stride, budget, sents, seed = doc
+    n = len(pieces)
+    windows = make_windows(pieces, window, stride, budget, sents)
+    assert windows == [(0, n)]
+    scores = numpy.random.RandomState(seed).dirichlet(numpy.ones(5), size=n).astype("float32")
+    assert numpy.array_equal(merge_windows(windows, [scores], n), scores)
+
+
+# Two windows over 6 tokens that disagree on the overlap (tokens 2 and 3).
+# Distance weights: window (0, 4) weighs tokens 2, 3 by 2, 1 (distance to its inner
+# right edge); window (2, 6) by 1, 2. So token 2 leans to the first window, token 3
+# to the second.
+DISAGREE_WINDOWS = [(0, 4), (2, 6)]
+FIRST = numpy.array([[0.8, 0.2]] * 4, dtype="float32")
+SECOND = numpy.array([[0.2, 0.8]] * 4, dtype="float32")
+
+
+def uniform_average(windows, scores, n_tokens):
+    total = numpy.zeros((n_tokens, scores[0].shape[1]), dtype="float32")
+    count = numpy.zeros((n_tokens, 1), dtype="float32")
+    for (start, end), s in zip(windows, scores):
+        total[start:end] += s
+        count[start:end] += 1
+    return total / count
+
+
+def first_window_wins(windows, scores, n_tokens):
+    merged = numpy.full((n_tokens, scores[0].shape[1]), numpy.nan, dtype="float32")
+    for (start, end), s in zip(windows, scores):
+        unset = numpy.isnan(merged[start:end, 0])
+        merged[start:end][unset] = s[unset]
+    return merged
+
+
+def test_merge_of_disagreeing_windows_follows_the_distance_weights():
+    merged = merge_windows(DISAGREE_WINDOWS, [FIRST, SECOND], 6)
+    expected = numpy.array(
+        [[0.8, 0.2], [0.8, 0.2], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8], [0.2, 0.8]], dtype="float32"
+    )
+    assert numpy.allclose(merged, expected, atol=1e-6)
+    # tokens seen by one window only keep its distribution exactly
+    assert numpy.array_equal(merged[:2], FIRST[:2]) and numpy.array_equal(merged[4:], SECOND[2:])
+    # the expectation discriminates: the other merge rules give something else on the overlap
+    for other in (uniform_average, first_window_wins):
+        alternative = other(DISAGREE_WINDOWS, [FIRST, SECOND], 6)
+        assert numpy.array_equal(alternative[:2], expected[:2])  # same outside the overlap
+        assert not numpy.allclose(alternative[2:4], expected[2:4], atol=0.05), other.__name__
+
+
+def test_merge_of_three_windows_on_one_token():
+    # token 4 lies in all three windows; weights 1 (last of (0, 5)), 3 (middle of
+    # (2, 7)) and 1 (first of (4, 9), whose right edge is the doc's)
+    windows = [(0, 5), (2, 7), (4, 9)]
+    scores = [numpy.tile(numpy.array(v, dtype="float32"), (5, 1)) for v in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])]
+    merged = merge_windows(windows, scores, 9)
+    assert numpy.allclose(merged[4], [1 / 5, 3 / 5, 1 / 5], atol=1e-6)
+    assert not numpy.allclose(uniform_average(windows, scores, 9)[4], merged[4], atol=0.05)
+    assert not numpy.allclose(first_window_wins(windows, scores, 9)[4], merged[4], atol=0.05)
+
+
+class DisagreeingModel:
+    """A stand-in for ner_plus's model whose windows disagree: the window that
+    starts at token 0 reads tokens ENTITY as one LOC entity (B-LOC 0.98, O 0.018),
+    every other window reads them as O (0.998). Only the merge decides."""
+
+    ENTITY = range(112, 128)
+
+    def __init__(self, real, tags):
+        self.real, self.tags, self.ops = real, list(tags), real.ops
+
+    def get_ref(self, name):
+        return self.real.get_ref(name)
+
+    def predict(self, windows):
+        out = []
+        for span in windows:
+            logits = numpy.full((len(span), len(self.tags)), -4.0, dtype="float32")
+            logits[:, self.tags.index("O")] = 4.0
+            if span.start == 0:
+                for i in range(len(span)):
+                    if i in self.ENTITY:
+                        logits[i] = -4.0
+                        logits[i, self.tags.index("O")] = 0.0
+                        logits[i, self.tags.index("B-LOC" if i == self.ENTITY[0] else "I-LOC")] = 4.0
+            out.append(logits)
+        return out
+
+
+@pytest.fixture(scope="module")
+def untrained_nlp():
+    """A ner_plus pipeline with its backbone and labels but no training: the
+    stand-in model replaces its predictions, only its windows and decoding run."""
+    import spacy
+    from spacy.training import Example
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_plus")
+    example = Example.from_dict(nlp.make_doc("John in Paris"), {"entities": [(0, 4, "PER"), (8, 13, "LOC")]})
+    nlp.initialize(lambda: [example])
+    return nlp
+
+
+def test_component_merges_disagreeing_windows_by_distance(untrained_nlp, monkeypatch):
+    from spacy.tokens import Doc
+
+    from spacy_ner_plus import decoding, schemes
+
+    nlp = untrained_nlp
+    ner = nlp.get_pipe("ner_plus")
+    tags = list(ner.tags)
+    model = DisagreeingModel(ner.model, tags)
+    monkeypatch.setattr(ner, "model", model)
+    doc = Doc(nlp.vocab, words=["word"] * 200)
+    windows = ner.doc_windows(doc)
+    # the defaults (window 128, stride 112) overlap on tokens 112..127
+    assert windows == [(0, 128), (112, 200)], "the test's entity sits on the overlap of these windows"
+    predicted = [(e.start, e.end, e.label_) for e in nlp(doc).ents]
+    # distance weights: tokens 112..119 lean to the first window (weights 16..9 against 1..8),
+    # tokens 120..127 to the second
+    assert predicted == [(112, 120, "LOC")]
+    # the same doc under the other merge rules decodes differently, so this test discriminates
+    logits = model.predict([doc[s:e] for s, e in windows])
+    probs = [numpy.exp(x) / numpy.exp(x).sum(axis=1, keepdims=True) for x in logits]
+    constraints = schemes.transition_constraints(tags, ner.cfg["scheme"])
+    assert decoding.decode(merge_windows(windows, probs, len(doc)), tags, constraints) == predicted
+    assert decoding.decode(uniform_average(windows, probs, len(doc)), tags, constraints) == []
+    assert decoding.decode(first_window_wins(windows, probs, len(doc)), tags, constraints) == [(112, 128, "LOC")]
