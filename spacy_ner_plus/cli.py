@@ -249,3 +249,81 @@ def render(
         _fail(f"{input_path}: bytes are not UTF-8 at byte {err.start}")
     output_path.write_text(render_entities(list(nlp.pipe(texts))), encoding="utf8")
     msg.good(f"Wrote {output_path} ({len(texts)} texts)")
+
+
+def _threshold_bounds(values: List[str], option: str) -> dict:
+    """``[TYPE=]VALUE`` items of --min-threshold/--max-threshold; the key "" is every other type."""
+    bounds = {}
+    for item in values:
+        label, _, value = item.rpartition("=")
+        try:
+            bounds[label] = float(value)
+        except ValueError:
+            _fail(f"{option} takes VALUE or TYPE=VALUE with VALUE a number in [0, 1], not '{item}'")
+        if not 0.0 <= bounds[label] <= 1.0:
+            _fail(f"{option} {item}: the value must lie in [0, 1]")
+    return bounds
+
+
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="pipeline name or path with one ner_plus component"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0: every interface)"),
+    port: int = typer.Option(8080, "--port"),
+    workers: int = typer.Option(1, "--workers", help="worker processes; each loads the model"),
+    audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSON-lines audit log, one line per /v1 request (never text)"),
+    audit_max_bytes: int = typer.Option(10_000_000, "--audit-max-bytes", help="rotate the audit log at this size"),
+    audit_backups: int = typer.Option(5, "--audit-backups", help="rotated audit logs kept"),
+    min_threshold: List[str] = typer.Option([], "--min-threshold", help="lowest threshold a request may set: VALUE or TYPE=VALUE, repeatable (default 0)"),
+    max_threshold: List[str] = typer.Option([], "--max-threshold", help="highest threshold a request may set: VALUE or TYPE=VALUE, repeatable (default: the pipeline's threshold)"),
+    hash_key_file: Optional[Path] = typer.Option(None, "--hash-key-file", help="HMAC key of the hash operator (else $NER_PLUS_HASH_KEY)"),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="larger bodies get 413"),
+    max_texts: int = typer.Option(64, "--max-texts", help="more texts per request get 413"),
+    batch_tokens: int = typer.Option(4096, "--batch-tokens", help="token budget of one micro-batch"),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="how long a text waits for others to share its batch"),
+    queue_texts: int = typer.Option(1024, "--queue-texts", help="most texts waiting for prediction; beyond: 503"),
+    drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
+    code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
+) -> None:
+    """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn."""
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        _fail(f"serve needs the 'serve' extra: pip install 'spacy-ner-plus[serve]' ({err.name} is missing)")
+    import spacy
+
+    from .serve import ServeSettings, load_hash_key, run
+
+    if not (spacy.util.is_package(model) or (Path(model) / "config.cfg").is_file()):
+        _fail(f"'{model}' is neither an installed pipeline package nor a directory with a config.cfg")
+    for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens), ("--queue-texts", queue_texts), ("--audit-max-bytes", audit_max_bytes)):
+        if value < 1:
+            _fail(f"{name} must be >= 1, not {value}")
+    if batch_wait_ms < 0 or drain_timeout < 0 or audit_backups < 0:
+        _fail("--batch-wait-ms, --drain-timeout and --audit-backups must be >= 0")
+    if code is not None and not code.is_file():
+        _fail(f"--code {code}: no such file")
+    settings = ServeSettings(
+        model=model,
+        audit_log=str(audit_log) if audit_log else None,
+        audit_max_bytes=audit_max_bytes,
+        audit_backups=audit_backups,
+        min_thresholds=_threshold_bounds(min_threshold, "--min-threshold"),
+        max_thresholds=_threshold_bounds(max_threshold, "--max-threshold"),
+        hash_key_file=str(hash_key_file) if hash_key_file else None,
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        batch_tokens=batch_tokens,
+        batch_wait_ms=batch_wait_ms,
+        queue_texts=queue_texts,
+        workers=workers,
+        code=str(code) if code else None,
+    )
+    try:
+        key = load_hash_key(settings)
+    except ValueError as err:
+        _fail(str(err))
+    msg.info(f"hash operator {'on' if key else 'off (no key: set $NER_PLUS_HASH_KEY or --hash-key-file)'}")
+    run(settings, host, port, drain_timeout)
