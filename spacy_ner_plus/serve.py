@@ -2,7 +2,7 @@
 
 Endpoints (README, "PII redaction service"): ``POST /v1/analyze``,
 ``POST /v1/redact``, ``GET /v1/entities``, ``GET /v1/config``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``.
+``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (serve_page.py).
 
 How a request becomes entities:
 - One thread, the :class:`MicroBatcher`, owns every call into the pipeline
@@ -849,6 +849,16 @@ def create_app(settings: ServeSettings):
                 "queue_texts": settings.queue_texts,
             },
         }
+
+    @app.get("/")
+    async def page():
+        """A page to try the service (serve_page.py); it loads nothing from elsewhere."""
+        from fastapi.responses import HTMLResponse
+
+        from .serve_page import PAGE
+
+        csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+        return HTMLResponse(PAGE, headers={"Content-Security-Policy": csp})
 
     @app.get("/healthz")
     async def healthz():
