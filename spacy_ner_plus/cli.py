@@ -180,37 +180,86 @@ def calibrate(
 
 @app.command()
 def annotate(
-    model: str = typer.Argument(..., help="pipeline name or path"),
-    input_path: Path = typer.Argument(..., help="plain text (one text a line) or JSONL"),
-    output_path: Path = typer.Argument(..., help="JSONL to write"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="text or jsonl (default: from the extension, .jsonl/.json -> jsonl)"),
+    model: str = typer.Argument(..., help="pipeline name or path (with --engine ray: loadable on every node, e.g. an installed pipeline package)"),
+    paths: List[str] = typer.Argument(..., metavar="INPUT... OUTPUT", help="input files or globs (plain text, one text a line, or JSONL), then the output file"),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="text or jsonl (default: from each INPUT's extension, .jsonl/.json -> jsonl)"),
+    output_format: str = typer.Option("jsonl", "--format", help="output: jsonl, or parquet (--engine ray)"),
     text_key: str = typer.Option("text", "--text-key", help="JSONL key holding the text"),
-    on_error: str = typer.Option("skip", "--on-error", help="skip: report bad lines and go on; fail: stop at the first"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    on_error: str = typer.Option("skip", "--on-error", help="skip: report bad lines and go on; fail: stop at the first, writing nothing"),
+    batch_size: int = typer.Option(64, "--batch-size", help="texts per batch (per actor call with --engine ray)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the partial output (OUTPUT.part) of an interrupted run"),
+    restart: bool = typer.Option(False, "--restart", help="discard the partial output of an interrupted run and start over"),
+    engine: str = typer.Option("local", "--engine", help="local: this process; ray: an actor pool on Ray Data (pip install 'spacy-ner-plus[ray]')"),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else a new local instance)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="ray: actors (default: as many as the cluster's CPUs or GPUs hold)"),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs per actor, also its torch threads"),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per actor"),
+    preserve_order: bool = typer.Option(False, "--preserve-order", help="ray: write records in input order (the local engine always does)"),
 ) -> None:
-    """Annotate a file in constant memory: JSONL out with each entity's offsets, label and confidence."""
-    from .annotate import AnnotateError, annotate_file
+    """Annotate files in constant memory: JSONL (or Parquet) out with each entity's offsets, label and confidence."""
+    from .annotate import AnnotateError, BadLineError, annotate_files, expand_inputs, input_format_of, partial_paths
 
-    if not input_path.is_file():
-        _fail(f"{input_path}: no such file")
-    fmt = fmt or ("jsonl" if input_path.suffix in (".jsonl", ".json") else "text")
-    if fmt not in ("text", "jsonl") or on_error not in ("skip", "fail"):
-        _fail("--format takes text|jsonl and --on-error skip|fail")
-    nlp = _load_pipeline(model)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(output_path.name + ".part")
+    if len(paths) < 2:
+        _fail("give at least one INPUT and the OUTPUT file")
+    *patterns, output = paths
+    output_path = Path(output)
+    if input_format not in (None, "text", "jsonl"):
+        _fail("--input-format takes text|jsonl")
+    if output_format not in ("jsonl", "parquet"):
+        hint = " (the input's format is --input-format now)" if output_format == "text" else ""
+        _fail(f"--format takes jsonl|parquet{hint}")
+    if on_error not in ("skip", "fail") or engine not in ("local", "ray"):
+        _fail("--on-error takes skip|fail and --engine local|ray")
+    if resume and restart:
+        _fail("--resume and --restart exclude each other")
+    if output_path.is_dir():
+        _fail(f"{output_path} is a folder; OUTPUT is a file")
     try:
-        with open(tmp, "w", encoding="utf8") as out:
-            stats = annotate_file(nlp, input_path, out, fmt=fmt, text_key=text_key, on_error=on_error, batch_size=batch_size)
-        os.replace(tmp, output_path)
+        inputs = expand_inputs(patterns)
     except AnnotateError as err:
+        _fail(str(err))
+    formats = {input_format or input_format_of(path) for path in inputs}
+    if len(formats) > 1:
+        _fail("the inputs mix .jsonl and plain text files: give --input-format, or annotate them in two runs")
+    fmt = formats.pop()
+    if output_path.resolve() in {path.resolve() for path in inputs}:
+        _fail(f"{output_path} is also an INPUT")
+    try:
+        if engine == "ray":
+            if resume or restart:
+                _fail("--resume and --restart work with --engine local only")
+            try:
+                from .annotate_ray import annotate_with_ray
+            except ImportError as err:
+                _fail(f"--engine ray needs Ray Data ({err}): pip install 'spacy-ner-plus[ray]'")
+            stats = annotate_with_ray(
+                model, inputs, output_path, fmt=fmt, text_key=text_key, on_error=on_error, output_format=output_format,
+                address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                batch_size=batch_size, preserve_order=preserve_order,
+            )
+        else:
+            if output_format != "jsonl":
+                _fail("--format parquet needs --engine ray; the local engine writes JSONL")
+            if any(value is not None for value in (address, workers)) or preserve_order or cpus_per_worker != 1.0 or gpus_per_worker != 0.0:
+                _fail("--address, --workers, --cpus-per-worker, --gpus-per-worker and --preserve-order go with --engine ray")
+            nlp = _load_pipeline(model)
+            stats = annotate_files(
+                nlp, inputs, output_path, model=model, fmt=fmt, text_key=text_key, on_error=on_error,
+                batch_size=batch_size, resume=resume, restart=restart,
+            )
+    except BadLineError as err:
         _fail(f"{err} (nothing written; --on-error skip goes on past bad lines)")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except AnnotateError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        part, _ = partial_paths(output_path)
+        _fail(f"interrupted; {part} keeps what was written: run the same command with --resume to continue" if engine == "local" and part.exists() else "interrupted; nothing written")
     for problem in stats.skipped:
         msg.warn(f"{problem}: skipped")
-    msg.good(f"Wrote {stats.written} of {stats.read} lines to {output_path}" + (f"; {len(stats.skipped)} bad line(s) skipped" if stats.skipped else ""))
+    resumed = f" (resumed after {stats.resumed_from})" if stats.resumed_from else ""
+    msg.good(
+        f"Wrote {stats.written} of {stats.read} lines to {output_path}{resumed}" + (f"; {len(stats.skipped)} bad line(s) skipped" if stats.skipped else "")
+    )
 
 
 @app.command()
