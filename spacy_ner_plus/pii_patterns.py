@@ -1,0 +1,409 @@
+"""The ``pii_patterns`` pipe: validated pattern recognisers for structured PII.
+
+It runs before ``ner_plus`` and puts what it finds in ``doc.ents``; ``ner_plus``
+keeps preset entities and decodes the rest of the text around them. Every
+recogniser finds candidates with a regular expression (or ``phonenumbers``)
+and keeps only those that pass a validity check, so a match is a strong signal:
+
+==============  =====================================================  =====
+type            rule                                                   score
+==============  =====================================================  =====
+EMAIL_ADDRESS   local@domain.tld, TLD of 2-24 letters                  0.95
+PHONE_NUMBER    ``phonenumbers.PhoneNumberMatcher``, leniency VALID,   0.85
+                in any of ``phone_regions`` (or with a +country code);
+                not shaped like an IPv4, an SSN or a date (04.10.2025),
+                not part of a longer number;
+                a line break inside a number counts as a space when the
+                number starts with + or ( or has 3+ digits before it
+CREDIT_CARD     12-19 digits, one kind of separator, Luhn checksum     0.90
+IBAN_CODE       country code, its registered length, mod-97 == 1       0.95
+IP_ADDRESS      IPv4 / IPv6 that ``ipaddress`` parses                  0.80
+URL             http(s)/ftp scheme + host                              0.85
+URL             www. + host, no scheme                                 0.60
+US_SSN          AAA-GG-SSSS or AAA GG SSSS; area not 000, 666,         0.85
+                900-999; group not 00; serial not 0000
+==============  =====================================================  =====
+
+Scores are the rule's strength as we judge it, not calibrated probabilities;
+they are in ``doc.spans["pii_patterns"].attrs["scores"]`` (spancat's
+convention, spans sorted by start), so ``ent._.confidence`` reads them when
+``register_scored_spans_key`` exists.
+
+Token alignment: a match whose characters do not start and end on token
+boundaries is EXPANDED to the tokens that cover it (spaCy splits
+"fe80::1%eth0" or "4111-1111-..." differently than the patterns do; redacting
+a little more is safe, redacting less is not) and counted in the group's
+``attrs["expanded"]``. Overlapping matches are resolved deterministically:
+longest span (in characters, after alignment), then highest score, then
+earliest start, then label; the losers are counted in ``attrs["overlapping"]``.
+Matches that overlap an entity already in ``doc.ents`` stay in the span group
+but not in ``doc.ents`` (like entity_ruler with ``overwrite_ents = false``),
+counted in ``attrs["blocked_by_preset"]``. Nothing is dropped uncounted.
+
+The component holds only settings and compiled expressions, so one instance
+may serve many threads; it has no learned state, and its settings come from
+the config at every load.
+"""
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from spacy.language import Language
+from spacy.tokens import Doc, Span, SpanGroup
+
+PATTERN_LABELS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
+SPANS_KEY = "pii_patterns"
+SCORES = {
+    "EMAIL_ADDRESS": 0.95,
+    "PHONE_NUMBER": 0.85,
+    "CREDIT_CARD": 0.90,
+    "IBAN_CODE": 0.95,
+    "IP_ADDRESS": 0.80,
+    "URL": 0.85,
+    "URL_NO_SCHEME": 0.60,
+    "US_SSN": 0.85,
+}
+SOURCE_PATTERN = "pattern"
+SOURCE_MODEL = "model"
+SOURCE_OTHER = "other"
+
+# ISO 13616 registry: IBAN length per country
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
+    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
+    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
+    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
+    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+# digit groups of 3+ separated by one space or hyphen; the separator check and Luhn come after
+_CARD = re.compile(r"(?<![\w.+-])\d{3,}(?:(?:-|[ \t]|\r?\n)\d{3,})*(?![\w-]|\.\d)")
+_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,9}(?!\w)")
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\w|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+_URL = re.compile(r"(?<![\w@/])(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+_URL_HOST = re.compile(r"^(?:(?:https?|ftp)://)?(?:[^@/\s]+@)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?::\d{1,5})?(?:[/?#]|$)|^(?:https?|ftp)://(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:[/?#]|$)", re.IGNORECASE)
+_DATE = re.compile(r"(?:\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}([./-])\d{1,2}\2\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?")
+_DIGIT_BEFORE = re.compile(r"\d[./:-]?$")
+_DIGIT_AFTER = re.compile(r"[./:-]?\d")
+_WRAPPED_NUMBER = re.compile(r"[+(]|\d[\d ().-]{2,}\n")
+_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
+_TRAILING_PUNCT = ".,;:!?'\""
+# numbers known to be invalid although in valid ranges (advertising / Woolworth's wallet card)
+_SSN_BLOCKLIST = {"078051120", "219099999", "123456789"}
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    """A validated match: character offsets into the text, the type and the rule's score."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a digit string passes the Luhn checksum (payment card numbers).
+
+    digits (str): only the digits 0-9.
+    RETURNS (bool): True when the checksum is 0 mod 10.
+    """
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        value = int(char)
+        if i % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(code: str) -> bool:
+    """Whether ``code`` (spaces allowed) is an IBAN: a known country, that country's
+    length, alphanumeric, and ISO 7064 mod-97 == 1.
+
+    code (str): e.g. "DE89 3704 0044 0532 0130 00".
+    RETURNS (bool): True when valid.
+    """
+    compact = code.replace(" ", "").upper()
+    if len(compact) < 5 or IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
+        return False
+    if not compact[2:4].isdigit():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def us_ssn_valid(area: str, group: str, serial: str) -> bool:
+    """Whether an SSN's parts are in ranges the SSA issues: area not 000, 666 or
+    900-999; group not 00; serial not 0000; not a number known to be void."""
+    if area in ("000", "666") or area.startswith("9") or group == "00" or serial == "0000":
+        return False
+    return area + group + serial not in _SSN_BLOCKLIST
+
+
+def find_email_addresses(text: str) -> Iterator[PatternMatch]:
+    for m in _EMAIL.finditer(text):
+        yield PatternMatch(m.start(), m.end(), "EMAIL_ADDRESS", SCORES["EMAIL_ADDRESS"])
+
+
+def find_phone_numbers(text: str, regions: Sequence[str]) -> Iterator[PatternMatch]:
+    """Numbers that libphonenumber's matcher finds VALID for one of ``regions``
+    (a number with a +country code is found whatever the region)."""
+    import phonenumbers
+
+    seen = set()
+    # a wrapped line may break a number; one character for one keeps the offsets
+    flat = text.replace("\r", " ").replace("\n", " ")
+    for region in regions:
+        for m in phonenumbers.PhoneNumberMatcher(flat, region, leniency=phonenumbers.Leniency.VALID):
+            start, end = m.start, m.end
+            # the matcher takes in the "(" of "(+49 30 1234567)"; a number's own
+            # brackets, as in "(030) 1234567", are balanced
+            while start < end and text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
+                start += 1
+            while start < end and text[start].isspace():
+                start += 1
+            raw = text[start:end]
+            # dotted quads, AAA-GG-SSSS and 04.10.2025 are valid numbers in some plan
+            # but are IP addresses, SSNs and dates far more often
+            if _IPV4.fullmatch(raw) or _SSN.fullmatch(raw) or _DATE.fullmatch(raw) or (start, end) in seen:
+                continue
+            if _DIGIT_BEFORE.search(text, 0, start) or _DIGIT_AFTER.match(text, end):
+                # the tail of a longer number ("12.2026 11:00" in "25.12.2026 11:00")
+                continue
+            if "\n" in raw and not _WRAPPED_NUMBER.match(raw):
+                # "Straße 3\n46026 Essen": a house number and the next line's postcode
+                continue
+            seen.add((start, end))
+            yield PatternMatch(start, end, "PHONE_NUMBER", SCORES["PHONE_NUMBER"])
+
+
+def find_credit_cards(text: str) -> Iterator[PatternMatch]:
+    for m in _CARD.finditer(text):
+        candidate = m.group(0)
+        # one kind of separator: hyphens, or white space (a wrapped line breaks a group)
+        separators = {"-" if sep == "-" else " " for sep in re.findall(r"-|\s+", candidate)}
+        digits = re.sub(r"[^0-9]", "", candidate)
+        if len(separators) <= 1 and 12 <= len(digits) <= 19 and luhn_valid(digits):
+            yield PatternMatch(m.start(), m.end(), "CREDIT_CARD", SCORES["CREDIT_CARD"])
+
+
+def find_ibans(text: str) -> Iterator[PatternMatch]:
+    """IBANs, compact or in groups of four; a candidate longer than its country's
+    IBAN (the next word was taken in) is cut to that length at a group end."""
+    for m in _IBAN.finditer(text):
+        candidate = m.group(0)
+        length = IBAN_LENGTHS.get(candidate[:2])
+        if length is None:
+            continue
+        positions = [i for i, c in enumerate(candidate) if c != " "]
+        if len(positions) < length:
+            continue
+        end = positions[length - 1] + 1
+        if end < len(candidate) and candidate[end] != " ":
+            continue
+        if iban_valid(candidate[:end]):
+            yield PatternMatch(m.start(), m.start() + end, "IBAN_CODE", SCORES["IBAN_CODE"])
+
+
+def find_ip_addresses(text: str) -> Iterator[PatternMatch]:
+    for m in _IPV4.finditer(text):
+        try:
+            ipaddress.IPv4Address(m.group(0))
+        except ValueError:
+            continue
+        yield PatternMatch(m.start(), m.end(), "IP_ADDRESS", SCORES["IP_ADDRESS"])
+    for m in _IPV6.finditer(text):
+        candidate = m.group(0)
+        # "at fe80::1:" ends a clause with a colon that is not part of the address
+        for trimmed in (candidate, candidate.rstrip(":")):
+            if trimmed.count(":") < 2:
+                continue
+            try:
+                ipaddress.IPv6Address(trimmed)
+            except ValueError:
+                continue
+            yield PatternMatch(m.start(), m.start() + len(trimmed), "IP_ADDRESS", SCORES["IP_ADDRESS"])
+            break
+
+
+def find_urls(text: str) -> Iterator[PatternMatch]:
+    """URLs with a scheme or starting with www.; trailing sentence punctuation and
+    closing brackets without an opening one inside the URL are not part of it."""
+    for m in _URL.finditer(text):
+        url = m.group(0)
+        while url:
+            if url[-1] in _TRAILING_PUNCT:
+                url = url[:-1]
+            elif url[-1] in ")]}" and url.count(url[-1]) > url.count({")": "(", "]": "[", "}": "{"}[url[-1]]):
+                url = url[:-1]
+            else:
+                break
+        if not _URL_HOST.match(url):
+            continue
+        has_scheme = "://" in url[:8]
+        yield PatternMatch(m.start(), m.start() + len(url), "URL", SCORES["URL"] if has_scheme else SCORES["URL_NO_SCHEME"])
+
+
+def find_us_ssns(text: str) -> Iterator[PatternMatch]:
+    for m in _SSN.finditer(text):
+        if us_ssn_valid(m.group(1), m.group(3), m.group(4)):
+            yield PatternMatch(m.start(), m.end(), "US_SSN", SCORES["US_SSN"])
+
+
+def find_pii(text: str, labels: Iterable[str] = PATTERN_LABELS, phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> List[PatternMatch]:
+    """Every validated match of the recognisers for ``labels`` (overlaps not resolved).
+
+    text (str): the text.
+    labels (Iterable[str]): which of PATTERN_LABELS to look for.
+    phone_regions (Sequence[str]): ISO 3166 regions for national phone formats.
+    RETURNS (List[PatternMatch]): sorted by start, then end.
+    """
+    labels = set(labels)
+    finders = {
+        "EMAIL_ADDRESS": lambda: find_email_addresses(text),
+        "PHONE_NUMBER": lambda: find_phone_numbers(text, phone_regions),
+        "CREDIT_CARD": lambda: find_credit_cards(text),
+        "IBAN_CODE": lambda: find_ibans(text),
+        "IP_ADDRESS": lambda: find_ip_addresses(text),
+        "URL": lambda: find_urls(text),
+        "US_SSN": lambda: find_us_ssns(text),
+    }
+    found = [match for label, finder in finders.items() if label in labels for match in finder()]
+    return sorted(found, key=lambda m: (m.start, m.end, m.label))
+
+
+def _priority(item: Tuple[Span, float]) -> Tuple[int, float, int, str]:
+    span, score = item
+    return (-(span.end_char - span.start_char), -score, span.start_char, span.label_)
+
+
+def resolve_overlaps(candidates: Sequence[Tuple[Span, float]]) -> Tuple[List[Tuple[Span, float]], int]:
+    """Keep non-overlapping spans: longest (characters) first, then highest score,
+    then earliest start, then label (so the result never depends on input order).
+
+    candidates (Sequence[Tuple[Span, float]]): spans of one Doc with their scores.
+    RETURNS (Tuple[List[Tuple[Span, float]], int]): the kept ones sorted by start,
+        and how many were left out.
+    """
+    taken = set()
+    kept = []
+    for span, score in sorted(candidates, key=_priority):
+        tokens = range(span.start, span.end)
+        if any(i in taken for i in tokens):
+            continue
+        taken.update(tokens)
+        kept.append((span, score))
+    kept.sort(key=lambda item: (item[0].start, item[0].end))
+    return kept, len(candidates) - len(kept)
+
+
+class PiiPatterns:
+    """Pattern recognisers as a pipe: sets ``doc.ents`` and a scored SpanGroup."""
+
+    def __init__(self, nlp: Language, name: str, *, labels: Sequence[str], phone_regions: Sequence[str], spans_key: str):
+        import phonenumbers
+
+        unknown = sorted(set(labels) - set(PATTERN_LABELS))
+        if unknown:
+            raise ValueError(f"pii_patterns: unknown label(s) {unknown}; known: {', '.join(PATTERN_LABELS)}")
+        bad_regions = sorted(r for r in phone_regions if r not in phonenumbers.SUPPORTED_REGIONS)
+        if bad_regions:
+            raise ValueError(f"pii_patterns: phone_regions {bad_regions} are not regions libphonenumber knows (e.g. US, GB, DE)")
+        if not spans_key:
+            raise ValueError("pii_patterns: spans_key must be a non-empty string")
+        self.name = name
+        self.labels = tuple(labels)
+        self.phone_regions = tuple(phone_regions)
+        self.spans_key = spans_key
+        from . import pipeline_component
+
+        register = getattr(pipeline_component, "register_scored_spans_key", None)
+        if register is not None:
+            register(spans_key)
+
+    def __call__(self, doc: Doc) -> Doc:
+        candidates: List[Tuple[Span, float]] = []
+        expanded = 0
+        for match in find_pii(doc.text, self.labels, self.phone_regions):
+            span = doc.char_span(match.start, match.end, label=match.label, alignment_mode="strict")
+            if span is None:
+                span = doc.char_span(match.start, match.end, label=match.label, alignment_mode="expand")
+                expanded += 1
+            if span is None or not len(span):
+                # expand always finds the covering tokens of a non-empty match; a match
+                # inside whitespace only would be a recogniser bug: say so, do not drop it
+                raise ValueError(f"pii_patterns: {match.label} at characters {match.start}-{match.end} covers no token")
+            candidates.append((span, match.score))
+        kept, overlapping = resolve_overlaps(candidates)
+        preset = list(doc.ents)
+        taken = {i for ent in preset for i in range(ent.start, ent.end)}
+        new_ents = [span for span, _ in kept if not any(i in taken for i in range(span.start, span.end))]
+        doc.spans[self.spans_key] = SpanGroup(
+            doc,
+            name=self.spans_key,
+            spans=[span for span, _ in kept],
+            attrs={
+                "scores": [score for _, score in kept],
+                "expanded": expanded,
+                "overlapping": overlapping,
+                "blocked_by_preset": len(kept) - len(new_ents),
+            },
+        )
+        if new_ents:
+            doc.ents = sorted(preset + new_ents, key=lambda span: span.start)
+        return doc
+
+
+@Language.factory(
+    "pii_patterns",
+    assigns=["doc.ents", "doc.spans"],
+    default_config={"labels": list(PATTERN_LABELS), "phone_regions": list(DEFAULT_PHONE_REGIONS), "spans_key": SPANS_KEY},
+)
+def make_pii_patterns(nlp: Language, name: str, labels: List[str], phone_regions: List[str], spans_key: str) -> PiiPatterns:
+    """Create the ``pii_patterns`` pipe.
+
+    labels (List[str]): the recognisers to run, a subset of PATTERN_LABELS.
+    phone_regions (List[str]): ISO 3166 region codes whose national phone formats
+        are recognised (numbers written with +country code are found anyway).
+    spans_key (str): the key of the scored SpanGroup in ``doc.spans``.
+    """
+    return PiiPatterns(nlp, name, labels=labels, phone_regions=phone_regions, spans_key=spans_key)
+
+
+def _in_group(span: Span, key: str) -> bool:
+    group = span.doc.spans.get(key)
+    if group is None:
+        return False
+    return any(s.start == span.start and s.end == span.end and s.label == span.label for s in group)
+
+
+def entity_source(span: Span, pattern_key: str = SPANS_KEY, model_key: str = "ner_plus") -> str:
+    """Which component found an entity.
+
+    span (Span): an entity of ``doc.ents``.
+    pattern_key (str): the pii_patterns span group key.
+    model_key (str): the ner_plus span group key.
+    RETURNS (str): "pattern" when the span (same tokens and label) is in
+        ``doc.spans[pattern_key]``, "model" when it is in ``doc.spans[model_key]``,
+        else "other" (set by another component, e.g. an entity_ruler).
+    """
+    if _in_group(span, pattern_key):
+        return SOURCE_PATTERN
+    if _in_group(span, model_key):
+        return SOURCE_MODEL
+    return SOURCE_OTHER
