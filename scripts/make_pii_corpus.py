@@ -42,12 +42,11 @@ import datetime
 import hashlib
 import random
 import re
-import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import spacy
 import typer

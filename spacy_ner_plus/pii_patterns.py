@@ -21,7 +21,8 @@ IP_ADDRESS      IPv4 / IPv6 that ``ipaddress`` parses                  0.80
 URL             http(s)/ftp scheme + host                              0.85
 URL             www. + host, no scheme                                 0.60
 US_SSN          AAA-GG-SSSS or AAA GG SSSS; area not 000, 666,         0.85
-                900-999; group not 00; serial not 0000
+                900-999; group not 00; serial not 0000; not a number
+                known to be void (078-05-1120, 219-09-9999, 123-45-6789)
 ==============  =====================================================  =====
 
 Scores are the rule's strength as we judge it, not calibrated probabilities;
@@ -30,9 +31,8 @@ convention, spans sorted by start), so ``ent._.confidence`` reads them when
 ``register_scored_spans_key`` exists.
 
 Token alignment: a match whose characters do not start and end on token
-boundaries is EXPANDED to the tokens that cover it (spaCy splits
-"fe80::1%eth0" or "4111-1111-..." differently than the patterns do; redacting
-a little more is safe, redacting less is not) and counted in the group's
+boundaries is EXPANDED to the tokens that cover it ("ip=10.0.0.1" is one
+spaCy token; redacting a little more is safe, redacting less is not) and counted in the group's
 ``attrs["expanded"]``. Overlapping matches are resolved deterministically:
 longest span (in characters, after alignment), then highest score, then
 earliest start, then label; the losers are counted in ``attrs["overlapping"]``.
@@ -47,7 +47,7 @@ the config at every load.
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
