@@ -18,13 +18,54 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _load_pipeline(model: str):
+def _load_pipeline(model: str, config: Optional[dict] = None):
     import spacy
 
     try:
-        return spacy.load(model)
+        return spacy.load(model, config=config or {})
     except OSError as err:
         _fail(f"cannot load pipeline '{model}': {err}")
+
+
+def _pipeline_location(model: str) -> Optional[Path]:
+    """The folder ``spacy.load(model)`` reads (an installed package comes first,
+    as in spacy.load), or None when MODEL names neither."""
+    from spacy.util import get_package_path, is_package
+
+    if is_package(model):
+        return get_package_path(model).resolve()
+    path = Path(model)
+    return path.resolve() if path.exists() else None
+
+
+def _check_output(model: str, output: Path, kind: str) -> None:
+    """Refuse, before any work, an OUTPUT that is, holds or lies inside the input
+    pipeline: outputs replace their path whole (atomic_output.py), so writing
+    there would destroy the only copy of the input.
+
+    kind (str): "pipeline" (a directory, replaced whole) or "file".
+    """
+    source = _pipeline_location(model)
+    target = output.resolve()
+    if source is not None:
+        if target == source:
+            _fail(f"OUTPUT {output} is the input pipeline '{model}': write to another path (the input is never changed)")
+        if target in source.parents:
+            _fail(f"OUTPUT {output} contains the input pipeline {source}: replacing it would delete the input; write to another path")
+        if source in target.parents:
+            _fail(f"OUTPUT {output} lies inside the input pipeline {source}: write to a path outside it")
+    if kind == "file" and output.is_dir():
+        _fail(f"OUTPUT {output} is a directory: give the path of a file")
+    if kind == "pipeline" and output.exists():
+        if not output.is_dir():
+            _fail(f"OUTPUT {output} exists and is not a directory: give a new path or a pipeline directory to replace")
+        # a pipeline output replaces its directory whole: never a folder that holds something else
+        if any(output.iterdir()) and not (output / "config.cfg").is_file():
+            _fail(f"OUTPUT {output} is a folder without a spaCy pipeline (no config.cfg) and would be replaced whole: give a new, empty or pipeline path")
+
+
+def _write_failed(output: Path, err: OSError) -> None:
+    _fail(f"cannot write {output}: {err}; nothing half-written was left, and a previous {output.name} is unchanged")
 
 
 def _load_gold(nlp, path: Path, doc_mode: str):
@@ -119,7 +160,13 @@ def evaluate(
     scheme = normalize_scheme(scheme)
     if scheme == "IOB1":
         _fail("--scheme takes IOB2 or BIOES")
+    if not data_path.exists():  # before the slow part: loading the pipeline
+        _fail(f"{data_path}: no such file")
     nlp = _load_pipeline(model)
+    from .pipeline_component import stale_calibrations
+
+    for message in stale_calibrations(nlp):
+        msg.warn(message)
     gold = _load_gold(nlp, data_path, doc_mode)
     examples = predict_examples(nlp, gold, batch_size=batch_size)
     metrics = evaluate_examples(examples, scheme, output)
@@ -146,8 +193,14 @@ def calibrate(
     doc_mode: str = typer.Option("sentence", "--doc-mode", help="for a CoNLL file: document or sentence"),
 ) -> None:
     """Fit per-type confidence calibration and thresholds on DEV; save them inside the pipeline."""
+    from contextlib import ExitStack
+
+    from .atomic_output import atomic_directory, atomic_files_into
     from .calibration import calibrate_pipeline, write_report
 
+    if not dev_path.exists():
+        _fail(f"{dev_path}: no such file")
+    _check_output(model, output_model, "pipeline")
     default_policy = "max_f1"
     overrides = {}
     for item in policy:
@@ -167,11 +220,20 @@ def calibrate(
     for label, r in results.items():
         for note in r.notes:
             msg.warn(f"{label}: {note}")
-    nlp.to_disk(output_model)
+    data = None
+    try:
+        with ExitStack() as stack:
+            # exits run last-in first-out: the pipeline is renamed into place, then the report
+            tmp_report = stack.enter_context(atomic_files_into(report)) if report is not None else None
+            tmp_model = stack.enter_context(atomic_directory(output_model))
+            nlp.to_disk(tmp_model)
+            if tmp_report is not None:
+                data = write_report(results, tmp_report)
+    except OSError as err:
+        _write_failed(output_model, err)
     rows = [(label, r.calibrator.method, r.policy, f"{r.threshold:.3f}", len(r.raw), r.n_gold) for label, r in results.items()]
     msg.table(rows, header=("type", "method", "policy", "threshold", "predicted", "gold"), aligns=("l", "l", "l", "r", "r", "r"))
-    if report is not None:
-        data = write_report(results, report)
+    if data is not None:
         o = data["overall"]
         msg.info(f"ECE {o['ece_before']:.4f} -> {o['ece_after']:.4f}, Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}")
         msg.good(f"Wrote {report}/calibration.md, calibration.json, reliability.png, thresholds.png")
@@ -268,15 +330,21 @@ def quantize(
     output_model: Path = typer.Argument(..., help="where to write the int8 pipeline"),
 ) -> None:
     """Write a pipeline whose ner_plus predicts with int8 dynamically quantized linear layers (CPU)."""
-    from .pipeline_component import NerPlus
+    from .atomic_output import atomic_directory
 
+    _check_output(model, output_model, "pipeline")
     nlp = _load_pipeline(model)
-    pipes = [name for name, pipe in nlp.pipeline if isinstance(pipe, NerPlus)]
+    pipes = [name for name in nlp.component_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
     if not pipes:
         _fail(f"'{model}' has no ner_plus component")
-    for name in pipes:
-        nlp.get_pipe(name).cfg["quantize"] = True
-    nlp.to_disk(output_model)
+    # quantize is a setting, read from the config at every load: loading with the
+    # override turns it on and makes nlp.to_disk write `quantize = true` to config.cfg
+    nlp = _load_pipeline(model, config={"components": {name: {"quantize": True} for name in pipes}})
+    try:
+        with atomic_directory(output_model) as tmp:
+            nlp.to_disk(tmp)
+    except OSError as err:
+        _write_failed(output_model, err)
     msg.good(f"Saved {output_model}: {', '.join(pipes)} predict with int8 linear layers on CPU")
 
 
@@ -287,16 +355,23 @@ def render(
     output_path: Path = typer.Argument(..., help="HTML page to write"),
 ) -> None:
     """Render the entities of each line with their confidences (displaCy) into one HTML page."""
+    from .atomic_output import atomic_file
     from .visualize import render_entities
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
+    _check_output(model, output_path, "file")
     nlp = _load_pipeline(model)
     try:
         texts = input_path.read_text(encoding="utf8").splitlines()
     except UnicodeDecodeError as err:
         _fail(f"{input_path}: bytes are not UTF-8 at byte {err.start}")
-    output_path.write_text(render_entities(list(nlp.pipe(texts))), encoding="utf8")
+    page = render_entities(list(nlp.pipe(texts)))
+    try:
+        with atomic_file(output_path) as tmp:
+            tmp.write_text(page, encoding="utf8")
+    except OSError as err:
+        _write_failed(output_path, err)
     msg.good(f"Wrote {output_path} ({len(texts)} texts)")
 
 

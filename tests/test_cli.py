@@ -1,0 +1,283 @@
+"""The commands as a user runs them (typer's CliRunner), on the trained fixture saved to disk."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.language import Language
+from spacy.tokens import DocBin
+from spacy.training import Example
+from typer.testing import CliRunner
+
+import spacy_ner_plus.pipeline_component
+from spacy_ner_plus.cli import app
+from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
+
+from conftest import TRAIN
+
+DEV = TRAIN + [("Paris met John in Acme Corp .", [(0, 5, "PER"), (10, 14, "PER"), (18, 27, "ORG")])]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def plain(text: str) -> str:
+    """Console text without colours and without wasabi's line wrapping."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def failed_cleanly(result, *phrases):
+    """Exit 1 through typer.Exit with a message: no traceback, no uncaught exception."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    for phrase in phrases:
+        assert plain(phrase) in plain(result.output), result.output
+    return True
+
+
+def tree(path: Path):
+    """Every file under ``path`` with its bytes: equal trees have equal contents."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def gold_docs(nlp, data):
+    return [Example.from_dict(nlp.make_doc(text), {"entities": ents}).reference for text, ents in data]
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_nlp, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    trained_nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dev_path(trained_nlp, model_dir):
+    path = model_dir.parent / "dev.spacy"
+    DocBin(docs=gold_docs(trained_nlp, DEV)).to_disk(path)
+    return path
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Make loading a pipeline an error: a refusal must come before any work."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the output was checked")
+
+    monkeypatch.setattr(spacy, "load", refuse)
+
+
+@pytest.fixture
+def disk_full_after_writing(monkeypatch):
+    """nlp.to_disk writes everything, then fails (as a full disk does at its last file)."""
+    real = Language.to_disk
+
+    def to_disk(self, path, **kwargs):
+        real(self, path, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Language, "to_disk", to_disk)
+
+
+def previous_pipeline(model_dir, path):
+    """An existing output: a copy of the model with a marker file only that copy has."""
+    shutil.copytree(model_dir, path)
+    (path / "previous.txt").write_text("the previous pipeline")
+    return tree(path)
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def test_evaluate_writes_the_metrics_of_the_library(trained_nlp, model_dir, dev_path, tmp_path):
+    out = tmp_path / "eval"
+    result = invoke("evaluate", model_dir, dev_path, "--output", out)
+    assert result.exit_code == 0, result.output
+    expected = evaluate_examples(predict_examples(trained_nlp, gold_docs(trained_nlp, DEV)), "IOB2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(expected))
+    assert {label: d["support"] for label, d in metrics["per_type"].items()} == {"LOC": 2, "ORG": 2, "PER": 4}
+    assert metrics["support"] == 8 and metrics["scheme"] == "IOB2"
+    assert sum(n for kind, n in metrics["errors"].items() if kind != "spurious") == 8  # each gold entity once
+    report = (out / "report.md").read_text()
+    assert f"| **micro** | **{metrics['precision']:.4f}** | **{metrics['recall']:.4f}** | **{metrics['f1']:.4f}** | 8 |" in report
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "errors.html").is_file()
+    assert f"{metrics['f1']:.4f}" in result.output  # the table on the console
+
+
+def test_evaluate_fails_clearly_on_missing_inputs(model_dir, dev_path, tmp_path):
+    assert failed_cleanly(invoke("evaluate", model_dir, tmp_path / "nope.spacy"), "nope.spacy: no such file")
+    assert failed_cleanly(invoke("evaluate", tmp_path / "no_model", dev_path), "cannot load pipeline")
+    assert failed_cleanly(invoke("evaluate", model_dir, dev_path, "--scheme", "IOB1"), "--scheme takes IOB2 or BIOES")
+    bad = tmp_path / "bad.iob"
+    bad.write_text("John B-PER\nlives O\nin O\nParis X-LOC\n", encoding="utf8")
+    assert failed_cleanly(invoke("evaluate", model_dir, bad), "bad.iob:4")
+
+
+def test_evaluate_prints_each_stale_calibration_warning(model_dir, dev_path, monkeypatch):
+    messages = ["ner_plus: calibration fitted to weights abc, the pipeline has def", "ner_2: thresholds fitted to other weights"]
+    seen = []
+
+    def stale(nlp):
+        seen.append(nlp.pipe_names)
+        return messages
+
+    monkeypatch.setattr(spacy_ner_plus.pipeline_component, "stale_calibrations", stale, raising=False)
+    result = invoke("evaluate", model_dir, dev_path)
+    assert result.exit_code == 0, result.output
+    assert seen == [["ner_plus"]]
+    for message in messages:
+        assert f"⚠ {message}" in plain(result.output)
+
+
+# --- calibrate ---------------------------------------------------------------------------------
+
+
+def test_calibrate_writes_a_calibrated_pipeline_and_its_report(model_dir, dev_path, tmp_path):
+    before = tree(model_dir)
+    out, report = tmp_path / "calibrated", tmp_path / "reports" / "calibration"
+    result = invoke("calibrate", model_dir, dev_path, out, "--report", report, "--method", "temperature", "--min-spans", "2")
+    assert result.exit_code == 0, result.output
+    ner = spacy.load(out).get_pipe("ner_plus")
+    assert set(ner.cfg["calibration"]) == set(ner.cfg["thresholds"]) == {"LOC", "ORG", "PER"}
+    assert all(0.0 <= t <= 1.0 for t in ner.cfg["thresholds"].values())
+    assert {c["method"] for c in ner.cfg["calibration"].values()} <= {"temperature", "identity"}
+    assert sorted(p.name for p in report.iterdir()) == ["calibration.json", "calibration.md", "reliability.png", "thresholds.png"]
+    data = json.loads((report / "calibration.json").read_text())
+    assert set(data["per_type"]) == {"LOC", "ORG", "PER"}
+    assert {label: d["threshold"] for label, d in data["per_type"].items()} == ner.cfg["thresholds"]
+    assert tree(model_dir) == before  # the input is never written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated", "reports"]  # no temporaries left
+
+
+def test_calibrate_fails_clearly_on_bad_dev(trained_nlp, model_dir, dev_path, tmp_path):
+    out = tmp_path / "out"
+    assert failed_cleanly(invoke("calibrate", model_dir, tmp_path / "nope.spacy", out), "nope.spacy: no such file")
+    misc = tmp_path / "misc.spacy"
+    DocBin(docs=gold_docs(trained_nlp, [("John met Mary in Berlin .", [(0, 4, "PER"), (17, 23, "MISC")])])).to_disk(misc)
+    assert failed_cleanly(invoke("calibrate", model_dir, misc, out), "['MISC']", "LOC", "ORG", "PER")
+    assert failed_cleanly(invoke("calibrate", model_dir, dev_path, out, "--policy", "precision:2"), "precision must be in (0, 1]")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["calibrate", "quantize"])
+def test_output_equal_to_or_holding_the_input_is_refused(command, model_dir, dev_path, tmp_path, no_loading):
+    inputs = [dev_path] if command == "calibrate" else []
+    before = tree(model_dir)
+    link = tmp_path / "link"
+    link.symlink_to(model_dir, target_is_directory=True)
+    for output, phrase in [
+        (model_dir, "is the input pipeline"),
+        (f"{model_dir}/.", "is the input pipeline"),
+        (link, "is the input pipeline"),
+        (model_dir.parent, "contains the input pipeline"),
+        (model_dir / "ner_plus", "lies inside the input pipeline"),
+    ]:
+        assert failed_cleanly(invoke(command, model_dir, *inputs, output), phrase)
+    assert tree(model_dir) == before
+
+
+def test_an_installed_package_is_its_package_folder(model_dir, tmp_path, monkeypatch, no_loading):
+    package_dir = tmp_path / "site-packages" / "en_fake"
+    shutil.copytree(model_dir, package_dir / "en_fake-0.0.0")
+    monkeypatch.setattr(spacy.util, "is_package", lambda name: name == "en_fake")
+    monkeypatch.setattr(spacy.util, "get_package_path", lambda name: package_dir)
+    assert failed_cleanly(invoke("quantize", "en_fake", package_dir), "is the input pipeline 'en_fake'")
+    assert failed_cleanly(invoke("quantize", "en_fake", package_dir / "en_fake-0.0.0"), "lies inside the input pipeline")
+
+
+def test_an_output_folder_that_is_not_a_pipeline_is_not_replaced(model_dir, dev_path, tmp_path, no_loading):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me")
+    assert failed_cleanly(invoke("calibrate", model_dir, dev_path, folder), "no config.cfg")
+    assert failed_cleanly(invoke("quantize", model_dir, folder / "todo.txt"), "is not a directory")
+    assert (folder / "todo.txt").read_text() == "keep me"
+
+
+def test_calibrate_replaces_a_previous_output_whole(model_dir, dev_path, tmp_path):
+    out = tmp_path / "calibrated"
+    previous_pipeline(model_dir, out)
+    result = invoke("calibrate", model_dir, dev_path, out, "--min-spans", "2")
+    assert result.exit_code == 0, result.output
+    assert not (out / "previous.txt").exists()
+    assert spacy.load(out).get_pipe("ner_plus").cfg["thresholds"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated"]
+
+
+def test_calibrate_failing_midway_leaves_the_previous_output(model_dir, dev_path, tmp_path, disk_full_after_writing):
+    out, report = tmp_path / "calibrated", tmp_path / "report"
+    before = previous_pipeline(model_dir, out)
+    result = invoke("calibrate", model_dir, dev_path, out, "--report", report)
+    assert failed_cleanly(result, f"cannot write {out}", "No space left on device")
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated"]  # no temporary, no report
+
+
+# --- quantize ----------------------------------------------------------------------------------
+
+
+def test_quantize_writes_quantize_true_and_the_loaded_pipe_predicts_in_int8(model_dir, tmp_path):
+    out = tmp_path / "int8"
+    result = invoke("quantize", model_dir, out)
+    assert result.exit_code == 0, result.output
+    assert spacy.util.load_config(out / "config.cfg")["components"]["ner_plus"]["quantize"] is True
+    assert spacy.util.load_config(model_dir / "config.cfg")["components"]["ner_plus"]["quantize"] is False
+    int8, fp32 = spacy.load(out), spacy.load(model_dir)
+    assert int8.config["components"]["ner_plus"]["quantize"] is True
+    # the setting is in effect: int8 products change the scores (the fp32 weights are the same)
+    text = "Mary works for Acme Corp in Paris ."
+    key = "ner_plus"
+    raw_int8 = list(int8(text).spans[key].attrs["raw_scores"])
+    raw_fp32 = list(fp32(text).spans[key].attrs["raw_scores"])
+    assert raw_int8 and raw_fp32
+    assert raw_int8 != raw_fp32
+
+
+def test_quantize_needs_a_ner_plus_pipe(tmp_path):
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    assert failed_cleanly(invoke("quantize", tmp_path / "blank", tmp_path / "out"), "has no ner_plus component")
+    assert not (tmp_path / "out").exists()
+
+
+def test_quantize_failing_midway_leaves_the_previous_output(model_dir, tmp_path, disk_full_after_writing):
+    out = tmp_path / "int8"
+    before = previous_pipeline(model_dir, out)
+    assert failed_cleanly(invoke("quantize", model_dir, out), f"cannot write {out}", "No space left on device")
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]
+
+
+# --- render ------------------------------------------------------------------------------------
+
+
+def test_render_refuses_the_model_or_a_folder_as_its_page(model_dir, tmp_path, no_loading):
+    texts = tmp_path / "in.txt"
+    texts.write_text("John lives in Paris .\n", encoding="utf8")
+    before = tree(model_dir)
+    assert failed_cleanly(invoke("render", model_dir, texts, model_dir), "is the input pipeline")
+    assert failed_cleanly(invoke("render", model_dir, texts, model_dir / "page.html"), "lies inside the input pipeline")
+    assert failed_cleanly(invoke("render", model_dir, texts, tmp_path), "is a directory")
+    assert tree(model_dir) == before
+
+
+def test_render_failing_midway_leaves_the_previous_page(model_dir, tmp_path, monkeypatch):
+    texts, page = tmp_path / "in.txt", tmp_path / "page.html"
+    texts.write_text("John lives in Paris .\n", encoding="utf8")
+    page.write_text("the previous page", encoding="utf8")
+    real = Path.write_text
+
+    def half_then_disk_full(self, data, *args, **kwargs):
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_disk_full)
+    assert failed_cleanly(invoke("render", model_dir, texts, page), f"cannot write {page}", "No space left on device")
+    monkeypatch.undo()
+    assert page.read_text(encoding="utf8") == "the previous page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "page.html"]
