@@ -408,6 +408,7 @@ def serve(
     queue_texts: int = typer.Option(1024, "--queue-texts", help="most texts waiting for prediction; beyond: 503"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
     code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
+    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="torch threads per worker (default: torch's, one per core; 1 on a machine shared with other busy processes)"),
 ) -> None:
     """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn."""
     try:
@@ -425,6 +426,8 @@ def serve(
     for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens), ("--queue-texts", queue_texts), ("--audit-max-bytes", audit_max_bytes)):
         if value < 1:
             _fail(f"{name} must be >= 1, not {value}")
+    if torch_threads is not None and torch_threads < 1:
+        _fail(f"--torch-threads must be >= 1, not {torch_threads}")
     if batch_wait_ms < 0 or drain_timeout < 0 or audit_backups < 0:
         _fail("--batch-wait-ms, --drain-timeout and --audit-backups must be >= 0")
     if code is not None and not code.is_file():
@@ -444,6 +447,7 @@ def serve(
         queue_texts=queue_texts,
         workers=workers,
         code=str(code) if code else None,
+        torch_threads=torch_threads,
     )
     try:
         key = load_hash_key(settings)

@@ -86,6 +86,9 @@ class ServeSettings:
     queue_texts (int): most texts waiting for prediction; beyond: 503.
     workers (int): uvicorn worker processes (each loads the model).
     code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
+    torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
+        core). On a machine whose cores are shared with other busy processes, 1 avoids threads waiting
+        on each other (here: 0.15 s instead of 2.35 s per 400-character text; README).
     """
 
     model: str
@@ -102,6 +105,7 @@ class ServeSettings:
     queue_texts: int = 1024
     workers: int = 1
     code: Optional[str] = None
+    torch_threads: Optional[int] = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -532,6 +536,10 @@ class Service:
 
         try:
             started = time.perf_counter()
+            if self.settings.torch_threads:
+                import torch
+
+                torch.set_num_threads(self.settings.torch_threads)
             if self.settings.code:
                 spacy.util.import_file("serve_code", self.settings.code)
             nlp = spacy.load(self.settings.model)
