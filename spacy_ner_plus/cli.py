@@ -148,7 +148,7 @@ def convert(
 def evaluate(
     model: str = typer.Argument(..., help="pipeline name or path"),
     data_path: Path = typer.Argument(..., help="gold data: a DocBin (.spacy) or a CoNLL column file"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory for metrics.json, report.md, confusion.png"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory for metrics.json, report.md, confusion.png, errors.html"),
     scheme: str = typer.Option("IOB2", "--scheme", help="IOB2 or BIOES: the strict seqeval scheme"),
     doc_mode: str = typer.Option("sentence", "--doc-mode", help="for a CoNLL file: document or sentence"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -175,7 +175,7 @@ def evaluate(
     msg.table(rows, header=("type", "P", "R", "F1", "support"), aligns=("l", "r", "r", "r", "r"))
     msg.info("errors: " + json.dumps(metrics["errors"]))
     if output is not None:
-        msg.good(f"Wrote {output}/metrics.json, report.md, confusion.png")
+        msg.good(f"Wrote {output}/metrics.json, report.md, confusion.png, errors.html")
 
 
 @app.command()

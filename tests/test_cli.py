@@ -153,6 +153,10 @@ def test_calibrate_writes_a_calibrated_pipeline_and_its_report(model_dir, dev_pa
     assert {label: d["threshold"] for label, d in data["per_type"].items()} == ner.cfg["thresholds"]
     assert tree(model_dir) == before  # the input is never written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated", "reports"]  # no temporaries left
+    # fitted to the weights it is saved with: evaluate has nothing to warn about
+    evaluated = invoke("evaluate", out, dev_path)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "⚠" not in evaluated.output
 
 
 def test_calibrate_fails_clearly_on_bad_dev(trained_nlp, model_dir, dev_path, tmp_path):
