@@ -91,7 +91,7 @@ class Server:
             "--audit-log", str(self.audit), "--hash-key-file", str(key_file),
             "--min-threshold", "0.1", "--min-threshold", "ORG=0.3", "--max-threshold", "1.0",
             "--max-body-bytes", "20000", "--max-texts", "40", "--batch-wait-ms", "20",
-            "--drain-timeout", "60", "--code", str(code),
+            "--drain-timeout", "60", "--code", str(code), "--torch-threads", "1",
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=open(self.stdout, "wb"), stderr=open(self.stderr, "wb"), env=env)
         self.client = httpx.Client(base_url=self.base, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=64))
