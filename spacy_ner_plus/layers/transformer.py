@@ -10,9 +10,21 @@ prediction see only first subwords) or the mean of its wordpieces
 
 The HF model, tokenizer and weights live in spacy-transformers' ``HFShim``,
 which serializes them with the pipeline, so a trained pipeline loads offline.
+
+Prediction (``is_train=False``) is safe to run from several threads at once:
+it never goes through the shim, whose ``predict`` switches the one shared
+module to eval mode and back to train mode around every call (so a
+concurrent call could run with dropout on). It runs an eval-mode view of the
+transformer that shares its parameters (or, with ``quantize``, an int8 copy),
+built once under a lock; the wordpiece cache is only ever replaced, never
+cleared under a reader.
 """
+import copy
+import threading
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import warnings
+
+import torch
 
 import numpy
 from spacy.tokens import Span
@@ -25,36 +37,116 @@ from thinc.types import Floats2d, Ints1d
 _CACHE_LIMIT = 200_000
 
 
+class PieceState:
+    """What the encoder knows about one tokenizer: its special tokens, the
+    sequence limit, a word -> wordpiece ids cache and, for a fast tokenizer,
+    a private copy of its Rust backend with padding and truncation off (so no
+    call ever switches them on the shared tokenizer)."""
+
+    def __init__(self, tokenizer, specials: Tuple[List[int], List[int]], limit: int, backend) -> None:
+        self.tokenizer = tokenizer
+        self.specials = specials
+        self.limit = limit
+        self.backend = backend
+        self.data: Dict[str, List[int]] = {}
+
+
 class PieceCache:
-    """Word -> wordpiece ids, and the tokenizer's special tokens, for one
-    tokenizer. Not a dict on purpose: thinc serializes msgpack-able attrs with
-    the model, and this cache must not be saved."""
+    """Holds the PieceState of the current tokenizer. Not a dict on purpose:
+    thinc serializes msgpack-able attrs with the model, and this must not be
+    saved. The state is replaced as a whole (under a lock) when the tokenizer
+    object changes, so a thread that holds the old one keeps a consistent view."""
 
     def __init__(self) -> None:
-        self.data: Dict[str, List[int]] = {}
-        self.tokenizer = None
-        self.specials: Tuple[List[int], List[int]] = ([], [])
-        self.limit = 0
+        self.state: Optional[PieceState] = None
+        self.lock = threading.Lock()
+
+    @property
+    def data(self) -> Dict[str, List[int]]:
+        return self.state.data if self.state is not None else {}
 
 
-def _cache(model: Model) -> PieceCache:
-    """The model's cache, emptied whenever the tokenizer object changed
-    (initialize or from_disk put in a new one)."""
-    cache = model.attrs["piece_cache"]
+def _cache(model: Model) -> PieceState:
+    """The PieceState of the model's current tokenizer (initialize or
+    from_disk may have put in a new one: it then starts empty)."""
+    holder: PieceCache = model.attrs["piece_cache"]
     tokenizer = get_tokenizer(model)
-    if cache.tokenizer is not tokenizer:
-        probe = tokenizer.build_inputs_with_special_tokens([-1])
-        cut = probe.index(-1)
-        if tokenizer.build_inputs_with_special_tokens([-1, -2]) != probe[:cut] + [-1, -2] + probe[cut + 1 :]:
-            raise ValueError(
-                f"{type(tokenizer).__name__} does not frame a sequence as fixed special tokens "
-                "before and after it; HFTokenEncoder cannot align its wordpieces"
-            )
-        cache.data.clear()
-        cache.tokenizer = tokenizer
-        cache.specials = (probe[:cut], probe[cut + 1 :])
-        cache.limit = _max_sequence_length(model)
-    return cache
+    state = holder.state
+    if state is not None and state.tokenizer is tokenizer:
+        return state
+    with holder.lock:
+        if holder.state is None or holder.state.tokenizer is not tokenizer:
+            holder.state = _piece_state(model, tokenizer)
+        return holder.state
+
+
+def _piece_state(model: Model, tokenizer) -> PieceState:
+    probe = tokenizer.build_inputs_with_special_tokens([-1])
+    cut = probe.index(-1)
+    if tokenizer.build_inputs_with_special_tokens([-1, -2]) != probe[:cut] + [-1, -2] + probe[cut + 1 :]:
+        raise ValueError(
+            f"{type(tokenizer).__name__} does not frame a sequence as fixed special tokens "
+            "before and after it; HFTokenEncoder cannot align its wordpieces"
+        )
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The embedded tokenizer.json pads and truncates to 128; a private copy
+        # with both off gives each word's full ids without touching the shared one.
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+    return PieceState(tokenizer, (probe[:cut], probe[cut + 1 :]), _max_sequence_length(model), backend)
+
+
+class InferenceModules:
+    """The modules prediction runs: an eval-mode view of the transformer that
+    shares its parameters and buffers, or with ``quantize`` (on CPU) an int8
+    dynamically quantized copy. Each is built once per transformer object and
+    device, under a lock; ``invalidate`` drops the int8 copy when the weights
+    change (the view sees new weights by itself)."""
+
+    def __init__(self) -> None:
+        self.quantize = False
+        self.lock = threading.Lock()
+        self._key: Optional[Tuple[int, str, bool]] = None
+        self._source: Optional[torch.nn.Module] = None
+        self._module: Optional[torch.nn.Module] = None
+
+    def get(self, transformer: torch.nn.Module) -> torch.nn.Module:
+        device = next(transformer.parameters()).device
+        quantize = self.quantize and device.type == "cpu"
+        key = (id(transformer), str(device), quantize)
+        module = self._module
+        if self._key == key and self._source is transformer and module is not None:
+            return module
+        with self.lock:
+            if self._key != key or self._source is not transformer or self._module is None:
+                self._module = _int8_copy(transformer) if quantize else _eval_view(transformer)
+                self._source, self._key = transformer, key
+            return self._module
+
+    def invalidate(self) -> None:
+        with self.lock:
+            if self._key is not None and self._key[2]:
+                self._key, self._source, self._module = None, None, None
+
+
+def _eval_view(transformer: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the module tree in eval mode whose parameters and buffers are
+    the original's tensors (no weights copied; in-place updates show through)."""
+    shared = {id(t): t for t in list(transformer.parameters()) + list(transformer.buffers())}
+    return copy.deepcopy(transformer, memo=shared).eval()
+
+
+def _int8_copy(transformer: torch.nn.Module) -> torch.nn.Module:
+    # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.63 against 1.85
+    # with one scale per matrix, at the same speed, 1.49x fp32
+    # (bench/int8_variants.py, docs/BENCHMARKS.md)
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    fp32 = copy.deepcopy(transformer).eval()
+    return torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear: qconfig}).eval()
 
 
 class WordpieceBatch:
@@ -96,13 +188,35 @@ def HFTokenEncoder(
             "name": name,
             "pooling": pooling,
             "max_wordpieces_per_token": max_wordpieces_per_token,
+            "mixed_precision": mixed_precision,
             "piece_cache": PieceCache(),
+            "inference": InferenceModules(),
         },
     )
 
 
+# spacy-transformers offers no public accessor for the objects its HFShim
+# holds; these two functions are the only places that reach into it.
 def get_tokenizer(model: Model):
+    """The Hugging Face tokenizer of an HFTokenEncoder."""
     return model.layers[0].shims[0]._hfmodel.tokenizer
+
+
+def get_transformer(model: Model) -> Optional[torch.nn.Module]:
+    """The Hugging Face transformer (torch module) of an HFTokenEncoder, None before initialize."""
+    return model.layers[0].shims[0]._hfmodel.transformer
+
+
+def set_quantize(model: Model, quantize: bool) -> None:
+    """Predict with an int8 copy of the transformer's linear layers (CPU only)."""
+    inference: InferenceModules = model.attrs["inference"]
+    inference.quantize = bool(quantize)
+    inference.invalidate()
+
+
+def invalidate_inference(model: Model) -> None:
+    """The weights changed (an update): drop a quantized copy made from the old ones."""
+    model.attrs["inference"].invalidate()
 
 
 def max_sequence_length(model: Model) -> int:
@@ -130,40 +244,44 @@ def word_pieces(model: Model, words: Sequence[str]) -> List[List[int]]:
     """Wordpiece ids of each word, cached; never empty, at most the configured maximum.
 
     A word the tokenizer turns into nothing (whitespace, control characters)
-    becomes the unknown token, so every spaCy token has a vector.
+    becomes the unknown token, so every spaCy token has a vector. Safe to call
+    from several threads: new words are looked up in this call's own dict, and
+    a full cache is replaced by a new one rather than cleared.
     """
-    cache = _cache(model).data
-    missing = list({w for w in words if w not in cache})
-    if missing and len(cache) + len(missing) > _CACHE_LIMIT:
-        # start afresh; every word of this call is then missing
-        cache.clear()
-        missing = list(dict.fromkeys(words))
-    if missing:
-        tokenizer = get_tokenizer(model)
-        limit = model.attrs["max_wordpieces_per_token"]
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None and backend.padding is None and backend.truncation is None:
-            # the Rust tokenizer itself: the same ids without the wrapper's per-word dicts.
-            # A backend set to pad or truncate (the embedded backbone's tokenizer.json pads
-            # to 128) goes through the wrapper once, which switches both off for its call.
-            batch = backend.encode_batch([[w] for w in missing], is_pretokenized=True, add_special_tokens=False)
-            encoded = [e.ids for e in batch]
-        else:
-            encoded = tokenizer([[w] for w in missing], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-        n_cut = 0
-        for word, ids in zip(missing, encoded):
-            if not ids:
-                ids = [tokenizer.unk_token_id]
-            elif len(ids) > limit:
-                ids = ids[:limit]
-                n_cut += 1
-            cache[word] = list(ids)
-        if n_cut:
-            warnings.warn(
-                f"{n_cut} token(s) split into more than {limit} wordpieces were cut to "
-                f"{limit} (max_wordpieces_per_token)"
-            )
-    return [cache[w] for w in words]
+    state = _cache(model)
+    cache = state.data
+    found = {w: cache.get(w) for w in words}
+    missing = [w for w, ids in found.items() if ids is None]
+    if not missing:
+        return [found[w] for w in words]  # type: ignore[misc]
+    tokenizer = state.tokenizer
+    limit = model.attrs["max_wordpieces_per_token"]
+    if state.backend is not None:
+        # the Rust tokenizer itself: the same ids without the wrapper's per-word dicts
+        batch = state.backend.encode_batch([[w] for w in missing], is_pretokenized=True, add_special_tokens=False)
+        encoded = [e.ids for e in batch]
+    else:
+        encoded = tokenizer([[w] for w in missing], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    n_cut = 0
+    new: Dict[str, List[int]] = {}
+    for word, ids in zip(missing, encoded):
+        if not ids:
+            ids = [tokenizer.unk_token_id]
+        elif len(ids) > limit:
+            ids = ids[:limit]
+            n_cut += 1
+        new[word] = list(ids)
+    if n_cut:
+        warnings.warn(
+            f"{n_cut} token(s) split into more than {limit} wordpieces were cut to "
+            f"{limit} (max_wordpieces_per_token)"
+        )
+    found.update(new)
+    if len(cache) + len(new) > _CACHE_LIMIT:
+        state.data = new  # start afresh; a reader of the old dict still sees all of it
+    else:
+        cache.update(new)
+    return [found[w] for w in words]  # type: ignore[misc]
 
 
 def encode_windows(model: Model, windows: Sequence[Span]) -> WordpieceBatch:
@@ -211,7 +329,10 @@ def init(model: Model, X: Optional[List[Span]] = None, Y=None) -> None:
 
 def forward(model: Model, windows: List[Span], is_train: bool) -> Tuple[List[Floats2d], Callable]:
     batch = encode_windows(model, windows)
-    hidden, backprop_hidden = model.layers[0](batch, is_train)
+    if is_train:
+        hidden, backprop_hidden = model.layers[0](batch, is_train)
+    else:
+        hidden, backprop_hidden = _predict_hidden(model, batch), None
     xp = model.ops.xp
     pooling = model.attrs["pooling"]
     outputs: List[Floats2d] = []
@@ -223,6 +344,8 @@ def forward(model: Model, windows: List[Span], is_train: bool) -> Tuple[List[Flo
             outputs.append(xp.stack([hidden[b, xp.asarray(p)].mean(axis=0) for p in positions]) if positions else hidden[b, :0])
 
     def backprop(d_outputs: List[Floats2d]) -> List[Span]:
+        if backprop_hidden is None:
+            raise ValueError("HFTokenEncoder: no gradient of a prediction (is_train=False)")
         d_hidden = xp.zeros_like(hidden)
         for b, (positions, d_out) in enumerate(zip(batch.token_pieces, d_outputs)):
             if pooling == "first":
@@ -235,6 +358,22 @@ def forward(model: Model, windows: List[Span], is_train: bool) -> Tuple[List[Flo
         return windows
 
     return outputs, backprop
+
+
+def _predict_hidden(model: Model, batch: WordpieceBatch):
+    """Last hidden states of a batch from the inference module (see InferenceModules)."""
+    transformer = get_transformer(model)
+    if transformer is None:
+        raise ValueError("HFTokenEncoder: the transformer is not loaded; initialize the pipeline or load a trained one")
+    module = model.attrs["inference"].get(transformer)
+    device = next(transformer.parameters()).device
+    mixed = device.type == "cuda" and model.attrs["mixed_precision"]
+    with torch.no_grad(), torch.autocast(device_type="cuda", enabled=mixed):
+        output = module(
+            input_ids=xp2torch(model.ops.asarray(batch.input_ids), device=device),
+            attention_mask=xp2torch(model.ops.asarray(batch.attention_mask), device=device),
+        )
+    return torch2xp(output.last_hidden_state.float())
 
 
 def _convert_inputs(model: Model, batch: WordpieceBatch, is_train: bool):
