@@ -2,7 +2,11 @@
 
 ``viterbi`` finds the tag sequence of highest total log-probability among
 the sequences the scheme allows (``schemes.transition_constraints``), so the
-decoded entities are always well formed and never overlap.
+decoded entities are always well formed and never overlap. Two kinds of
+position constraints come on top: tokens that must be outside any entity
+(entities already set on the Doc: the decoder predicts around them) and
+tokens that may lie inside an entity but neither start nor end one
+(whitespace tokens).
 
 Span confidence (raw, before calibration): the probability, under the
 per-token distributions ``p``, that the tokens read exactly this entity,
@@ -13,43 +17,74 @@ type and both boundaries:
   ``p[s, B-X] * prod_{s<t<e-1} p[t, I-X] * p[e-1, E-X]``.
 It lies in [0, 1], and is 1 only when every token is certain.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
 
-from .schemes import SpanTuple, split_tag, tags_to_spans
+from .schemes import SpanTuple, split_tag, tags_to_spans, transition_constraints
 
 _NEG_INF = -1e30
 
 
-def viterbi(log_probs: numpy.ndarray, constraints: Dict[str, numpy.ndarray]) -> numpy.ndarray:
+def constraints_for(tags: Sequence[str], scheme: str) -> Dict[str, numpy.ndarray]:
+    """The scheme's masks (schemes.transition_constraints) plus what position
+    constraints need: "outside" (the O tag), "inner" (tags that may sit on a
+    token that neither starts nor ends an entity: O and I-X) and "continues"
+    [previous, next] (next carries on the entity of previous)."""
+    constraints = transition_constraints(tags, scheme)
+    prefixes = [split_tag(t)[0] for t in tags]
+    constraints["outside"] = numpy.array([p == "O" for p in prefixes])
+    constraints["inner"] = numpy.array([p in ("O", "I") for p in prefixes])
+    constraints["continues"] = constraints["transition"] & numpy.array([p in ("I", "E") for p in prefixes])[None, :]
+    return constraints
+
+
+def viterbi(
+    log_probs: numpy.ndarray,
+    constraints: Dict[str, numpy.ndarray],
+    allowed: Optional[numpy.ndarray] = None,
+    no_end: Optional[numpy.ndarray] = None,
+) -> numpy.ndarray:
     """Best valid tag path.
 
     log_probs (numpy.ndarray): (n_tokens, n_tags) log-probabilities.
-    constraints (Dict[str, numpy.ndarray]): boolean "start", "transition", "end".
+    constraints (Dict[str, numpy.ndarray]): boolean "start", "transition",
+        "end" (and "continues", "outside" when ``no_end`` is given).
+    allowed (Optional[numpy.ndarray]): (n_tokens, n_tags) tags each token may take.
+    no_end (Optional[numpy.ndarray]): (n_tokens,) tokens at which no entity may end.
     RETURNS (numpy.ndarray): (n_tokens,) tag indices.
     """
     n, n_tags = log_probs.shape
     if n == 0:
         return numpy.zeros((0,), dtype="int64")
-    # The per-token argmax maximizes the unconstrained sum; when the scheme
-    # allows it, it is the constrained optimum too (the usual case, no loop).
-    greedy = log_probs.argmax(axis=1)
+    scores = log_probs.astype("float64")
+    if allowed is not None:
+        scores = numpy.where(allowed, scores, _NEG_INF)
+    trans_ok = constraints["transition"]
+    # An entity that must not end at t: its tag at t is followed by one that continues it.
+    no_end_trans = trans_ok & (constraints["outside"][:, None] | constraints["continues"]) if no_end is not None else trans_ok
+    end_ok = constraints["end"] & (constraints["outside"] if no_end is not None and no_end[-1] else True)
+    # The per-token argmax maximizes the unconstrained sum; when every
+    # constraint allows it, it is the constrained optimum too (the usual case, no loop).
+    greedy = scores.argmax(axis=1)
+    steps = numpy.where(no_end[:-1, None, None], no_end_trans, trans_ok) if no_end is not None else None
     if (
-        constraints["start"][greedy[0]]
-        and constraints["end"][greedy[-1]]
-        and constraints["transition"][greedy[:-1], greedy[1:]].all()
+        scores[numpy.arange(n), greedy].min() > _NEG_INF / 2
+        and constraints["start"][greedy[0]]
+        and end_ok[greedy[-1]]
+        and (trans_ok[greedy[:-1], greedy[1:]].all() if steps is None else steps[numpy.arange(n - 1), greedy[:-1], greedy[1:]].all())
     ):
         return greedy.astype("int64")
-    scores = log_probs.astype("float64")
-    trans = numpy.where(constraints["transition"], 0.0, _NEG_INF)
+    penalty = numpy.where(trans_ok, 0.0, _NEG_INF)
+    no_end_penalty = numpy.where(no_end_trans, 0.0, _NEG_INF)
     best = scores[0] + numpy.where(constraints["start"], 0.0, _NEG_INF)
     back = numpy.zeros((n, n_tags), dtype="int64")
     for t in range(1, n):
-        candidates = best[:, None] + trans  # [previous, next]
+        step = no_end_penalty if no_end is not None and no_end[t - 1] else penalty
+        candidates = best[:, None] + step  # [previous, next]
         back[t] = candidates.argmax(axis=0)
         best = candidates[back[t], numpy.arange(n_tags)] + scores[t]
-    best = best + numpy.where(constraints["end"], 0.0, _NEG_INF)
+    best = best + numpy.where(end_ok, 0.0, _NEG_INF)
     path = numpy.zeros(n, dtype="int64")
     path[-1] = int(best.argmax())
     for t in range(n - 1, 0, -1):
@@ -57,9 +92,36 @@ def viterbi(log_probs: numpy.ndarray, constraints: Dict[str, numpy.ndarray]) -> 
     return path
 
 
-def decode(probs: numpy.ndarray, tags: Sequence[str], constraints: Dict[str, numpy.ndarray]) -> List[SpanTuple]:
-    """Entities of the best valid path through per-token distributions ``probs``."""
-    path = viterbi(numpy.log(numpy.clip(probs, 1e-12, 1.0)), constraints)
+def decode(
+    probs: numpy.ndarray,
+    tags: Sequence[str],
+    constraints: Dict[str, numpy.ndarray],
+    fixed_outside: Sequence[Tuple[int, int]] = (),
+    no_edge: Optional[Sequence[bool]] = None,
+) -> List[SpanTuple]:
+    """Entities of the best valid path through per-token distributions ``probs``.
+
+    probs (numpy.ndarray): (n_tokens, n_tags) per-token distributions.
+    tags (Sequence[str]): the tag of each column.
+    constraints (Dict[str, numpy.ndarray]): from ``constraints_for``.
+    fixed_outside (Sequence[Tuple[int, int]]): token ranges no entity may
+        touch (entities already set: the decoder predicts around them).
+    no_edge (Optional[Sequence[bool]]): per token, True where no entity may
+        start or end (whitespace tokens); such a token may lie inside one.
+    RETURNS (List[SpanTuple]): the entities, in order.
+    """
+    n = probs.shape[0]
+    allowed = None
+    no_end = None
+    if no_edge is not None and any(no_edge):
+        no_end = numpy.asarray(no_edge, dtype=bool)
+        allowed = numpy.ones(probs.shape, dtype=bool)
+        allowed[no_end] = constraints["inner"]
+    if fixed_outside:
+        allowed = numpy.ones(probs.shape, dtype=bool) if allowed is None else allowed
+        for start, end in fixed_outside:
+            allowed[max(0, start) : min(n, end)] = constraints["outside"]
+    path = viterbi(numpy.log(numpy.clip(probs, 1e-12, 1.0)), constraints, allowed, no_end)
     return tags_to_spans([tags[i] for i in path])
 
 
@@ -78,13 +140,3 @@ def span_confidence(probs: numpy.ndarray, span: SpanTuple, tag_index: Dict[str, 
         if end < n:
             value *= 1.0 - probs[end, tag_index[f"I-{label}"]]
     return float(min(1.0, max(0.0, value)))
-
-
-def labels_of(tags: Sequence[str]) -> List[str]:
-    """Entity labels of a tag list, in order of first appearance."""
-    seen: List[str] = []
-    for tag in tags:
-        _, label = split_tag(tag)
-        if label is not None and label not in seen:
-            seen.append(label)
-    return seen

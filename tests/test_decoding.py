@@ -81,3 +81,57 @@ def test_greedy_shortcut_equals_the_full_viterbi(data):
     optimum = max(best[b] for b in tag_ids if constraints["end"][b])
     assert schemes.find_errors([tags[i] for i in path], scheme) == []
     assert abs(sum(log_probs[t, i] for t, i in enumerate(path)) - optimum) < 1e-6
+
+
+@given(st.data())
+@settings(max_examples=100, deadline=None)
+def test_decoding_around_fixed_tokens_and_whitespace_is_optimal_and_respects_both(data):
+    """Preset entities (tokens that must stay outside) and whitespace tokens (no
+    entity starts or ends there): the decoded path obeys both and scores what a
+    brute force over all paths that obey them finds."""
+    import itertools
+
+    from spacy_ner_plus.decoding import constraints_for
+
+    scheme = data.draw(st.sampled_from(["IOB2", "BIOES"]))
+    tags = schemes.tag_names(["X", "Y"], scheme)
+    n = data.draw(st.integers(1, 5 if scheme == "IOB2" else 4))
+    raw = data.draw(arrays("float64", (n, len(tags)), elements=st.floats(0.01, 1.0)))
+    probs = raw / raw.sum(axis=1, keepdims=True)
+    no_edge = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    start = data.draw(st.integers(0, n))
+    fixed = [(start, data.draw(st.integers(start, n)))]
+    fixed_tokens = set(range(*fixed[0]))
+    constraints = constraints_for(tags, scheme)
+    spans = decode(probs, tags, constraints, fixed_outside=fixed, no_edge=no_edge)
+
+    def obeys(found):
+        return all(
+            not (set(range(s, e)) & fixed_tokens) and not no_edge[s] and not no_edge[e - 1] for s, e, _ in found
+        )
+
+    assert obeys(spans)
+    log_probs = numpy.log(probs)
+    best = -numpy.inf
+    for path in itertools.product(range(len(tags)), repeat=n):
+        seq = [tags[i] for i in path]
+        if schemes.find_errors(seq, scheme) or not obeys(schemes.tags_to_spans(seq)):
+            continue
+        best = max(best, sum(log_probs[t, i] for t, i in enumerate(path)))
+    encoded = schemes.spans_to_tags(spans, n, scheme)
+    score = sum(log_probs[t, tags.index(tag)] for t, tag in enumerate(encoded))
+    assert abs(score - best) < 1e-9
+
+
+def test_a_whitespace_token_may_sit_inside_an_entity_but_not_at_its_edge():
+    from spacy_ner_plus.decoding import constraints_for
+
+    tags = schemes.tag_names(["LOC"], "IOB2")  # O B-LOC I-LOC
+    # "New \n York City" wants B I I I; "York \n" wants to end the entity on the newline
+    probs = numpy.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
+    constraints = constraints_for(tags, "IOB2")
+    assert decode(probs, tags, constraints) == [(0, 5, "LOC")]
+    assert decode(probs, tags, constraints, no_edge=[False, True, False, False, False]) == [(0, 5, "LOC")]
+    spans = decode(probs, tags, constraints, no_edge=[False, True, False, False, True])
+    assert spans == [(0, 4, "LOC")]
+    assert decode(probs, tags, constraints, fixed_outside=[(2, 3)]) == [(0, 2, "LOC"), (3, 5, "LOC")]
