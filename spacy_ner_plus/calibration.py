@@ -10,6 +10,9 @@ Methods (per type):
 - ``isotonic``: a monotone step function (scikit-learn's IsotonicRegression),
   stored as its breakpoints and applied with linear interpolation.
 
+This module is the maths only: it knows no pipeline. Running a pipeline on
+DEV and storing the result in its ner_plus is pipeline_calibration.py.
+
 Fallbacks, each reported: a type with fewer than ``min_spans`` DEV
 predictions (or only right or only wrong ones) keeps the identity map; a type
 absent from DEV keeps the default threshold.
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
+
+from .evaluate import prf
 
 N_BINS = 15
 _EPS = 1e-6
@@ -184,7 +189,6 @@ class TypeCalibration:
     def summary(self) -> Dict:
         kept = self.calibrated >= self.threshold
         tp_all, tp_kept = int(self.correct.sum()), int(self.correct[kept].sum())
-        prec = lambda tp, n: tp / n if n else 0.0  # noqa: E731
         return {
             "n_gold": self.n_gold,
             "n_predicted": int(len(self.raw)),
@@ -195,10 +199,10 @@ class TypeCalibration:
             "ece_after": ece(self.calibrated, self.correct),
             "brier_before": brier(self.raw, self.correct),
             "brier_after": brier(self.calibrated, self.correct),
-            "precision_all": prec(tp_all, len(self.raw)),
-            "recall_all": prec(tp_all, self.n_gold),
-            "precision_kept": prec(tp_kept, int(kept.sum())),
-            "recall_kept": prec(tp_kept, self.n_gold),
+            "precision_all": prf(tp_all, len(self.raw), self.n_gold)[0],
+            "recall_all": prf(tp_all, len(self.raw), self.n_gold)[1],
+            "precision_kept": prf(tp_kept, int(kept.sum()), self.n_gold)[0],
+            "recall_kept": prf(tp_kept, int(kept.sum()), self.n_gold)[1],
             "notes": self.notes,
         }
 
@@ -225,58 +229,6 @@ def calibrate_type(
     return TypeCalibration(label, n_gold, raw, correct, calibrator, calibrated, threshold, policy, notes)
 
 
-def calibrate_pipeline(
-    nlp,
-    gold_docs: Sequence,
-    *,
-    method: str = "isotonic",
-    policy: str = "max_f1",
-    overrides: Optional[Dict[str, str]] = None,
-    min_spans: int = 30,
-    default_threshold: float = 0.5,
-    component: Optional[str] = None,
-) -> Dict[str, TypeCalibration]:
-    """Fit calibrators and thresholds of a pipeline's ner_plus on DEV docs and store them in its cfg.
-
-    nlp (Language): the pipeline; changed in place.
-    gold_docs (Sequence[Doc]): DEV docs with gold entities.
-    method (str): "temperature" or "isotonic".
-    policy (str): the default threshold policy; ``overrides`` maps labels to their own.
-    min_spans (int): fewest DEV predictions of a type to fit its calibrator.
-    default_threshold (float): the threshold of a type absent from DEV.
-    RETURNS (Dict[str, TypeCalibration]): per type, for the report.
-    RAISES (ValueError): when DEV's labels do not match the model's.
-    """
-    from .pipeline_component import NerPlus
-
-    overrides = dict(overrides or {})
-    names = [name for name, pipe in nlp.pipeline if isinstance(pipe, NerPlus)]
-    if component is None:
-        if not names:
-            raise ValueError("the pipeline has no ner_plus component to calibrate")
-        component = names[0]
-    ner = nlp.get_pipe(component)
-    labels = list(ner.labels)
-    gold_labels = sorted({e.label_ for d in gold_docs for e in d.ents})
-    unknown = sorted(set(gold_labels) - set(labels))
-    if unknown:
-        raise ValueError(f"DEV has entity label(s) {unknown} that the model does not predict (model labels: {labels})")
-    unknown = sorted(set(overrides) - set(labels))
-    if unknown:
-        raise ValueError(f"policy override(s) for unknown label(s) {unknown} (model labels: {labels})")
-    for text in [policy, *overrides.values()]:
-        parse_policy(text)
-    if method not in ("temperature", "isotonic"):
-        raise ValueError(f"unknown calibration method '{method}': use temperature or isotonic")
-    ner.cfg["calibration"] = {}
-    ner.cfg["thresholds"] = {}
-    predictions = collect_predictions(nlp, component, gold_docs)
-    results = calibrate_predictions(predictions, method, policy, overrides, min_spans, default_threshold)
-    ner.cfg["calibration"] = {label: r.calibrator.to_dict() for label, r in results.items()}
-    ner.cfg["thresholds"] = {label: r.threshold for label, r in results.items()}
-    return results
-
-
 @dataclass
 class TypePredictions:
     """A type's decoded entities on gold docs: raw scores, exactness, and the gold count."""
@@ -284,26 +236,6 @@ class TypePredictions:
     raw: List[float] = field(default_factory=list)
     correct: List[bool] = field(default_factory=list)
     n_gold: int = 0
-
-
-def collect_predictions(nlp, component: str, gold_docs: Sequence) -> Dict[str, TypePredictions]:
-    """Run the pipeline on the gold docs' words; per type, every decoded entity's
-    raw score and whether it is exactly right (its calibration and thresholds
-    must be cleared first when raw behaviour is wanted for ``doc.ents``)."""
-    from .evaluate import predict_examples
-
-    ner = nlp.get_pipe(component)
-    out = {label: TypePredictions() for label in ner.labels}
-    key = ner.cfg["spans_key"]
-    for eg in predict_examples(nlp, gold_docs):
-        gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
-        for _, _, label in gold:
-            out[label].n_gold += 1
-        group = eg.predicted.spans[key]
-        for span, score in zip(group, group.attrs["raw_scores"]):
-            out[span.label_].raw.append(float(score))
-            out[span.label_].correct.append((span.start, span.end, span.label_) in gold)
-    return out
 
 
 def calibrate_predictions(

@@ -196,7 +196,8 @@ def calibrate(
     from contextlib import ExitStack
 
     from .atomic_output import atomic_directory, atomic_files_into
-    from .calibration import calibrate_pipeline, write_report
+    from .calibration import write_report
+    from .pipeline_calibration import calibrate_pipeline
 
     if not dev_path.exists():
         _fail(f"{dev_path}: no such file")

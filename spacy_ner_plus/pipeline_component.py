@@ -1,7 +1,15 @@
-"""The ``ner_plus`` pipe: transformer token classification with scored entities."""
-import copy
+"""The ``ner_plus`` pipe: transformer token classification with scored entities.
+
+Thread safety: ``nlp(text)``, ``nlp.pipe(texts)``, ``predict`` and
+``set_annotations`` may run in several threads at once on one loaded
+pipeline; they read the model and the learned state and change nothing
+shared (the inference modules are built once under a lock, see
+layers/transformer.py). Training (``update``, ``initialize``), loading and
+``set_calibration`` change the pipe and must not run while other threads predict.
+"""
+import hashlib
 import os
-from contextlib import contextmanager
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
@@ -21,7 +29,14 @@ from thinc.types import Floats2d
 
 from . import decoding, schemes, windowing
 from .calibration import Calibrator
-from .layers.transformer import max_sequence_length, n_special_tokens, word_pieces
+from .layers.transformer import (
+    get_transformer,
+    invalidate_inference,
+    max_sequence_length,
+    n_special_tokens,
+    set_quantize,
+    word_pieces,
+)
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -46,28 +61,54 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 SPAN_SCORES = "scores"
 SPAN_RAW_SCORES = "raw_scores"
-_SPANS_KEYS = {"ner_plus"}
+# Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
+_OLD_CFG_SETTINGS = ("window", "stride", "window_batch_size", "sort_buffer_tokens", "class_weights",
+                     "focal_gamma", "max_grad_norm", "spans_key", "quantize")
+# doc.spans keys whose groups carry attrs["scores"] for Span._.confidence, in lookup order.
+_SCORED_KEYS: Dict[str, None] = {"ner_plus": None}
 
 
-def _one_torch_thread_after_fork() -> None:
-    """A process forked from one whose torch thread pool already ran (spaCy's
-    ``nlp.pipe(n_process=N)`` forks its workers) hangs at its first parallel
-    torch op: the OpenMP pool does not survive a fork. One thread per forked
-    worker avoids the pool; N workers still use N cores."""
-    torch.set_num_threads(1)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def register_scored_spans_key(key: str) -> None:
+    """Make ``Span._.confidence`` look entities up in ``doc.spans[key]`` too.
+
+    The group must follow spancat's convention, ``attrs["scores"]`` aligned
+    with its spans, and keep its spans sorted by start.
+    """
+    _SCORED_KEYS.setdefault(key, None)
 
 
-os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+def ner_plus_pipe_names(nlp: Language) -> List[str]:
+    """Names of the pipes of ``nlp`` made by the ``ner_plus`` factory."""
+    return [name for name in nlp.component_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
+
+
+def stale_calibrations(nlp: Language) -> List[str]:
+    """One message per ner_plus pipe whose calibration was fitted to other weights."""
+    messages = []
+    for name in ner_plus_pipe_names(nlp):
+        pipe = nlp.get_pipe(name)
+        fitted = pipe.cfg.get("calibration_weights")
+        if not (pipe.cfg["calibration"] or pipe.cfg["thresholds"]):
+            continue
+        if not fitted:
+            messages.append(f"{name}: its calibration does not say which weights it was fitted to (saved before 0.2.0)")
+        else:
+            now = pipe.weights_fingerprint()
+            if fitted != now:
+                messages.append(
+                    f"{name}: its calibration and thresholds were fitted to other weights (fingerprint "
+                    f"{fitted[:12]}, now {now[:12]}): run `python -m spacy_ner_plus calibrate` again"
+                )
+    return messages
 
 
 def _confidence_getter(span: Span) -> Optional[float]:
-    """The calibrated score of ``span`` in a ner_plus span group, or None.
+    """The score of ``span`` in a registered scored span group, or None.
 
     The group's spans are sorted by start (set_annotations writes them so),
     so the lookup is a binary search: O(log n) per entity on long documents.
     """
-    for key in _SPANS_KEYS:
+    for key in tuple(_SCORED_KEYS):
         group = span.doc.spans.get(key)
         if group is None or SPAN_SCORES not in group.attrs:
             continue
@@ -104,6 +145,7 @@ if not Span.has_extension("confidence"):
         "max_grad_norm": 1.0,
         "spans_key": "ner_plus",
         "quantize": False,
+        "overwrite_ents": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -122,22 +164,30 @@ def make_ner_plus(
     max_grad_norm: float,
     spans_key: str,
     quantize: bool,
+    overwrite_ents: bool,
     scorer: Optional[Callable],
 ) -> "NerPlus":
     """Create a ner_plus component.
+
+    Every argument but ``model`` and ``scheme`` is a setting: it is read from
+    the config at every load, so ``spacy.load(path, config=...)`` changes it.
+    The scheme is fixed by training (the output layer has its tags).
 
     model (Model[List[Span], List[Floats2d]]): windows -> per-token tag logits
         (spacy-ner-plus.TokenClassifier.v1).
     scheme (str): the tag scheme the model predicts, "BIO" (IOB2) or "BIOES".
     window (int): most tokens per window; longer Docs are split.
     stride (int): most tokens between two window starts (window - stride overlap).
-    window_batch_size (int): windows per forward pass at prediction.
+    window_batch_size (int): windows per forward pass at prediction. Scores
+        depend on which windows share a forward pass in the last bits of
+        float32 (about 1e-6); 1 runs each window alone, so its scores are
+        bit for bit the same whatever else is predicted, at about twice the cost.
     sort_buffer_tokens (int): ``nlp.pipe`` gathers Docs until they hold this
         many tokens and predicts them together, so windows of similar length
         from many Docs share a batch (little padding); 0 predicts each batch
         of ``batch_size`` Docs on its own, as other spaCy pipes do.
     class_weights (Union[str, Dict[str, float]]): "none", "inverse_frequency",
-        or a weight per entity label (other tags weigh 1).
+        or a weight per entity label (other tags weigh 1); used by initialize.
     focal_gamma (float): focal loss exponent; 0 is plain cross-entropy.
     max_grad_norm (float): clip the global gradient norm (all parameters
         together, as torch's clip_grad_norm_); 0 disables.
@@ -148,6 +198,9 @@ def make_ner_plus(
         get one scale per batch, so int8 scores depend slightly on which
         windows share a batch. `python -m spacy_ner_plus quantize` sets it on a
         trained pipeline.
+    overwrite_ents (bool): False keeps the entities already in ``doc.ents``
+        (from an entity_ruler or any component before this one) and decodes
+        around them; True replaces them, as entity_ruler's option does.
     scorer (Optional[Callable]): scoring method (spaCy's NER scorer).
     """
     return NerPlus(
@@ -164,6 +217,7 @@ def make_ner_plus(
         max_grad_norm=max_grad_norm,
         spans_key=spans_key,
         quantize=quantize,
+        overwrite_ents=overwrite_ents,
         scorer=scorer,
     )
 
@@ -182,12 +236,14 @@ class NerPlus(TrainablePipe):
     ``predict`` splits each Doc into windows (windowing.make_windows), runs
     the model on them in length-sorted batches, merges the per-token
     distributions (windowing.merge_windows), decodes the Doc once with a
-    constrained Viterbi (decoding.viterbi) and scores each entity
-    (decoding.span_confidence). ``set_annotations`` writes ``doc.ents`` (the
-    entities at or above their type's threshold) and ``doc.spans[spans_key]``
-    (every decoded entity, with ``attrs["scores"]``). ``calibrate`` (calibration.py)
-    stores per-type calibrators and thresholds in ``cfg``; until then scores are
-    raw and every threshold is 0.
+    constrained Viterbi (decoding.decode) around the entities already set and
+    scores each entity (decoding.span_confidence). ``set_annotations`` writes
+    ``doc.ents`` (the entities at or above their type's threshold, beside the
+    preset ones) and ``doc.spans[spans_key]`` (every decoded entity, with
+    ``attrs["scores"]``). Settings are attributes that come from the config;
+    ``cfg`` holds only learned state: labels, scheme, tag weights and the
+    calibration set by ``set_calibration`` (until then scores are raw and
+    every threshold is 0).
     """
 
     def __init__(
@@ -196,16 +252,17 @@ class NerPlus(TrainablePipe):
         model: Model,
         name: str = "ner_plus",
         *,
-        scheme: str = "BIO",
-        window: int = 128,
-        stride: int = 112,
-        window_batch_size: int = 32,
-        sort_buffer_tokens: int = 16384,
-        class_weights: Union[str, Dict[str, float]] = "none",
-        focal_gamma: float = 0.0,
-        max_grad_norm: float = 1.0,
-        spans_key: str = "ner_plus",
-        quantize: bool = False,
+        scheme: str,
+        window: int,
+        stride: int,
+        window_batch_size: int,
+        sort_buffer_tokens: int,
+        class_weights: Union[str, Dict[str, float]],
+        focal_gamma: float,
+        max_grad_norm: float,
+        spans_key: str,
+        quantize: bool,
+        overwrite_ents: bool,
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -213,6 +270,8 @@ class NerPlus(TrainablePipe):
             raise ValueError("ner_plus predicts BIO (IOB2) or BIOES, not IOB1")
         if not 0 < stride <= window:
             raise ValueError(f"ner_plus needs 0 < stride <= window, got stride={stride}, window={window}")
+        if window_batch_size < 1:
+            raise ValueError(f"window_batch_size must be >= 1, got {window_batch_size}")
         if isinstance(class_weights, str) and class_weights not in ("none", "inverse_frequency"):
             raise ValueError("class_weights must be 'none', 'inverse_frequency' or a dict label -> weight")
         if focal_gamma < 0:
@@ -223,24 +282,27 @@ class NerPlus(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
-        _SPANS_KEYS.add(spans_key)
+        self.window = window
+        self.stride = stride
+        self.window_batch_size = window_batch_size
+        self.sort_buffer_tokens = sort_buffer_tokens
+        self.class_weights = class_weights
+        self.focal_gamma = focal_gamma
+        self.max_grad_norm = max_grad_norm
+        self.spans_key = spans_key
+        self.quantize = bool(quantize)
+        self.overwrite_ents = bool(overwrite_ents)
+        register_scored_spans_key(spans_key)
+        set_quantize(self._encoder(), self.quantize)
+        self._pid = os.getpid()
         self.cfg: Dict[str, Any] = {
             "labels": [],
             "scheme": scheme,
-            "window": window,
-            "stride": stride,
-            "window_batch_size": window_batch_size,
-            "sort_buffer_tokens": sort_buffer_tokens,
-            "class_weights": class_weights,
             "tag_weights": [],
-            "focal_gamma": focal_gamma,
-            "max_grad_norm": max_grad_norm,
-            "spans_key": spans_key,
             "thresholds": {},
             "calibration": {},
-            "quantize": quantize,
+            "calibration_weights": "",
         }
-        self._int8: Optional[Tuple[Any, Any]] = None  # (fp32 module it was made from, int8 copy)
 
     # --- labels and tags -------------------------------------------------
     @property
@@ -256,8 +318,9 @@ class NerPlus(TrainablePipe):
         return schemes.tag_names(self.labels, self.cfg["scheme"])
 
     def add_label(self, label: str) -> int:
-        if not isinstance(label, str) or not label or "-" in label:
-            raise ValueError(f"ner_plus labels are non-empty strings without '-', got {label!r}")
+        problem = schemes.label_problem(label)
+        if problem is not None:
+            raise ValueError(f"ner_plus cannot take the label {label!r}: {problem}")
         if label in self.cfg["labels"]:
             return 0
         self._allow_extra_label()
@@ -291,7 +354,7 @@ class NerPlus(TrainablePipe):
             offset += len(doc)
             cumulative = numpy.cumsum([0] + counts)
             sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
-            for start, end in windowing.make_windows(counts, self.cfg["window"], self.cfg["stride"], budget, sent_starts):
+            for start, end in windowing.make_windows(counts, self.window, self.stride, budget, sent_starts):
                 spans.append(doc[start:end])
                 owners.append((i, start, end))
                 n_pieces.append(int(cumulative[end] - cumulative[start]))
@@ -307,7 +370,7 @@ class NerPlus(TrainablePipe):
         not pad a 3-token headline to the length of a 60-token sentence.
         """
         error_handler = self.get_error_handler()
-        for docs in _buffered(stream, batch_size, self.cfg["sort_buffer_tokens"]):
+        for docs in _buffered(stream, batch_size, self.sort_buffer_tokens):
             try:
                 self.set_annotations(docs, self.predict(docs))
                 yield from docs
@@ -318,12 +381,13 @@ class NerPlus(TrainablePipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return [DocPrediction([], []) for _ in docs]
+        self._threads_after_fork()
         windows, owners, n_pieces = self._windows(docs)
         logits: List[Optional[Floats2d]] = [None] * len(windows)
         # Batches sorted by wordpieces waste little on padding; results go back in order.
         order = sorted(range(len(windows)), key=n_pieces.__getitem__)
-        size = self.cfg["window_batch_size"]
-        with torch.inference_mode(), self._inference_weights():
+        size = self.window_batch_size
+        with torch.inference_mode():
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]
                 outputs = self.model.predict([windows[i] for i in chunk])
@@ -333,45 +397,37 @@ class NerPlus(TrainablePipe):
         for w, (doc_i, _, _) in enumerate(owners):
             per_doc[doc_i].append(w)
         tags = self.tags
-        constraints = schemes.transition_constraints(tags, self.cfg["scheme"])
+        constraints = decoding.constraints_for(tags, self.cfg["scheme"])
         tag_index = {tag: i for i, tag in enumerate(tags)}
         predictions = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
             probs = windowing.merge_windows(ranges, [_softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
-            spans = decoding.decode(probs, tags, constraints)
+            preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
+            spans = decoding.decode(probs, tags, constraints, fixed_outside=preset, no_edge=[t.is_space for t in doc])
             confidences = [decoding.span_confidence(probs, s, tag_index, self.cfg["scheme"]) for s in spans]
             predictions.append(DocPrediction(spans, confidences))
         return predictions
 
-    @contextmanager
-    def _inference_weights(self) -> Iterator[None]:
-        """Swap in the int8 copy of the transformer for prediction when ``quantize`` is set."""
-        shim = self._encoder().layers[0].shims[0]
-        fp32 = shim._model
-        if not self.cfg.get("quantize") or fp32 is None or next(fp32.parameters()).device.type != "cpu":
-            yield
-            return
-        if self._int8 is None or self._int8[0] is not fp32:
-            # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.63 against 1.85
-            # with one scale per matrix, at the same speed, 1.49x fp32
-            # (bench/int8_variants.py, docs/BENCHMARKS.md)
-            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-            int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear: qconfig})
-            self._int8 = (fp32, int8.eval())
-        shim._model = self._int8[1]
-        try:
-            yield
-        finally:
-            shim._model = fp32
+    def _threads_after_fork(self) -> None:
+        """In a process forked after this pipe was made (``nlp.pipe(n_process=N)``
+        forks its workers), torch's OpenMP pool inherited from the parent hangs at
+        the first parallel op: the first prediction there sets one torch thread
+        (N workers still use N cores). Nothing changes in the parent, nor in a
+        forked process that never predicts."""
+        pid = os.getpid()
+        if pid != self._pid:
+            torch.set_num_threads(1)
+            self._pid = pid
 
     def set_annotations(self, docs: Iterable[Doc], predictions: List[DocPrediction]) -> None:
         """Write ``doc.spans[spans_key]`` (every decoded entity, ``attrs["scores"]``
-        calibrated and ``attrs["raw_scores"]``) and ``doc.ents`` (the entities whose
-        calibrated score reaches their type's threshold)."""
+        calibrated and ``attrs["raw_scores"]``) and ``doc.ents``: the entities whose
+        calibrated score reaches their type's threshold, beside the entities that
+        were there before (unless ``overwrite_ents``)."""
         thresholds = self.cfg["thresholds"]
         calibrators = {label: Calibrator.from_dict(d) for label, d in self.cfg["calibration"].items()}
-        key = self.cfg["spans_key"]
+        key = self.spans_key
         for doc, pred in zip(docs, predictions):
             candidates = [Span(doc, s, e, label=label) for s, e, label in pred.spans]
             scores = [
@@ -381,7 +437,49 @@ class NerPlus(TrainablePipe):
             doc.spans[key] = SpanGroup(
                 doc, name=key, spans=candidates, attrs={SPAN_SCORES: scores, SPAN_RAW_SCORES: list(pred.confidences)}
             )
-            doc.ents = [span for span, score in zip(candidates, scores) if score >= thresholds.get(span.label_, 0.0)]
+            kept = [span for span, score in zip(candidates, scores) if score >= thresholds.get(span.label_, 0.0)]
+            if self.overwrite_ents:
+                doc.ents = kept
+            else:
+                doc.set_ents(kept, default="unmodified")
+
+    # --- calibration -------------------------------------------------------
+    def set_calibration(self, calibrators: Dict[str, Calibrator], thresholds: Dict[str, float]) -> None:
+        """Store per-type calibrators and thresholds, fitted to the current weights.
+
+        calibrators (Dict[str, Calibrator]): raw -> calibrated score, per label.
+        thresholds (Dict[str, float]): the calibrated score an entity of the
+            label needs to enter ``doc.ents``.
+        """
+        unknown = sorted((set(calibrators) | set(thresholds)) - set(self.labels))
+        if unknown:
+            raise ValueError(f"calibration for label(s) {unknown} that {self.name} does not predict (labels: {list(self.labels)})")
+        self.cfg["calibration"] = {label: c.to_dict() for label, c in calibrators.items()}
+        self.cfg["thresholds"] = {label: float(t) for label, t in thresholds.items()}
+        self.cfg["calibration_weights"] = self.weights_fingerprint()
+
+    def clear_calibration(self, reason: str) -> None:
+        """Drop calibrators and thresholds (with a warning saying ``reason``) when there are any."""
+        if self.cfg["calibration"] or self.cfg["thresholds"]:
+            warnings.warn(f"{self.name}: calibration and thresholds dropped: {reason}; run calibrate again")
+        self.cfg["calibration"] = {}
+        self.cfg["thresholds"] = {}
+        self.cfg["calibration_weights"] = ""
+
+    def weights_fingerprint(self) -> str:
+        """SHA-256 of every weight of the model (thinc parameters and the transformer's state)."""
+        digest = hashlib.sha256()
+        for i, node in enumerate(self.model.walk()):
+            for name in node.param_names:
+                if node.has_param(name):
+                    digest.update(f"{i}:{name}".encode())
+                    digest.update(numpy.ascontiguousarray(self.model.ops.to_numpy(node.get_param(name))).tobytes())
+        transformer = get_transformer(self._encoder())
+        if transformer is not None:
+            for name, tensor in transformer.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     # --- training ----------------------------------------------------------
     def update(
@@ -445,7 +543,7 @@ class NerPlus(TrainablePipe):
         safe_gold = numpy.where(labeled, gold, 0)
         p_true = numpy.clip(probs[rows, safe_gold], 1e-12, 1.0)
         weights = numpy.asarray(self.cfg["tag_weights"] or [1.0] * probs.shape[1])[safe_gold] * labeled
-        gamma = self.cfg["focal_gamma"]
+        gamma = self.focal_gamma
         one_hot = numpy.zeros_like(probs)
         one_hot[rows[labeled], gold[labeled]] = 1.0
         if gamma:
@@ -469,10 +567,11 @@ class NerPlus(TrainablePipe):
         return loss, d_scores
 
     def finish_update(self, sgd: Optimizer) -> None:
-        self._int8 = None  # the weights change: an int8 copy would be stale
-        if self.cfg["max_grad_norm"]:
-            clip_global_grad_norm(self.model, self.cfg["max_grad_norm"])
+        self.clear_calibration("the weights are being trained")
+        if self.max_grad_norm:
+            clip_global_grad_norm(self.model, self.max_grad_norm)
         self.model.finish_update(sgd)
+        invalidate_inference(self._encoder())  # an int8 copy of the old weights would be stale
 
     def initialize(
         self,
@@ -484,6 +583,7 @@ class NerPlus(TrainablePipe):
         """Set the labels (from ``labels`` or the data), the output width and the class weights."""
         validate_get_examples(get_examples, "NerPlus.initialize")
         examples = list(get_examples())
+        self.clear_calibration("the pipe is being initialized")
         self.cfg["labels"] = []
         if labels is None:
             labels = sorted({ent.label_ for eg in examples for ent in eg.reference.ents})
@@ -497,10 +597,11 @@ class NerPlus(TrainablePipe):
         self._encoder().initialize()
         windows, _, _ = self._windows(sample)
         self.model.initialize(X=windows[:16] or None)
+        invalidate_inference(self._encoder())
         self.cfg["tag_weights"] = self._tag_weights(examples)
 
     def _tag_weights(self, examples: Sequence[Example]) -> List[float]:
-        setting = self.cfg["class_weights"]
+        setting = self.class_weights
         tags = self.tags
         if setting == "none":
             return []
@@ -524,7 +625,7 @@ class NerPlus(TrainablePipe):
     # --- serialization ----------------------------------------------------
     # cfg is written as JSON, which rounds floats; thresholds and calibrators
     # must come back bit for bit, so they also travel as msgpack.
-    _EXACT = ("thresholds", "calibration")
+    _EXACT = ("thresholds", "calibration", "calibration_weights")
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
         data = srsly.msgpack_loads(super().to_bytes(exclude=exclude))
@@ -532,10 +633,11 @@ class NerPlus(TrainablePipe):
         return srsly.msgpack_dumps(data)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "NerPlus":
+        settings = self._settings()
+        settings["scheme"] = self.cfg["scheme"]
         super().from_bytes(bytes_data, exclude=exclude)
         data = srsly.msgpack_loads(bytes_data)
-        if "exact" in data:
-            self.cfg.update(srsly.msgpack_loads(data["exact"]))
+        self._after_load(settings, srsly.msgpack_loads(data["exact"]) if "exact" in data else None)
         return self
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
@@ -543,11 +645,40 @@ class NerPlus(TrainablePipe):
         srsly.write_msgpack(Path(path) / "exact", {k: self.cfg[k] for k in self._EXACT})
 
     def from_disk(self, path, *, exclude=tuple()) -> "NerPlus":
+        settings = self._settings()
+        settings["scheme"] = self.cfg["scheme"]
         super().from_disk(path, exclude=exclude)
         exact = Path(path) / "exact"
-        if exact.exists():
-            self.cfg.update(srsly.read_msgpack(exact))
+        self._after_load(settings, srsly.read_msgpack(exact) if exact.exists() else None)
         return self
+
+    def _settings(self) -> Dict[str, Any]:
+        return {key: getattr(self, key) for key in _OLD_CFG_SETTINGS}
+
+    def _after_load(self, settings: Dict[str, Any], exact: Optional[Dict[str, Any]]) -> None:
+        """Restore learned state; the settings stay those of the config.
+
+        A pipeline saved before 0.2.0 kept its settings in cfg as well: they are
+        read once, a difference from the config is reported (the config wins),
+        and they are dropped.
+        """
+        if exact:
+            self.cfg.update(exact)
+        if self.cfg["scheme"] != settings["scheme"]:
+            raise ValueError(
+                f"{self.name} was trained with scheme {self.cfg['scheme']}, but the config says {settings['scheme']}: "
+                "the scheme is fixed by training (the output layer has its tags)"
+            )
+        old = {key: self.cfg.pop(key) for key in _OLD_CFG_SETTINGS if key in self.cfg}
+        differ = {key: value for key, value in old.items() if value != settings[key]}
+        if differ:
+            warnings.warn(
+                f"{self.name}: this pipeline was saved by spacy-ner-plus < 0.2.0 with settings in its cfg that differ "
+                f"from its config: {differ}. The config decides now ({ {k: settings[k] for k in differ} }); to keep "
+                "the old values, load it with spacy.load(path, config={'components': {NAME: {...}}}) and save it again."
+            )
+        self.cfg.setdefault("calibration_weights", "")
+        invalidate_inference(self._encoder())
 
 
 def _buffered(stream: Iterable[Doc], batch_size: int, max_tokens: int) -> Iterator[List[Doc]]:

@@ -3,10 +3,10 @@ import pytest
 import spacy
 from spacy.training import Example
 
+from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
 from spacy_ner_plus.calibration import (
     Calibrator,
     brier,
-    calibrate_pipeline,
     calibrate_type,
     choose_threshold,
     ece,
@@ -158,3 +158,31 @@ def test_dev_label_mismatch_and_absent_types(trained, tmp_path):
     ner = trained.get_pipe("ner_plus")
     ner.cfg["thresholds"] = {}
     ner.cfg["calibration"] = {}
+
+
+def test_fitted_calibrators_survive_to_disk_and_to_bytes_bit_for_bit(trained, tmp_path):
+    z, y = sample(500, sig, seed=5)
+    raw = sig(2.7 * z)
+    isotonic = fit_calibrator(raw, y, "isotonic")
+    temperature = fit_calibrator(raw, y, "temperature")
+    assert isotonic.method == "isotonic" and len(isotonic.x) > 5  # fitted maps, not the identity
+    assert temperature.method == "temperature" and abs(temperature.temperature - 1.0) > 0.1
+    ner = trained.get_pipe("ner_plus")
+    saved = {k: ner.cfg[k] for k in ("calibration", "thresholds", "calibration_weights")}
+    try:
+        ner.set_calibration({"PER": isotonic, "LOC": temperature}, {"PER": 0.1234567891234, "LOC": 1 / 3})
+        texts = ["John lives in New York City .", "Mary works for Acme Corp in Paris ."]
+        expected = [[(e.start, e.end, e.label_, e._.confidence) for e in trained(t).ents] for t in texts]
+        trained.to_disk(tmp_path / "calibrated")
+        from_disk = spacy.load(tmp_path / "calibrated")
+        from_bytes = spacy.blank("en")
+        from_bytes.add_pipe("ner_plus")
+        from_bytes.from_bytes(trained.to_bytes())
+        for loaded in (from_disk, from_bytes):
+            cfg = loaded.get_pipe("ner_plus").cfg
+            assert Calibrator.from_dict(cfg["calibration"]["PER"]) == isotonic
+            assert Calibrator.from_dict(cfg["calibration"]["LOC"]) == temperature
+            assert cfg["thresholds"] == {"PER": 0.1234567891234, "LOC": 1 / 3}
+            assert [[(e.start, e.end, e.label_, e._.confidence) for e in loaded(t).ents] for t in texts] == expected
+    finally:
+        ner.cfg.update(saved)

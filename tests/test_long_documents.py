@@ -83,8 +83,8 @@ class OracleModel:
 def test_entities_on_window_edges_are_recovered(trained_nlp, monkeypatch, window, stride):
     ner = trained_nlp.get_pipe("ner_plus")
     monkeypatch.setattr(ner, "model", OracleModel(ner.model, ner.tags))
-    monkeypatch.setitem(ner.cfg, "window", window)
-    monkeypatch.setitem(ner.cfg, "stride", stride)
+    monkeypatch.setattr(ner, "window", window)
+    monkeypatch.setattr(ner, "stride", stride)
     doc = trained_nlp.make_doc(" ".join(["John lives in New York City ."] * 30))
     windows = ner.doc_windows(doc)
     edges = {e for w in windows for e in w}

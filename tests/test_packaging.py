@@ -27,14 +27,21 @@ def run(*args, **kwargs):
 
 def test_packaged_wheel_in_fresh_venv(trained_nlp, tmp_path):
     ner = trained_nlp.get_pipe("ner_plus")
-    ner.cfg["thresholds"] = {"LOC": 0.3, "ORG": 0.2, "PER": 0.1}
+    unfiltered = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in trained_nlp(t).ents] for t in TEXTS]
+    # LOC's threshold lies between its two entities' scores: one stays, one leaves doc.ents
+    loc_scores = sorted(e[3] for doc in unfiltered for e in doc if e[2] == "LOC")
+    assert len(loc_scores) >= 2 and loc_scores[0] < loc_scores[-1]
+    thresholds = {"LOC": (loc_scores[0] + loc_scores[-1]) / 2, "ORG": 0.2, "PER": 0.1}
+    saved = {k: ner.cfg[k] for k in ("calibration", "thresholds", "calibration_weights")}
     try:
+        ner.set_calibration({}, thresholds)
         source = tmp_path / "pipeline"
         trained_nlp.meta.update({"name": "packtest", "version": "0.0.1"})
         trained_nlp.to_disk(source)
         expected = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in trained_nlp(t).ents] for t in TEXTS]
     finally:
-        ner.cfg["thresholds"] = {}
+        ner.cfg.update(saved)
+    assert 0 < sum(map(len, expected)) < sum(map(len, unfiltered))  # the thresholds filter some entities
     (tmp_path / "pkgs").mkdir()
     run(sys.executable, "-m", "spacy", "package", str(source), str(tmp_path / "pkgs"), "--build", "wheel", "--force")
     wheels = list((tmp_path / "pkgs").glob("*/dist/*.whl"))
@@ -54,5 +61,5 @@ def test_packaged_wheel_in_fresh_venv(trained_nlp, tmp_path):
     probe = run(py, "-c", PROBE, json.dumps(TEXTS), cwd=tmp_path)
     got = json.loads(probe.stdout.strip().splitlines()[-1])
     assert got["backbone_installed"] is False
-    assert got["thresholds"] == {"LOC": 0.3, "ORG": 0.2, "PER": 0.1}
+    assert got["thresholds"] == thresholds
     assert [[tuple(e) for e in doc] for doc in got["ents"]] == [[tuple(e) for e in doc] for doc in expected]

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -90,26 +91,197 @@ def test_overfit_then_save_and_load_identical(trained, tmp_path):
         assert [(e.start, e.end, e.label_, e._.confidence) for e in a.ents] == [(e.start, e.end, e.label_, e._.confidence) for e in b.ents]
 
 
-def test_same_entities_and_scores_whatever_the_batch_size(trained):
+LONG_TEXT = " ".join(t for t, _ in TRAIN * 25)  # 350 tokens: three windows of 128 / stride 112
+TEXTS = [t for t, _ in TRAIN] * 3 + ["Peter flew to London .", "Nothing here .", "", "Acme Corp hired John in New York City .", LONG_TEXT]
+
+
+def annotations(docs):
+    return [[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in docs]
+
+
+@pytest.mark.parametrize("window_batch_size", [1, 32])
+def test_same_entities_and_scores_whatever_the_batch_size(trained, monkeypatch, window_batch_size):
+    """With window_batch_size 1 every window runs alone: scores are bit for bit the
+    same whatever else is predicted. With the default, windows share forward passes,
+    and float32 products of other shapes differ in the last bits (about 1e-6)."""
     nlp, _ = trained
-    texts = [t for t, _ in TRAIN] * 3 + ["Peter flew to London .", "Nothing here .", "", "Acme Corp hired John in New York City ."]
     ner = nlp.get_pipe("ner_plus")
-    default_buffer = ner.cfg["sort_buffer_tokens"]
+    monkeypatch.setattr(ner, "window_batch_size", window_batch_size)
+    assert len(ner.doc_windows(nlp.make_doc(LONG_TEXT))) > 1
     runs = []
     # sort_buffer_tokens 0: batches of batch_size docs; > 0: docs gathered up to that many tokens
-    try:
-        for batch_size, buffer in ((1, 0), (2, 0), (7, 0), (64, 0), (64, default_buffer), (1, 5), (3, 40)):
-            ner.cfg["sort_buffer_tokens"] = buffer
-            docs = list(nlp.pipe(texts, batch_size=batch_size))
-            assert [d.text for d in docs] == texts  # order restored
-            runs.append([[(e.start, e.end, e.label_, e._.confidence) for e in d.ents] for d in docs])
-    finally:
-        ner.cfg["sort_buffer_tokens"] = default_buffer
+    for batch_size, buffer in ((1, 0), (2, 0), (7, 0), (64, 0), (64, 16384), (1, 5), (3, 40)):
+        monkeypatch.setattr(ner, "sort_buffer_tokens", buffer)
+        docs = list(nlp.pipe(TEXTS, batch_size=batch_size))
+        assert [d.text for d in docs] == TEXTS  # order restored
+        runs.append(annotations(docs))
+    assert any(runs[0])
     for run in runs[1:]:
-        assert [[e[:3] for e in doc] for doc in run] == [[e[:3] for e in doc] for doc in runs[0]]
-        for doc_a, doc_b in zip(run, runs[0]):
-            for a, b in zip(doc_a, doc_b):
-                assert a[3] == pytest.approx(b[3], abs=1e-5)
+        if window_batch_size == 1:
+            assert run == runs[0]
+        else:
+            assert [[e[:3] for e in doc] for doc in run] == [[e[:3] for e in doc] for doc in runs[0]]
+            for doc_a, doc_b in zip(run, runs[0]):
+                for a, b in zip(doc_a, doc_b):
+                    assert a[3] == pytest.approx(b[3], abs=1e-5)
+
+
+def test_to_disk_and_to_bytes_give_identical_entities_and_scores(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    from_disk = spacy.load(tmp_path / "pipeline")
+    from_bytes = spacy.blank("en")
+    from_bytes.add_pipe("ner_plus")
+    from_bytes.from_bytes(nlp.to_bytes())
+    expected = annotations(nlp.pipe(TEXTS))
+    assert any(len(doc) > 3 for doc in expected)  # the long document has entities in every window
+    assert annotations(from_disk.pipe(TEXTS)) == expected
+    assert annotations(from_bytes.pipe(TEXTS)) == expected
+
+
+SETTINGS = {
+    "window": 64,
+    "stride": 40,
+    "window_batch_size": 3,
+    "sort_buffer_tokens": 100,
+    "quantize": True,
+    "spans_key": "other_key",
+    "overwrite_ents": True,
+    "class_weights": "inverse_frequency",
+    "focal_gamma": 1.5,
+    "max_grad_norm": 0.5,
+}
+
+
+def test_every_setting_comes_from_the_config_at_load(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    ner = loaded.get_pipe("ner_plus")
+    assert {k: getattr(ner, k) for k in SETTINGS} != SETTINGS
+    assert not set(SETTINGS) & set(ner.cfg)  # cfg holds learned state only
+    for key, value in SETTINGS.items():
+        override = {key: value, **({"stride": 40} if key == "window" else {})}  # stride <= window
+        ner = spacy.load(tmp_path / "pipeline", config={"components": {"ner_plus": override}}).get_pipe("ner_plus")
+        assert getattr(ner, key) == value, key
+    changed = spacy.load(tmp_path / "pipeline", config={"components": {"ner_plus": {"window": 64, "stride": 40, "spans_key": "other_key"}}})
+    doc = changed(LONG_TEXT)
+    assert [w[1] - w[0] for w in changed.get_pipe("ner_plus").doc_windows(doc)][0] == 64
+    assert "other_key" in doc.spans and "ner_plus" not in doc.spans
+    assert [e._.confidence for e in doc.ents] == list(doc.spans["other_key"].attrs["scores"])
+
+
+def test_scheme_is_fixed_by_training(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    with pytest.raises(ValueError, match="scheme is fixed by training"):
+        spacy.load(tmp_path / "pipeline", config={"components": {"ner_plus": {"scheme": "BIOES"}}})
+
+
+def test_settings_saved_in_cfg_by_old_versions_are_read_once(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    cfg_path = tmp_path / "pipeline" / "ner_plus" / "cfg"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update({"window": 128, "stride": 96, "quantize": True, "sort_buffer_tokens": 16384})  # as 0.1.0 wrote them
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.warns(UserWarning, match=r"saved by spacy-ner-plus < 0.2.0.*'stride': 96.*'quantize': True"):
+        loaded = spacy.load(tmp_path / "pipeline")
+    ner = loaded.get_pipe("ner_plus")
+    assert (ner.stride, ner.quantize) == (112, False)  # the config decides
+    assert "stride" not in ner.cfg and "quantize" not in ner.cfg
+    assert annotations(loaded.pipe(TEXTS)) == annotations(nlp.pipe(TEXTS))
+
+
+THREAD_TEXTS = TEXTS + [LONG_TEXT.replace("Paris", "Berlin"), "Anna met Peter in Berlin ."]
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_eight_threads_give_the_entities_and_scores_of_sequential_calls(trained, tmp_path, quantize):
+    from concurrent.futures import ThreadPoolExecutor
+
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline", config={"components": {"ner_plus": {"quantize": quantize}}})
+    one_by_one = [annotations([loaded(t)])[0] for t in THREAD_TEXTS]
+    piped = annotations(loaded.pipe(THREAD_TEXTS))
+    assert any(one_by_one) and any(len(d) > 3 for d in one_by_one)
+
+    def call(i):
+        if i % 2:
+            return "pipe", annotations(loaded.pipe(THREAD_TEXTS))
+        order = THREAD_TEXTS[i % len(THREAD_TEXTS):] + THREAD_TEXTS[: i % len(THREAD_TEXTS)]
+        return "call", [(t, annotations([loaded(t)])[0]) for t in order]
+
+    transformer = loaded.get_pipe("ner_plus").model.get_ref("encoder").layers[0].shims[0]._model
+    mode = transformer.training
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(call, range(16)))
+    expected = dict(zip(THREAD_TEXTS, one_by_one))
+    for kind, result in results:
+        if kind == "pipe":
+            assert result == piped
+        else:
+            assert all(ents == expected[t] for t, ents in result)
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in transformer.modules())
+    assert transformer.training == mode  # prediction never switched the shared module's mode
+
+
+def test_entities_set_before_ner_plus_are_kept_and_decoded_around(trained, tmp_path):
+    nlp, _ = trained
+    nlp.to_disk(tmp_path / "pipeline")
+    text = "John lives in New York City ."
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert [(e.text, e.label_) for e in loaded(text).ents] == [("John", "PER"), ("New York City", "LOC")]
+    ruler = loaded.add_pipe("entity_ruler", before="ner_plus")
+    ruler.add_patterns([{"label": "CUSTOMER", "pattern": "John"}, {"label": "PLACE", "pattern": "York"}])
+    doc = loaded(text)
+    assert [(e.text, e.label_) for e in doc.ents if e.label_ in ("CUSTOMER", "PLACE")] == [("John", "CUSTOMER"), ("York", "PLACE")]
+    predicted = [(s.start, s.end, s.label_) for s in doc.spans["ner_plus"]]
+    assert all(not (s < 1 and 0 < e) and not (s < 5 and 4 < e) for s, e, _ in predicted)  # no overlap with tokens 0 and 4
+    assert all(label in ("PER", "LOC", "ORG") for *_, label in predicted)
+    assert [e._.confidence for e in doc.ents if e.label_ == "CUSTOMER"] == [None]
+    overwrite = spacy.load(tmp_path / "pipeline", config={"components": {"ner_plus": {"overwrite_ents": True}}})
+    overwrite.add_pipe("entity_ruler", before="ner_plus").add_patterns([{"label": "CUSTOMER", "pattern": "John"}])
+    assert [(e.text, e.label_) for e in overwrite(text).ents] == [("John", "PER"), ("New York City", "LOC")]
+
+
+def test_whitespace_tokens_never_start_or_end_an_entity(trained):
+    nlp, _ = trained
+    doc = nlp("John lives in New York City .\n\nMary works for Acme Corp in Paris .  ")
+    spaces = [t.i for t in doc if t.is_space]
+    assert spaces
+    for group in (doc.ents, doc.spans["ner_plus"]):
+        assert all(not doc[s.start].is_space and not doc[s.end - 1].is_space for s in group)
+
+
+def test_training_or_initializing_drops_the_calibration_and_evaluate_knows_stale_ones(tmp_path):
+    from spacy_ner_plus.calibration import Calibrator
+    from spacy_ner_plus.pipeline_component import stale_calibrations
+
+    nlp = make_nlp()
+    exs = examples(nlp)
+    nlp.initialize(lambda: exs)
+    ner = nlp.get_pipe("ner_plus")
+    ner.set_calibration({"PER": Calibrator("temperature", 2.0)}, {"PER": 0.5, "LOC": 0.3})
+    assert stale_calibrations(nlp) == []
+    nlp.to_disk(tmp_path / "calibrated")
+    loaded = spacy.load(tmp_path / "calibrated")
+    assert stale_calibrations(loaded) == []
+    assert loaded.get_pipe("ner_plus").cfg["calibration_weights"] == ner.cfg["calibration_weights"]
+    # weights changed behind the calibration's back (e.g. another checkpoint's weights copied in)
+    output = loaded.get_pipe("ner_plus").model.get_ref("output")
+    output.set_param("b", output.get_param("b") + 0.1)
+    assert len(stale_calibrations(loaded)) == 1 and "fitted to other weights" in stale_calibrations(loaded)[0]
+    with pytest.warns(UserWarning, match="calibration and thresholds dropped"):
+        nlp.update(exs, sgd=Adam(1e-3))
+    assert ner.cfg["calibration"] == {} and ner.cfg["thresholds"] == {}
+    ner.set_calibration({}, {"PER": 0.5})
+    with pytest.warns(UserWarning, match="calibration and thresholds dropped"):
+        nlp.initialize(lambda: exs)
+    assert ner.cfg["thresholds"] == {}
+    with pytest.raises(ValueError, match="does not predict"):
+        ner.set_calibration({}, {"DATE": 0.5})
 
 
 def test_long_doc_is_windowed_and_decoded_once():
@@ -201,11 +373,12 @@ def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
     assert result.exit_code == 0, result.output
     int8 = spacy.load(tmp_path / "int8")
     ner = int8.get_pipe("ner_plus")
-    assert ner.cfg["quantize"] is True
+    assert ner.quantize is True
     texts = [t for t, _ in TRAIN]
     fp32_docs, int8_docs = list(nlp.pipe(texts)), list(int8.pipe(texts))
-    assert ner._int8 is not None  # the int8 copy was used
-    qlinears = [m for m in ner._int8[1].modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    inference = ner.model.get_ref("encoder").attrs["inference"]
+    assert inference._module is not None  # the int8 copy was used
+    qlinears = [m for m in inference._module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert qlinears and all(m.weight().qscheme() == torch.per_channel_affine for m in qlinears)
     for a, b in zip(fp32_docs, int8_docs):
         assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
@@ -235,7 +408,7 @@ def test_n_process_2_does_not_hang_and_gives_the_same_entities(trained, tmp_path
     nlp, _ = trained
     nlp.to_disk(tmp_path / "model")
     texts = [t for t, _ in TRAIN] * 2 + ["Peter flew to London .", ""]
-    # without the at-fork hook in pipeline_component the forked workers never answer
+    # without the component's one-thread-after-fork rule the forked workers never answer
     proc = subprocess.run(
         [sys.executable, "-c", N_PROCESS_SCRIPT, str(tmp_path / "model"), json.dumps(texts)],
         capture_output=True, text=True, timeout=300,
@@ -246,6 +419,34 @@ def test_n_process_2_does_not_hang_and_gives_the_same_entities(trained, tmp_path
     for doc_a, doc_b in zip(one, two):
         for a, b in zip(doc_a, doc_b):
             assert a[3] == pytest.approx(b[3], abs=1e-5)
+
+
+FORK_SCRIPT = """
+import json, multiprocessing, os, sys
+import torch
+torch.set_num_threads(2)
+import spacy_ner_plus  # noqa: F401
+torch.ones(256, 256) @ torch.ones(256, 256)  # the parent's thread pool runs before the fork
+
+def child(queue):
+    queue.put([torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM")])
+
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+proc = ctx.Process(target=child, args=(queue,))
+proc.start()
+print(json.dumps([torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM"), queue.get(timeout=60)]))
+proc.join(60)
+"""
+
+
+def test_importing_the_package_changes_no_forked_process():
+    env = {k: v for k, v in os.environ.items() if k not in ("TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parent_threads, parent_env, (child_threads, child_env) = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (parent_threads, child_threads) == (2, 2)
+    assert parent_env is None and child_env is None
 
 
 def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
@@ -271,3 +472,28 @@ def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
     assert word_pieces(encoder, words[:2]) == expected[:2]
     assert set(encoder.attrs["piece_cache"].data) == set(words[:2])  # ... and emptied for the new one
     assert word_pieces(encoder, words[2:]) == expected[2:]  # later calls: no padding, no truncation
+
+
+def test_bioes_with_mean_pooling_trains_and_round_trips(tmp_path):
+    from thinc.api import Config
+
+    from spacy_ner_plus.pipeline_component import DEFAULT_MODEL_CONFIG
+
+    model = Config().from_str(DEFAULT_MODEL_CONFIG.replace('pooling = "first"', 'pooling = "mean"'))["model"]
+    spacy.util.fix_random_seed(0)
+    nlp = make_nlp(scheme="BIOES", model=model)
+    ner = nlp.get_pipe("ner_plus")
+    exs = examples(nlp)
+    nlp.initialize(lambda: exs)
+    assert ner.model.get_ref("encoder").attrs["pooling"] == "mean"
+    assert "S-PER" in ner.tags and "E-LOC" in ner.tags
+    optimizer = Adam(1e-3)
+    for _ in range(40):
+        losses = nlp.update(exs, sgd=optimizer)
+    assert losses["ner_plus"] < 0.05
+    for text, ents in TRAIN:
+        assert [(e.start_char, e.end_char, e.label_) for e in nlp(text).ents] == ents
+    nlp.to_disk(tmp_path / "bioes")
+    loaded = spacy.load(tmp_path / "bioes")
+    assert loaded.get_pipe("ner_plus").cfg["scheme"] == "BIOES"
+    assert annotations(loaded.pipe(TEXTS)) == annotations(nlp.pipe(TEXTS))
