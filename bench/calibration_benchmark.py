@@ -21,7 +21,8 @@ import numpy
 import spacy
 from spacy.tokens import DocBin
 
-from spacy_ner_plus.calibration import brier, calibrate_predictions, collect_predictions, ece
+from spacy_ner_plus.calibration import brier, calibrate_predictions, ece
+from spacy_ner_plus.pipeline_calibration import collect_predictions
 from spacy_ner_plus.evaluate import prf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -93,14 +93,13 @@ def run_system(system: str, texts, trained, stride=None):
         if system == "c":
             nlp = spacy_stock()
         elif trained:
-            nlp = spacy.load(trained)
-            nlp.get_pipe("ner_plus").cfg["quantize"] = system == "b"
+            settings = {"quantize": system == "b", **({"stride": stride} if stride else {})}
+            nlp = spacy.load(trained, config={"components": {"ner_plus": settings}})
         else:
             nlp = untrained_ner_plus(system == "b")
         if system != "c":
             ner = nlp.get_pipe("ner_plus")
-            ner.cfg["stride"] = stride or ner.cfg["stride"]
-            windows = f"{ner.cfg['window']}/{ner.cfg['stride']}"
+            windows = f"{ner.window}/{ner.stride}"
         list(nlp.pipe(texts[:64]))
         n_process = 2 if system == "a2" else 1
         start = time.perf_counter()

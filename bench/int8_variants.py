@@ -70,16 +70,16 @@ def main() -> None:
     parser.add_argument("--variants", choices=["main", "per_layer"], default="main")
     parser.add_argument("--output", default="int8_variants.json", help="file under bench/results")
     args = parser.parse_args()
-    nlp = spacy.load(args.model)
+    nlp = spacy.load(args.model, config={"components": {"ner_plus": {"quantize": False}}})
     ner = nlp.get_pipe("ner_plus")
-    ner.cfg["quantize"] = False
     shim = ner._encoder().layers[0].shims[0]
     gold = list(DocBin().from_disk(args.test).get_docs(nlp.vocab))
     words = sum(len(d) for d in gold)
     predict_examples(nlp, gold[:64])  # warm-up
     rows = []
     for name, model in variants(shim._model, args.variants == "per_layer"):
-        shim._model = model.eval()
+        # prediction runs an eval view of the shim's transformer, rebuilt when that object changes
+        shim._model = shim._hfmodel.transformer = model.eval()
         start = time.perf_counter()
         examples = predict_examples(nlp, gold)
         seconds = time.perf_counter() - start

@@ -96,10 +96,10 @@ def main() -> None:
         record["f1_sentences"] = f1_of(nlp, sents)
         record["f1_documents"] = f1_of(nlp, docs)
         ner = nlp.get_pipe("ner_plus")
-        default = (ner.cfg["window"], ner.cfg["stride"])
-        ner.cfg["window"], ner.cfg["stride"] = 32, 16
+        default = (ner.window, ner.stride)
+        ner.window, ner.stride = 32, 16
         record["f1_documents_window32_stride16"] = f1_of(nlp, docs)
-        ner.cfg["window"], ner.cfg["stride"] = default
+        ner.window, ner.stride = default
         record["default_window"] = list(default)
     if "hf" in parts and args.hf_model:
         record["hf_pipeline_stride128_f1_documents"] = hf_pipeline_f1(args.hf_model, docs)

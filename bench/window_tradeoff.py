@@ -44,7 +44,7 @@ def main() -> None:
     rows = []
     for setting in args.settings.split(","):
         window, stride = map(int, setting.split(":"))
-        ner.cfg["window"], ner.cfg["stride"] = window, stride
+        ner.window, ner.stride = window, stride
         _, owners, n_pieces = ner._windows(docs)
         times = []
         for _ in range(2):
