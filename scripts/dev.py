@@ -39,7 +39,8 @@ def ensure_env() -> None:
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     run(*pip, "--upgrade", "pip", "setuptools>=61", "wheel")
     run(*pip, torch_spec)
-    run(*pip, "-e", ".[backbone,test]")
+    # every extra: the test suite exercises the Ray engine, the PII service and the corpus generator
+    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev]")
     STAMP.write_text(digest)
 
 
