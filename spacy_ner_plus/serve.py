@@ -913,17 +913,25 @@ def run(settings: ServeSettings, host: str, port: int, drain_timeout: float) -> 
 
     import uvicorn
 
+    import shutil
+
     os.environ[SETTINGS_ENV] = settings.to_env()
+    metrics_dir = None
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # each worker writes its metric values to files there; /metrics sums them
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ner_plus_metrics_")
-    uvicorn.run(
-        "spacy_ner_plus.serve:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=settings.workers,
-        access_log=False,  # the audit log records every /v1 request
-        timeout_graceful_shutdown=drain_timeout,
-        log_level="info",
-    )
+        metrics_dir = tempfile.mkdtemp(prefix="ner_plus_metrics_")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "spacy_ner_plus.serve:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            access_log=False,  # the audit log records every /v1 request
+            timeout_graceful_shutdown=drain_timeout,
+            log_level="info",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
