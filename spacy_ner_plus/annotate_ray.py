@@ -49,6 +49,26 @@ def entities_arrow_type():
     )
 
 
+def _exit_with_parent(poll_s: float = 1.0) -> None:
+    """End this actor's process when its parent (the node's raylet) is gone.
+
+    Seen on this machine: after ``ray.shutdown()`` of a local instance, an
+    actor busy in torch kept running as an orphan for minutes, holding its
+    pipeline's memory and a core. A daemon thread notices the new parent
+    (torch releases the GIL while it computes) and exits at once.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-raylet", daemon=True).start()
+
+
 class PipelineActor:
     """A Ray Data actor that annotates batches of records with one pipeline.
 
@@ -67,6 +87,7 @@ class PipelineActor:
         import spacy
         import torch
 
+        _exit_with_parent()
         torch.set_num_threads(threads)
         try:
             if gpu:
