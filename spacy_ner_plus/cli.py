@@ -332,10 +332,11 @@ def quantize(
 ) -> None:
     """Write a pipeline whose ner_plus predicts with int8 dynamically quantized linear layers (CPU)."""
     from .atomic_output import atomic_directory
+    from .pipeline_component import ner_plus_pipe_names
 
     _check_output(model, output_model, "pipeline")
     nlp = _load_pipeline(model)
-    pipes = [name for name in nlp.component_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
+    pipes = ner_plus_pipe_names(nlp)
     if not pipes:
         _fail(f"'{model}' has no ner_plus component")
     # quantize is a setting, read from the config at every load: loading with the
