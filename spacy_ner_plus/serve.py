@@ -50,7 +50,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .redact import DEFAULT_KEY, Entity, Operator, OperatorError, operator_for, parse_operators, redact
+from .pipeline_component import ner_plus_pipe_names
+from .redact import Entity, Operator, OperatorError, operator_for, parse_operators, redact
 
 SETTINGS_ENV = "NER_PLUS_SERVE_SETTINGS"
 HASH_KEY_ENV = "NER_PLUS_HASH_KEY"
@@ -155,14 +156,6 @@ class Candidate:
     source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
 
 
-def _ner_plus_pipe_names(nlp) -> List[str]:
-    try:
-        from .pipeline_component import ner_plus_pipe_names
-    except ImportError:  # the core's helper is not in this checkout yet; same rule: made by the ner_plus factory
-        return [name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
-    return ner_plus_pipe_names(nlp)
-
-
 def _entity_source() -> Optional[Callable[..., str]]:
     try:
         from .pii_patterns import entity_source
@@ -182,12 +175,11 @@ class ServedModel:
 
     def __init__(self, nlp, name: str, min_thresholds: Dict[str, float], max_thresholds: Dict[str, float]) -> None:
         self.nlp = nlp
-        pipes = _ner_plus_pipe_names(nlp)
+        pipes = ner_plus_pipe_names(nlp)
         if len(pipes) != 1:
             raise ValueError(f"'{name}' has {len(pipes)} ner_plus components ({pipes}); the service needs exactly one")
         self.pipe = nlp.get_pipe(pipes[0])
-        # a setting from the config (pipe.spans_key) since 0.2.0; pipelines saved before kept it in cfg
-        self.spans_key: str = getattr(self.pipe, "spans_key", None) or self.pipe.cfg["spans_key"]
+        self.spans_key: str = self.pipe.spans_key
         self.model_labels: List[str] = list(self.pipe.labels)
         patterns = [nlp.get_pipe(n) for n in nlp.pipe_names if nlp.get_pipe_meta(n).factory == "pii_patterns"]
         if len(patterns) > 1:
