@@ -288,7 +288,10 @@ def annotate_with_ray(
     stats = AnnotateStats()
     started = time.perf_counter()
     # Validate everything before a cluster is touched: --on-error fail stops here.
-    block_rows = batch_size * 4
+    # One block per actor call: Ray Data hands a task's output back when the
+    # task ends, so bigger blocks would delay the first rows and the progress
+    # bar by several batches.
+    block_rows = batch_size
     blocks: List[List[str]] = [[]]
     for rec in iter_input_records(inputs, fmt, text_key if fmt == "jsonl" else "text", on_error, stats):
         if len(blocks[-1]) == block_rows:
