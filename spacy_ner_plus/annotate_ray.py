@@ -107,11 +107,9 @@ class PipelineActor:
         outputs = [annotated_record(record, doc) for record, doc in zip(records, docs)]
         if self.output_format == "jsonl":
             return pa.table({"json": [json.dumps(out, ensure_ascii=False) for out in outputs]})
+        # every record has at least its text, so the table has a column to append to
         entities = pa.array([out.pop("entities") for out in outputs], type=entities_arrow_type())
-        fields = pa.Table.from_pylist(outputs) if outputs and outputs[0] else pa.table({}).slice(0, 0)
-        if fields.num_columns == 0:
-            return pa.table({"entities": entities})
-        return fields.append_column("entities", entities)
+        return pa.Table.from_pylist(outputs).append_column("entities", entities)
 
 
 def _split_address(address: str) -> Tuple[str, int]:
@@ -333,11 +331,12 @@ def annotate_with_ray(
                         bar.update(table.num_rows)
                 except RayError as err:
                     raise RayEngineError(_worker_error(err) or f"the Ray job failed: {type(err).__name__}: {str(err).strip().splitlines()[-1]}") from None
-        writer.close(empty_schema)
     except BaseException:
         writer.close(empty_schema)
         part.unlink(missing_ok=True)
         raise
+    else:
+        writer.close(empty_schema)
     finally:
         if started_ray:
             ray.shutdown()
