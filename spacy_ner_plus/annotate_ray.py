@@ -306,31 +306,33 @@ def annotate_with_ray(
             n_workers = workers or default_workers(cpus_per_worker, gpus_per_worker)
             refs = [ray.put(pa.table({"record": block})) for block in blocks]
             blocks = []  # the object store holds them now
-            ds = ray.data.from_arrow_refs(refs).map_batches(
-                PipelineActor,
-                fn_constructor_kwargs={
-                    "model": model,
-                    "text_key": text_key if fmt == "jsonl" else "text",
-                    "output_format": output_format,
-                    "threads": max(1, int(cpus_per_worker)),
-                    "gpu": gpus_per_worker > 0,
-                    "pipe_batch_size": batch_size,
-                },
-                batch_size=batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=n_workers),
-                num_cpus=cpus_per_worker,
-                num_gpus=gpus_per_worker,
-            )
-            with _data_context(preserve_order), tqdm(total=n_records, disable=not progress, unit=" records") as bar:
-                try:
-                    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                        if stats.seconds_to_first_record is None:
-                            stats.seconds_to_first_record = time.perf_counter() - started
-                        writer.write(table)
-                        bar.update(table.num_rows)
-                except RayError as err:
-                    raise RayEngineError(_worker_error(err) or f"the Ray job failed: {type(err).__name__}: {str(err).strip().splitlines()[-1]}") from None
+            # a Dataset copies the DataContext (preserve_order) when it is made: set it first
+            with _data_context(preserve_order):
+                ds = ray.data.from_arrow_refs(refs).map_batches(
+                    PipelineActor,
+                    fn_constructor_kwargs={
+                        "model": model,
+                        "text_key": text_key if fmt == "jsonl" else "text",
+                        "output_format": output_format,
+                        "threads": max(1, int(cpus_per_worker)),
+                        "gpu": gpus_per_worker > 0,
+                        "pipe_batch_size": batch_size,
+                    },
+                    batch_size=batch_size,
+                    batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(size=n_workers),
+                    num_cpus=cpus_per_worker,
+                    num_gpus=gpus_per_worker,
+                )
+                with tqdm(total=n_records, disable=not progress, unit=" records") as bar:
+                    try:
+                        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                            if stats.seconds_to_first_record is None:
+                                stats.seconds_to_first_record = time.perf_counter() - started
+                            writer.write(table)
+                            bar.update(table.num_rows)
+                    except RayError as err:
+                        raise RayEngineError(_worker_error(err) or f"the Ray job failed: {type(err).__name__}: {str(err).strip().splitlines()[-1]}") from None
     except BaseException:
         writer.close(empty_schema)
         part.unlink(missing_ok=True)
