@@ -60,15 +60,23 @@ def calibrate_pipeline(
 def collect_predictions(nlp, component: str, gold_docs: Sequence) -> Dict[str, TypePredictions]:
     """Run the pipeline on the gold docs' words; per type, every decoded entity's
     raw score (from the span group, so thresholds already set filter nothing)
-    and whether it is exactly right."""
+    and whether it is exactly right.
+
+    A gold entity that overlaps an entity set before the ner_plus pipe (by a
+    pattern component such as pii_patterns or an entity_ruler: in ``doc.ents``
+    but not in the pipe's span group) is not the pipe's to find, so it does
+    not count in the type's gold total (its recall, its threshold)."""
     ner = nlp.get_pipe(component)
     out = {label: TypePredictions() for label in ner.labels}
     key = ner.spans_key
     for eg in predict_examples(nlp, gold_docs):
-        gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
-        for _, _, label in gold:
-            out[label].n_gold += 1
         group = eg.predicted.spans[key]
+        decoded = {(s.start, s.end, s.label_) for s in group}
+        preset = [(e.start, e.end) for e in eg.predicted.ents if (e.start, e.end, e.label_) not in decoded]
+        gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
+        for start, end, label in gold:
+            if not any(s < end and start < e for s, e in preset):
+                out[label].n_gold += 1
         for span, score in zip(group, group.attrs["raw_scores"]):
             out[span.label_].raw.append(float(score))
             out[span.label_].correct.append((span.start, span.end, span.label_) in gold)

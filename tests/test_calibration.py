@@ -186,3 +186,18 @@ def test_fitted_calibrators_survive_to_disk_and_to_bytes_bit_for_bit(trained, tm
             assert [[(e.start, e.end, e.label_, e._.confidence) for e in loaded(t).ents] for t in texts] == expected
     finally:
         ner.cfg.update(saved)
+
+
+def test_gold_entities_set_by_a_component_before_ner_plus_are_not_its_to_find(trained, tmp_path):
+    from spacy_ner_plus.pipeline_calibration import collect_predictions
+
+    trained.to_disk(tmp_path / "pipeline")
+    nlp = spacy.load(tmp_path / "pipeline")
+    dev = dev_docs(nlp, [("Mary lives in Paris .", [(0, 4, "PER"), (14, 19, "LOC")]), ("John works for Acme Corp .", [(0, 4, "PER"), (15, 24, "ORG")])])
+    before = collect_predictions(nlp, "ner_plus", dev)
+    assert (before["LOC"].n_gold, before["PER"].n_gold, before["ORG"].n_gold) == (1, 2, 1)
+    nlp.add_pipe("entity_ruler", before="ner_plus").add_patterns([{"label": "LOC", "pattern": "Paris"}, {"label": "ORG", "pattern": "Acme"}])
+    after = collect_predictions(nlp, "ner_plus", dev)
+    # Paris is the ruler's; "Acme" overlaps the gold "Acme Corp", which the pipe can no longer find
+    assert (after["LOC"].n_gold, after["PER"].n_gold, after["ORG"].n_gold) == (0, 2, 0)
+    assert all(not (s.start < 4 and 3 < s.end) for doc in nlp.pipe(["Mary lives in Paris ."]) for s in doc.spans["ner_plus"])
