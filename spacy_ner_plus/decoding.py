@@ -67,12 +67,14 @@ def viterbi(
     # The per-token argmax maximizes the unconstrained sum; when every
     # constraint allows it, it is the constrained optimum too (the usual case, no loop).
     greedy = scores.argmax(axis=1)
-    steps = numpy.where(no_end[:-1, None, None], no_end_trans, trans_ok) if no_end is not None else None
+    steps_ok = trans_ok[greedy[:-1], greedy[1:]]
+    if no_end is not None:
+        steps_ok = numpy.where(no_end[:-1], no_end_trans[greedy[:-1], greedy[1:]], steps_ok)
     if (
         scores[numpy.arange(n), greedy].min() > _NEG_INF / 2
         and constraints["start"][greedy[0]]
         and end_ok[greedy[-1]]
-        and (trans_ok[greedy[:-1], greedy[1:]].all() if steps is None else steps[numpy.arange(n - 1), greedy[:-1], greedy[1:]].all())
+        and steps_ok.all()
     ):
         return greedy.astype("int64")
     penalty = numpy.where(trans_ok, 0.0, _NEG_INF)

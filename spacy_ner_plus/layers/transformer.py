@@ -110,14 +110,14 @@ class InferenceModules:
     def __init__(self) -> None:
         self.quantize = False
         self.lock = threading.Lock()
-        self._key: Optional[Tuple[int, str, bool]] = None
+        self._key: Optional[Tuple[str, bool]] = None  # (device, quantize) of the module built for _source
         self._source: Optional[torch.nn.Module] = None
         self._module: Optional[torch.nn.Module] = None
 
     def get(self, transformer: torch.nn.Module) -> torch.nn.Module:
         device = next(transformer.parameters()).device
         quantize = self.quantize and device.type == "cpu"
-        key = (id(transformer), str(device), quantize)
+        key = (str(device), quantize)
         module = self._module
         if self._key == key and self._source is transformer and module is not None:
             return module
@@ -129,7 +129,7 @@ class InferenceModules:
 
     def invalidate(self) -> None:
         with self.lock:
-            if self._key is not None and self._key[2]:
+            if self._key is not None and self._key[1]:
                 self._key, self._source, self._module = None, None, None
 
 
