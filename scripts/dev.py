@@ -40,7 +40,7 @@ def ensure_env() -> None:
     run(*pip, "--upgrade", "pip", "setuptools>=61", "wheel")
     run(*pip, torch_spec)
     # every extra: the test suite exercises the Ray engine, the PII service and the corpus generator
-    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev]")
+    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev,lora]")
     STAMP.write_text(digest)
 
 

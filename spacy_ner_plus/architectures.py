@@ -1,5 +1,5 @@
 """Registered model builders (spacy-ner-plus.*.v1)."""
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from spacy.tokens import Span
 from spacy.util import registry
@@ -48,6 +48,7 @@ def configure_hf_token_encoder(
     transformer_config: Dict = {},
     mixed_precision: bool = False,
     grad_scaler_config: Dict = {},
+    lora: Optional[Dict[str, Any]] = None,
 ) -> Model[List[Span], List[Floats2d]]:
     """A Hugging Face encoder giving one vector per spaCy token.
 
@@ -57,8 +58,16 @@ def configure_hf_token_encoder(
     max_wordpieces_per_token (int): longer tokens are cut, with a warning.
     tokenizer_config (Dict): passed to AutoTokenizer.from_pretrained.
     transformer_config (Dict): passed to AutoConfig.from_pretrained.
+    lora (Optional[Dict]): fine-tune LoRA adapters (peft) instead of the whole
+        transformer: r (8), alpha (16), dropout (0.1), target_modules (None:
+        peft's default for the model type), exclude_modules, merge (true: save
+        the adapters merged into the weights; false: save the adapter alone and
+        take the frozen weights from `name` at load). None (default): full
+        fine-tuning.
     """
-    return HFTokenEncoder(name, pooling, max_wordpieces_per_token, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
+    return HFTokenEncoder(
+        name, pooling, max_wordpieces_per_token, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, lora
+    )
 
 
 @registry.architectures("spacy-ner-plus.LexicalFeatures.v1")

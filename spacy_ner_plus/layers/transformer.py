@@ -18,20 +18,34 @@ concurrent call could run with dropout on). It runs an eval-mode view of the
 transformer that shares its parameters (or, with ``quantize``, an int8 copy),
 built once under a lock; the wordpiece cache is only ever replaced, never
 cleared under a reader.
+
+With ``lora`` set, ``initialize`` wraps the transformer in peft's LoRA
+adapters: only the adapters (and the thinc head and lexical features) have
+gradients, so the optimizer never sees the frozen backbone. Saving merges the
+adapters into the weights (a plain Hugging Face model: the pipeline loads and
+predicts without peft), or with ``merge = false`` keeps only the adapter and
+takes the frozen weights from the backbone named in the config at load time,
+after checking that they are the ones it was trained on. Prediction runs a
+merged copy of an adapted transformer, so it costs what a fully fine-tuned
+one does.
 """
 import copy
+import hashlib
+from io import BytesIO
 import threading
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import warnings
 
 import torch
 
 import numpy
+import srsly
 from spacy.tokens import Span
 from spacy_transformers.data_classes import HFObjects
-from spacy_transformers.layers.hf_wrapper import HFWrapper
+from spacy_transformers.layers.hf_shim import HFShim
 from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
-from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, get_torch_default_device, torch2xp, xp2torch
+from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d, Ints1d
 
 _CACHE_LIMIT = 200_000
@@ -102,10 +116,11 @@ def _piece_state(model: Model, tokenizer) -> PieceState:
 
 class InferenceModules:
     """The modules prediction runs: an eval-mode view of the transformer that
-    shares its parameters and buffers, or with ``quantize`` (on CPU) an int8
-    dynamically quantized copy. Each is built once per transformer object and
-    device, under a lock; ``invalidate`` drops the int8 copy when the weights
-    change (the view sees new weights by itself)."""
+    shares its parameters and buffers, or a copy: with ``quantize`` (on CPU)
+    an int8 dynamically quantized one, and for a LoRA-adapted transformer one
+    with the adapters merged into the weights. Each is built once per
+    transformer object and device, under a lock; ``invalidate`` drops a copy
+    when the weights change (the view sees new weights by itself)."""
 
     def __init__(self) -> None:
         self.quantize = False
@@ -113,6 +128,7 @@ class InferenceModules:
         self._key: Optional[Tuple[str, bool]] = None  # (device, quantize) of the module built for _source
         self._source: Optional[torch.nn.Module] = None
         self._module: Optional[torch.nn.Module] = None
+        self._copied = False
 
     def get(self, transformer: torch.nn.Module) -> torch.nn.Module:
         device = next(transformer.parameters()).device
@@ -123,13 +139,15 @@ class InferenceModules:
             return module
         with self.lock:
             if self._key != key or self._source is not transformer or self._module is None:
-                self._module = _int8_copy(transformer) if quantize else _eval_view(transformer)
+                self._copied = quantize or is_adapted(transformer)
+                module = merged_copy(transformer) if is_adapted(transformer) else transformer
+                self._module = _int8_copy(module) if quantize else _eval_view(module)
                 self._source, self._key = transformer, key
             return self._module
 
     def invalidate(self) -> None:
         with self.lock:
-            if self._key is not None and self._key[1]:
+            if self._copied:
                 self._key, self._source, self._module = None, None, None
 
 
@@ -167,16 +185,20 @@ def HFTokenEncoder(
     transformer_config: Dict = {},
     mixed_precision: bool = False,
     grad_scaler_config: Dict = {},
+    lora: Optional[Dict[str, Any]] = None,
 ) -> Model[List[Span], List[Floats2d]]:
     if pooling not in ("first", "mean"):
         raise ValueError(f"pooling must be 'first' or 'mean', not '{pooling}'")
+    settings = lora_settings(lora)
     hf = HFObjects(None, None, None, dict(tokenizer_config), dict(transformer_config))
-    wrapper = HFWrapper(
-        hf,
-        convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
-        mixed_precision=mixed_precision,
-        grad_scaler_config=dict(grad_scaler_config),
+    # spacy-transformers' HFWrapper, with a shim that knows how to save adapters
+    shim = EncoderShim(hf, name, settings, mixed_precision=mixed_precision, grad_scaler_config=dict(grad_scaler_config))
+    wrapper = Model(
+        "hf-pytorch",
+        pytorch_forward,
+        attrs={"convert_inputs": _convert_inputs, "convert_outputs": _convert_outputs},
+        shims=[shim],
+        dims={"nI": None, "nO": None},
     )
     return Model(
         "hf_token_encoder",
@@ -193,6 +215,174 @@ def HFTokenEncoder(
             "inference": InferenceModules(),
         },
     )
+
+
+# --- LoRA ---------------------------------------------------------------------
+LORA_DEFAULTS: Dict[str, Any] = {
+    "r": 8,
+    "alpha": 16,
+    "dropout": 0.1,
+    # None: peft's default for the model type (query and value for BERT)
+    "target_modules": None,
+    # the pooler's output is never used; adapters there would get no gradient
+    "exclude_modules": ".*pooler.*",
+    "merge": True,
+}
+
+
+def lora_settings(config: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The encoder's ``lora`` block with its defaults, or None when LoRA is off.
+
+    RAISES (ValueError): on an unknown key or a value of the wrong kind.
+    """
+    if config is None:
+        return None
+    unknown = sorted(set(config) - set(LORA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"[model.encoder.lora]: unknown setting(s) {unknown}; known: {sorted(LORA_DEFAULTS)}")
+    settings = {**LORA_DEFAULTS, **config}
+    if not isinstance(settings["r"], int) or isinstance(settings["r"], bool) or settings["r"] < 1:
+        raise ValueError(f"[model.encoder.lora] r must be a positive integer, not {settings['r']!r}")
+    if not isinstance(settings["alpha"], (int, float)) or settings["alpha"] <= 0:
+        raise ValueError(f"[model.encoder.lora] alpha must be a positive number, not {settings['alpha']!r}")
+    if not isinstance(settings["dropout"], (int, float)) or not 0 <= settings["dropout"] < 1:
+        raise ValueError(f"[model.encoder.lora] dropout must be in [0, 1), not {settings['dropout']!r}")
+    targets = settings["target_modules"]
+    if targets is not None and not isinstance(targets, str):
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"[model.encoder.lora] target_modules must be module names or a regex, not {targets!r}")
+        settings["target_modules"] = list(targets)
+    if not isinstance(settings["merge"], bool):
+        raise ValueError(f"[model.encoder.lora] merge must be true or false, not {settings['merge']!r}")
+    return settings
+
+
+def _peft():
+    try:
+        import peft
+    except ImportError as err:
+        raise ImportError(
+            "LoRA ([components.*.model.encoder.lora]) needs the peft library: pip install 'spacy-ner-plus[lora]'"
+        ) from err
+    return peft
+
+
+def is_adapted(transformer: Optional[torch.nn.Module]) -> bool:
+    """Whether the transformer is a peft model (LoRA adapters on a frozen backbone)."""
+    return transformer is not None and getattr(transformer, "peft_config", None) is not None
+
+
+def adapt(transformer: torch.nn.Module, settings: Dict[str, Any]) -> torch.nn.Module:
+    """Wrap a Hugging Face transformer in LoRA adapters; its own weights are frozen."""
+    peft = _peft()
+    config = peft.LoraConfig(
+        r=settings["r"],
+        lora_alpha=settings["alpha"],
+        lora_dropout=settings["dropout"],
+        target_modules=settings["target_modules"],
+        exclude_modules=settings["exclude_modules"],
+    )
+    return peft.get_peft_model(transformer, config)
+
+
+def merged_copy(transformer: torch.nn.Module) -> torch.nn.Module:
+    """A plain Hugging Face model with the adapters merged in; ``transformer`` is unchanged."""
+    return copy.deepcopy(transformer).merge_and_unload()
+
+
+def effective_state_dict(model: Model) -> Dict[str, torch.Tensor]:
+    """The weights the encoder predicts with: the transformer's own state,
+    or for an adapted one the state of its merged copy (so a pipeline has the
+    same weights whether it holds adapters, was saved merged, or loaded an adapter)."""
+    transformer = get_transformer(model)
+    if transformer is None:
+        return {}
+    return merged_copy(transformer).state_dict() if is_adapted(transformer) else transformer.state_dict()
+
+
+def state_fingerprint(state: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _torch_bytes(state: Dict[str, torch.Tensor]) -> bytes:
+    buffer = BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _torch_state(data: bytes) -> Dict[str, torch.Tensor]:
+    return torch.load(BytesIO(data), map_location=get_torch_default_device())
+
+
+class EncoderShim(HFShim):
+    """spacy-transformers' HFShim, saving a LoRA-adapted transformer merged
+    (``merge = true``: a plain Hugging Face model) or as its adapter alone,
+    with a fingerprint of the frozen weights it was trained on."""
+
+    def __init__(self, hf: HFObjects, name: str, lora: Optional[Dict[str, Any]], **kwargs) -> None:
+        super().__init__(hf, **kwargs)
+        self.name = name
+        self.lora = lora
+        self.base_fingerprint = ""
+
+    def adapt(self) -> None:
+        """Put LoRA adapters on the loaded transformer (once)."""
+        hf = self._hfmodel
+        if self.lora is None or is_adapted(hf.transformer):
+            return
+        self.base_fingerprint = state_fingerprint(hf.transformer.state_dict())
+        self._set_transformer(adapt(hf.transformer, self.lora))
+
+    def _set_transformer(self, transformer: torch.nn.Module) -> None:
+        hf = self._hfmodel
+        self._model = transformer
+        self._hfmodel = HFObjects(hf.tokenizer, transformer, hf.vocab_file_contents)
+
+    def to_bytes(self) -> bytes:
+        data = super().to_bytes()
+        transformer = self._hfmodel.transformer
+        if not is_adapted(transformer):
+            return data
+        msg = srsly.msgpack_loads(data)
+        settings = self.lora or LORA_DEFAULTS
+        if settings["merge"]:
+            msg["state"] = _torch_bytes(merged_copy(transformer).state_dict())
+        else:
+            peft = _peft()
+            msg["state"] = _torch_bytes(peft.get_peft_model_state_dict(transformer))
+            msg["adapter"] = {"lora": settings, "base_fingerprint": self.base_fingerprint, "base_name": self.name}
+        return srsly.msgpack_dumps(msg)
+
+    def from_bytes(self, bytes_data: bytes) -> "EncoderShim":
+        msg = srsly.msgpack_loads(bytes_data)
+        adapter = msg.get("adapter")
+        if not adapter:
+            return super().from_bytes(bytes_data)
+        # an adapter saved alone: the frozen weights come from the backbone the config names
+        from transformers import AutoModel
+
+        base = AutoModel.from_pretrained(self.name, **dict(self._hfmodel._init_transformer_config))
+        found = state_fingerprint(base.state_dict())
+        if found != adapter["base_fingerprint"]:
+            raise ValueError(
+                f"this pipeline's LoRA adapter was trained on other backbone weights than those of {self.name} "
+                f"(fingerprint {found[:12]}, expected {adapter['base_fingerprint'][:12]}; trained on "
+                f"{adapter['base_name']}): install the backbone it was trained with, or save it with merge = true"
+            )
+        adapter_state = _torch_state(msg["state"])
+        msg["state"] = _torch_bytes(base.state_dict())
+        del msg["adapter"]
+        super().from_bytes(srsly.msgpack_dumps(msg))
+        self.base_fingerprint = found
+        adapted = adapt(self._hfmodel.transformer, adapter["lora"])
+        _peft().set_peft_model_state_dict(adapted, adapter_state)
+        self._set_transformer(adapted)
+        return self
 
 
 # spacy-transformers offers no public accessor for the objects its HFShim
@@ -317,13 +507,14 @@ def encode_windows(model: Model, windows: Sequence[Span]) -> WordpieceBatch:
 
 
 def init(model: Model, X: Optional[List[Span]] = None, Y=None) -> None:
-    shim = model.layers[0].shims[0]
+    shim: EncoderShim = model.layers[0].shims[0]
     if shim._hfmodel.transformer is None:
         hf = huggingface_from_pretrained(
             model.attrs["name"], dict(shim._hfmodel._init_tokenizer_config), dict(shim._hfmodel._init_transformer_config)
         )
         shim._model = hf.transformer
         shim._hfmodel = HFObjects(hf.tokenizer, hf.transformer, hf.vocab_file_contents)
+    shim.adapt()
     model.set_dim("nO", shim._hfmodel.transformer.config.hidden_size)
 
 
