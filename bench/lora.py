@@ -1,0 +1,182 @@
+"""LoRA against full fine-tuning of ner_plus: F1, trainable parameters, time, memory, size.
+
+Two modes:
+
+    # choose LoRA's learning rate on dev only: a seeded sample of train, a seeded dev sample
+    python bench/lora.py sweep --lrs 3e-4 1e-3 3e-3 --train-sample 2000 --dev-limit 1000
+    # configs/ner_plus.cfg (full) and configs/ner_plus_lora.cfg side by side on one corpus
+    python bench/lora.py compare --data ../shared/data/bc5cdr --name bc5cdr --systems full lora --parallel
+
+`compare` trains each system with `python -m spacy train` on the whole train
+split for `--epochs` epochs (dev evaluated once per epoch), keeps the better of
+model-best and model-last on dev (as bench/conll_benchmark.py does) and scores
+it on the test split with the package's strict seqeval scorer. With
+`--parallel` the systems train at the same time with one torch thread each, so
+their times and the ratio between them are taken under the same load. Peak
+memory is the training process's maximum resident set (wait4's ru_maxrss);
+pipeline size is the bytes of the saved checkpoint directory.
+
+Writes bench/results/lora_sweep_<name>.json or bench/results/lora_<name>.json.
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import spacy
+from spacy.tokens import DocBin
+from spacy.training import Example
+from spacy.util import load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from augmentation import sample_docbin  # noqa: E402
+from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CONFIGS = {"full": ROOT / "configs" / "ner_plus.cfg", "lora": ROOT / "configs" / "ner_plus_lora.cfg"}
+
+
+def start_training(system: str, train: Path, dev: Path, out: Path, epochs: int, seed: int, lr: Optional[float], threads: Optional[int]):
+    out.mkdir(parents=True, exist_ok=True)
+    per_epoch = -(-len(DocBin().from_disk(train)) // 32)
+    cmd = [
+        sys.executable, "-m", "spacy", "train", str(CONFIGS[system]), "--output", str(out / "training"),
+        "--paths.train", str(train), "--paths.dev", str(dev), "--system.seed", str(seed),
+        "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.eval_frequency", str(per_epoch),
+        "--code", str(ROOT / "bench" / "register_package.py"),
+    ]
+    if lr is not None:
+        cmd += ["--training.optimizer.learn_rate.initial_rate", str(lr)]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print("+", " ".join(cmd), flush=True)
+    log = open(out / "train.log", "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
+
+
+def wait_training(proc, started: float, out: Path) -> Dict[str, float]:
+    """Wait for one training process: its wall time and peak resident memory."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"training failed (exit {proc.returncode}); see {out / 'train.log'}")
+    return {"train_seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def trainable_parameters(system: str, train: Path) -> Dict[str, int]:
+    """Parameters that get gradients, counted on a pipeline initialized as training does."""
+    config = load_config(CONFIGS[system], overrides={"paths.train": str(train), "paths.dev": str(train)}, interpolate=True)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+    docs = list(DocBin().from_disk(train).get_docs(nlp.vocab))[:32]
+    nlp.initialize(lambda: [Example(nlp.make_doc(d.text), d) for d in docs])
+    model = nlp.get_pipe("ner_plus").model
+    thinc = sum(node.get_param(name).size for node in model.walk() for name in node.param_names if node.has_param(name))
+    torch_model = model.get_ref("encoder").layers[0].shims[0]._model
+    trainable = sum(p.numel() for p in torch_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in torch_model.parameters())
+    return {"trainable": int(thinc + trainable), "transformer_trainable": int(trainable), "transformer_total": int(total), "head_and_lexical": int(thinc)}
+
+
+def directory_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+def run_systems(systems: List[str], train: Path, dev: Path, test: Optional[Path], work: Path, args, lrs: Dict[str, Optional[float]]) -> List[Dict[str, Any]]:
+    threads = 1 if args.parallel else None
+    runs = []
+    pending = []
+    for system in systems:
+        out = work / f"{system}_lr{lrs[system]}" if lrs[system] is not None else work / system
+        pending.append((system, out, *start_training(system, train, dev, out, args.epochs, args.seed, lrs[system], threads)))
+        if not args.parallel:
+            runs.append((system, out, wait_training(pending[-1][2], pending[-1][3], out)))
+            pending.pop()
+    for system, out, proc, started in pending:
+        runs.append((system, out, wait_training(proc, started, out)))
+    records = []
+    for system, out, timing in runs:
+        checkpoint = best_checkpoint(out / "training", {"dev": dev})
+        dev_metrics = score_pipeline(checkpoint, dev)
+        record: Dict[str, Any] = {
+            "system": system,
+            "learning_rate": lrs[system] if lrs[system] is not None else load_config(CONFIGS[system])["training"]["optimizer"]["learn_rate"]["initial_rate"],
+            "checkpoint": checkpoint.name,
+            "dev_f1": dev_metrics["f1"],
+            **timing,
+            "seconds_per_epoch": round(timing["train_seconds"] / args.epochs, 1),
+            "pipeline_mb": directory_mb(checkpoint),
+            "parameters": trainable_parameters(system, train),
+        }
+        if test is not None:
+            metrics = score_pipeline(checkpoint, test)
+            record.update(f1=metrics["f1"], precision=metrics["precision"], recall=metrics["recall"],
+                          per_type={k: round(v["f1"], 4) for k, v in metrics["per_type"].items()})
+        print(json.dumps(record), flush=True)
+        records.append(record)
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["sweep", "compare"])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--name", default="conll")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--systems", nargs="+", default=["full", "lora"], choices=sorted(CONFIGS))
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="sweep: LoRA learning rates")
+    parser.add_argument("--lora-lr", type=float, default=None, help="compare: LoRA's rate (default: its config's)")
+    parser.add_argument("--train-sample", type=int, default=2000, help="sweep: train sentences (seeded sample)")
+    parser.add_argument("--dev-limit", type=int, default=1000, help="sweep: dev sentences (seeded sample)")
+    parser.add_argument("--parallel", action="store_true", help="train the systems at the same time, one torch thread each")
+    args = parser.parse_args()
+
+    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
+    work = ROOT / "training" / "bench_lora" / args.name / args.mode
+    if args.mode == "sweep":
+        rng = random.Random(args.seed)
+        train = work / f"train_{args.train_sample}.spacy"
+        dev = work / f"dev_{args.dev_limit}.spacy"
+        sample_docbin(paths["train"], args.train_sample, rng, train)
+        sample_docbin(paths["dev"], args.dev_limit, rng, dev)
+        records = []
+        for lr in args.lrs:
+            records += run_systems(["lora"], train, dev, None, work, args, {"lora": lr})
+        result = {"mode": "sweep", "train_sample": args.train_sample, "dev_sample": args.dev_limit,
+                  "best_learning_rate": max(records, key=lambda r: r["dev_f1"])["learning_rate"], "runs": records}
+        result_path = RESULTS / f"lora_sweep_{args.name}.json"
+    else:
+        lrs = {"full": None, "lora": args.lora_lr}
+        records = run_systems(args.systems, paths["train"], paths["dev"], paths["test"], work, args, lrs)
+        by = {r["system"]: r for r in records}
+        result = {"mode": "compare", "runs": records}
+        if "full" in by and "lora" in by:
+            result["lora_vs_full"] = {
+                "f1_difference": round(by["lora"]["f1"] - by["full"]["f1"], 4),
+                "time_ratio": round(by["lora"]["train_seconds"] / by["full"]["train_seconds"], 3),
+                "peak_memory_ratio": round(by["lora"]["peak_rss_mb"] / by["full"]["peak_rss_mb"], 3),
+                "trainable_parameter_ratio": round(by["lora"]["parameters"]["trainable"] / by["full"]["parameters"]["trainable"], 4),
+            }
+        result_path = RESULTS / f"lora_{args.name}{'_' + '_'.join(args.systems) if set(args.systems) != set(CONFIGS) else ''}.json"
+    result.update(
+        data=str(args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel,
+        command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
+        commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
