@@ -6,11 +6,14 @@ is then fitted on dev and applied to the test predictions, which is what
 `calibrate` + `spacy.load` would do. Reports ECE (15 equal-width bins) and
 Brier per type and overall before/after, test precision/recall per type with
 `precision:0.95`, and test F1 with `max_f1` against the uncalibrated F1
-(every decoded entity kept).
+(every decoded entity kept). Methods: isotonic, temperature and logistic (raw
+score and entity length); thresholds from DEV's point estimates and with
+1,000 bootstrap resamples (95% bounds; out-of-bag check for max_f1).
 
     python bench/calibration_benchmark.py training/bench_conll_ner_plus/training/model-best \
-        corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy
+        corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll]
 """
+import argparse
 import json
 import platform
 import subprocess
@@ -35,7 +38,7 @@ def apply(results, test):
         r = results[label]
         raw = numpy.asarray(p.raw)
         ok = numpy.asarray(p.correct, dtype=bool)
-        cal = r.calibrator(raw)
+        cal = r.calibrator(raw, p.lengths)
         kept = cal >= r.threshold
         out[label] = {
             "ece_before": ece(raw, ok), "ece_after": ece(cal, ok),
@@ -77,21 +80,28 @@ def summarise(applied):
 
 
 def main() -> None:
-    model, dev_path, test_path = map(Path, sys.argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("dev_path", type=Path)
+    parser.add_argument("test_path", type=Path)
+    parser.add_argument("--name", default="conll", help="the result file: bench/results/calibration_<name>.json")
+    args = parser.parse_args()
+    model, dev_path, test_path = args.model, args.dev_path, args.test_path
     nlp = spacy.load(model)
     dev = list(DocBin().from_disk(dev_path).get_docs(nlp.vocab))
     test = list(DocBin().from_disk(test_path).get_docs(nlp.vocab))
     dev_pred = collect_predictions(nlp, "ner_plus", dev)
     test_pred = collect_predictions(nlp, "ner_plus", test)
     runs = {}
-    for method in ("isotonic", "temperature"):
+    for method in ("isotonic", "temperature", "logistic"):
         for policy in ("max_f1", "precision:0.95"):
-            results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5)
-            runs[f"{method} {policy}"] = summarise(apply(results, test_pred))
+            for bootstrap in (0, 1000):
+                results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5, bootstrap=bootstrap, confidence=0.95)
+                runs[f"{method} {policy}" + (f" bootstrap {bootstrap}" if bootstrap else "")] = summarise(apply(results, test_pred))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "runs": runs, "commit": commit,
               "command": "python bench/calibration_benchmark.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
-    out = ROOT / "bench" / "results" / "calibration_conll.json"
+    out = ROOT / "bench" / "results" / f"calibration_{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for name, run in runs.items():

@@ -9,6 +9,11 @@ Methods (per type):
   the negative log-likelihood (one parameter; keeps the ranking).
 - ``isotonic``: a monotone step function (scikit-learn's IsotonicRegression),
   stored as its breakpoints and applied with linear interpolation.
+- ``logistic``: ``sigmoid(a * logit(raw) + b * log(length) + c)`` (Platt
+  scaling with the entity's length in tokens as a second feature; scikit-
+  learn's LogisticRegression). The raw score is a product of per-token
+  probabilities and shrinks with length, so the same raw score means more for
+  a long entity than for a short one; the length term learns by how much.
 
 This module is the maths only: it knows no pipeline. Running a pipeline on
 DEV and storing the result in its ner_plus is pipeline_calibration.py.
@@ -23,6 +28,15 @@ predictions (recall counts every gold entity of the type, found or not):
 threshold whose precision is at least P: the most recall that keeps P; when
 no threshold reaches P, the one of highest precision, with a warning),
 ``recall:R`` (the highest threshold whose recall is at least R).
+
+With ``bootstrap`` (Poisson) resamples of the type's DEV predictions,
+thresholds account for DEV's sampling noise: ``precision:P`` takes the lowest
+threshold whose precision is at least P in all but ``1 - confidence`` of the
+resamples (a percentile lower bound; ``recall:R`` likewise), and a
+``max_f1``/``fbeta`` threshold is kept only when choosing a threshold beats
+keeping every prediction out of bag: on each resample the best threshold is
+chosen and its gain measured on the predictions that resample left out; when
+the mean gain is not positive, the threshold is 0 (keep all).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,21 +57,39 @@ class Calibrator:
     temperature: float = 1.0
     x: List[float] = field(default_factory=list)
     y: List[float] = field(default_factory=list)
+    # logistic: weights of logit(raw) and log(length), and the intercept
+    coef: List[float] = field(default_factory=list)
 
-    def __call__(self, raw: numpy.ndarray) -> numpy.ndarray:
+    @property
+    def needs_lengths(self) -> bool:
+        return self.method == "logistic"
+
+    def __call__(self, raw: numpy.ndarray, lengths: Optional[Sequence[int]] = None) -> numpy.ndarray:
+        """Calibrated scores of entities with these raw scores (and lengths in tokens).
+
+        RAISES (ValueError): a length-aware calibrator called without lengths.
+        """
         raw = numpy.asarray(raw, dtype="float64")
         if self.method == "temperature":
             return _sigmoid(_logit(raw) / self.temperature)
         if self.method == "isotonic":
             return numpy.interp(raw, self.x, self.y)
+        if self.method == "logistic":
+            if lengths is None:
+                raise ValueError("the logistic calibrator needs each entity's length in tokens")
+            a, b, c = self.coef
+            return _sigmoid(a * _logit(raw) + b * numpy.log(numpy.asarray(lengths, dtype="float64")) + c)
         return raw
 
     def to_dict(self) -> Dict:
-        return {"method": self.method, "temperature": self.temperature, "x": list(self.x), "y": list(self.y)}
+        data = {"method": self.method, "temperature": self.temperature, "x": list(self.x), "y": list(self.y)}
+        if self.coef:
+            data["coef"] = list(self.coef)
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict) -> "Calibrator":
-        return cls(data["method"], float(data["temperature"]), list(data["x"]), list(data["y"]))
+        return cls(data["method"], float(data["temperature"]), list(data["x"]), list(data["y"]), list(data.get("coef", [])))
 
 
 def _logit(p: numpy.ndarray) -> numpy.ndarray:
@@ -69,10 +101,24 @@ def _sigmoid(z: numpy.ndarray) -> numpy.ndarray:
     return 1.0 / (1.0 + numpy.exp(-z))
 
 
-def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str) -> Calibrator:
-    """Fit one type's calibrator. RAISES (ValueError) for an unknown method."""
+METHODS = ("temperature", "isotonic", "logistic")
+
+
+def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, lengths: Optional[Sequence[int]] = None) -> Calibrator:
+    """Fit one type's calibrator. RAISES (ValueError) for an unknown method,
+    or ``logistic`` without the entities' lengths."""
     raw = numpy.asarray(raw, dtype="float64")
     y = numpy.asarray(correct, dtype="float64")
+    if method == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        if lengths is None or len(lengths) != len(raw):
+            raise ValueError("the logistic calibrator needs each entity's length in tokens")
+        features = numpy.column_stack([_logit(raw), numpy.log(numpy.asarray(lengths, dtype="float64"))])
+        # weak L2 (C=100): two features and hundreds of points; lbfgs is deterministic
+        model = LogisticRegression(C=100.0).fit(features, y.astype(int))
+        a, b = (float(v) for v in model.coef_[0])
+        return Calibrator("logistic", coef=[a, b, float(model.intercept_[0])])
     if method == "temperature":
         from scipy.optimize import minimize_scalar
 
@@ -90,7 +136,7 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str) -
         order = numpy.lexsort((y, raw))
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw[order], y[order])
         return Calibrator("isotonic", 1.0, [float(v) for v in model.X_thresholds_], [float(v) for v in model.y_thresholds_])
-    raise ValueError(f"unknown calibration method '{method}': use temperature or isotonic")
+    raise ValueError(f"unknown calibration method '{method}': use one of {', '.join(METHODS)}")
 
 
 def ece(scores: Sequence[float], correct: Sequence[bool], n_bins: int = N_BINS) -> float:
@@ -148,28 +194,95 @@ def threshold_curve(scores: Sequence[float], correct: Sequence[bool], n_gold: in
     return {"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1}
 
 
-def choose_threshold(scores: Sequence[float], correct: Sequence[bool], n_gold: int, policy: str) -> Tuple[float, Optional[str]]:
-    """One type's threshold under ``policy``; RETURNS (threshold, warning or None)."""
+def choose_threshold(
+    scores: Sequence[float],
+    correct: Sequence[bool],
+    n_gold: int,
+    policy: str,
+    bootstrap: int = 0,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> Tuple[float, Optional[str]]:
+    """One type's threshold under ``policy``; RETURNS (threshold, warning or None).
+
+    bootstrap (int): resamples of the predictions for the confidence bounds
+        described in the module's docstring; 0 uses DEV's point estimates.
+    confidence (float): the bounds' confidence level.
+    seed (int): the resampling's seed (the same inputs give the same threshold).
+    """
     name, value = parse_policy(policy)
     curve = threshold_curve(scores, correct, n_gold)
     t, p, r = curve["threshold"], curve["precision"], curve["recall"]
     if len(t) == 0:
         return 0.0, "no predictions"
+    if bootstrap:
+        weights = numpy.random.default_rng(seed).poisson(1.0, size=(bootstrap, len(numpy.asarray(scores)))).astype("int32")
+    quantile = 1.0 - confidence
+    n_missed = n_gold - int(numpy.sum(correct))  # gold entities no prediction found
     if name == "fbeta":
-        b2 = value * value
-        denom = b2 * p + r
-        score = numpy.divide((1 + b2) * p * r, denom, out=numpy.zeros_like(p), where=denom > 0)
-        return float(t[int(score.argmax())]), None  # argmax: the lowest threshold among ties
+        score = _fbeta(p, r, value)
+        best = int(score.argmax())  # argmax: the lowest threshold among ties
+        if not bootstrap or best == 0:
+            return float(t[best]), None
+        # Out of bag: choose the threshold on each resample, measure its gain over keeping
+        # all on the predictions that resample left out; selection's optimism stays out.
+        kept, tp = _counts(scores, correct, t, weights)
+        chosen = _fbeta(_ratio(tp, kept), _ratio(tp, n_missed + tp[:, :1]), value).argmax(axis=1)
+        out = (weights == 0).astype("int32")
+        kept_o, tp_o = _counts(scores, correct, t, out)
+        n_gold_o = n_missed * out.mean(axis=1, keepdims=True) + tp_o[:, :1]
+        f_o = _fbeta(_ratio(tp_o, kept_o), _ratio(tp_o, n_gold_o), value)
+        gain = float((f_o[numpy.arange(bootstrap), chosen] - f_o[:, 0]).mean())
+        if gain <= 0:
+            return 0.0, (
+                f"threshold {t[best]:.3f} raises DEV's F{value:g} by {score[best] - score[0]:+.4f} but does not beat keeping "
+                f"every prediction out of bag ({gain:+.4f} over {bootstrap} resamples), so it fits DEV's noise: kept all"
+            )
+        return float(t[best]), None
     if name == "precision":
-        ok = numpy.nonzero(p >= value)[0]
+        bound = p if not bootstrap else numpy.quantile(_ratio(*reversed(_counts(scores, correct, t, weights))), quantile, axis=0)
+        ok = numpy.nonzero(bound >= value)[0]
         if len(ok):
             return float(t[ok[0]]), None
-        best = int(p.argmax())
-        return float(t[best]), f"precision {value} is not reached on DEV (best {p[best]:.3f})"
-    ok = numpy.nonzero(r >= value)[0]
+        best = int(bound.argmax())
+        what = "precision" if not bootstrap else f"the {confidence:.0%} lower bound of precision"
+        return float(t[best]), f"{what} {value} is not reached on DEV (best {bound[best]:.3f})"
+    if not bootstrap:
+        bound = r
+    else:
+        tp = _counts(scores, correct, t, weights)[1]
+        bound = numpy.quantile(_ratio(tp, n_missed + tp[:, :1]), quantile, axis=0)
+    ok = numpy.nonzero(bound >= value)[0]
     if len(ok):
         return float(t[ok[-1]]), None
-    return float(t[0]), f"recall {value} is not reached on DEV (at most {r[0]:.3f})"
+    return float(t[0]), f"recall {value} is not reached on DEV (at most {bound[0]:.3f})"
+
+
+def _ratio(a: numpy.ndarray, b: numpy.ndarray) -> numpy.ndarray:
+    a = numpy.asarray(a, dtype="float64")
+    b = numpy.asarray(b, dtype="float64")
+    return numpy.divide(a, b, out=numpy.zeros(numpy.broadcast(a, b).shape), where=b > 0)
+
+
+def _fbeta(p: numpy.ndarray, r: numpy.ndarray, beta: float) -> numpy.ndarray:
+    b2 = beta * beta
+    denom = b2 * p + r
+    return numpy.divide((1 + b2) * p * r, denom, out=numpy.zeros(numpy.broadcast(p, r).shape), where=denom > 0)
+
+
+def _counts(
+    scores: Sequence[float], correct: Sequence[bool], thresholds: numpy.ndarray, weights: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Kept and right predictions at each threshold (columns) when the
+    predictions are counted with each row of ``weights`` (a resample)."""
+    scores = numpy.asarray(scores, dtype="float64")
+    y = numpy.asarray(correct, dtype=bool)
+    order = numpy.argsort(-scores, kind="stable")
+    kept_cum = numpy.cumsum(weights[:, order], axis=1)
+    tp_cum = numpy.cumsum(weights[:, order] * y[order], axis=1)
+    # the predictions scoring >= each threshold are the first `count` in descending order
+    count = len(scores) - numpy.searchsorted(numpy.sort(scores), thresholds, side="left")
+    return kept_cum[:, count - 1], tp_cum[:, count - 1]
 
 
 @dataclass
@@ -208,9 +321,24 @@ class TypeCalibration:
 
 
 def calibrate_type(
-    label: str, raw: Sequence[float], correct: Sequence[bool], n_gold: int, method: str, policy: str, min_spans: int
+    label: str,
+    raw: Sequence[float],
+    correct: Sequence[bool],
+    n_gold: int,
+    method: str,
+    policy: str,
+    min_spans: int,
+    *,
+    lengths: Optional[Sequence[int]] = None,
+    bootstrap: int = 0,
+    confidence: float = 0.9,
+    seed: int = 0,
 ) -> TypeCalibration:
-    """Fit one type's calibrator and threshold, applying the documented fallbacks."""
+    """Fit one type's calibrator and threshold, applying the documented fallbacks.
+
+    lengths (Optional[Sequence[int]]): each prediction's length in tokens (the logistic method needs them).
+    bootstrap, confidence, seed: the threshold's confidence bounds (choose_threshold).
+    """
     raw = numpy.asarray(raw, dtype="float64")
     correct = numpy.asarray(correct, dtype=bool)
     notes: List[str] = []
@@ -221,9 +349,9 @@ def calibrate_type(
         calibrator = Calibrator()
         notes.append("DEV predictions are all right or all wrong: raw confidence kept (identity map)")
     else:
-        calibrator = fit_calibrator(raw, correct, method)
-    calibrated = calibrator(raw)
-    threshold, warning = choose_threshold(calibrated, correct, n_gold, policy)
+        calibrator = fit_calibrator(raw, correct, method, lengths)
+    calibrated = calibrator(raw, lengths)
+    threshold, warning = choose_threshold(calibrated, correct, n_gold, policy, bootstrap, confidence, seed)
     if warning:
         notes.append(warning)
     return TypeCalibration(label, n_gold, raw, correct, calibrator, calibrated, threshold, policy, notes)
@@ -231,11 +359,12 @@ def calibrate_type(
 
 @dataclass
 class TypePredictions:
-    """A type's decoded entities on gold docs: raw scores, exactness, and the gold count."""
+    """A type's decoded entities on gold docs: raw scores, exactness, lengths in tokens, and the gold count."""
 
     raw: List[float] = field(default_factory=list)
     correct: List[bool] = field(default_factory=list)
     n_gold: int = 0
+    lengths: List[int] = field(default_factory=list)
 
 
 def calibrate_predictions(
@@ -245,6 +374,9 @@ def calibrate_predictions(
     overrides: Dict[str, str],
     min_spans: int,
     default_threshold: float,
+    bootstrap: int = 0,
+    confidence: float = 0.9,
+    seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
     """Per type: fit the calibrator and choose the threshold (see calibrate_type)."""
     results: Dict[str, TypeCalibration] = {}
@@ -257,7 +389,10 @@ def calibrate_predictions(
                 [f"absent from DEV: identity map and the default threshold {default_threshold}"],
             )
         else:
-            results[label] = calibrate_type(label, p.raw, p.correct, p.n_gold, method, type_policy, min_spans)
+            results[label] = calibrate_type(
+                label, p.raw, p.correct, p.n_gold, method, type_policy, min_spans,
+                lengths=p.lengths or None, bootstrap=bootstrap, confidence=confidence, seed=seed,
+            )
     return results
 
 
@@ -279,6 +414,31 @@ def report_data(results: Dict[str, TypeCalibration]) -> Dict:
     }
 
 
+def plot_reliability(curves: Dict[str, Tuple[numpy.ndarray, numpy.ndarray]], path, data_name: str) -> None:
+    """A reliability diagram (N_BINS equal-width bins): per curve name, (scores, exactly right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "k:", label="perfect")
+    for name, (scores, correct) in curves.items():
+        scores = numpy.asarray(scores, dtype="float64")
+        ok = numpy.asarray(correct, dtype="float64")
+        bins = numpy.minimum((scores * N_BINS).astype(int), N_BINS - 1)
+        xs = [scores[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
+        ys = [ok[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
+        ax.plot(xs, ys, "o-", label=f"{name} (ECE {ece(scores, ok):.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("share of exactly right entities")
+    ax.set_title(f"Reliability on {data_name}, {N_BINS} bins")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
     """Write calibration.json, calibration.md, reliability.png and thresholds.png to ``out_dir``."""
     import json
@@ -294,22 +454,12 @@ def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
     data = report_data(results)
     (out / "calibration.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k:", label="perfect")
-    for name, attr in (("before", "raw"), ("after", "calibrated")):
-        scores = numpy.concatenate([getattr(r, attr) for r in results.values()])
-        ok = numpy.concatenate([r.correct for r in results.values()]).astype(float)
-        bins = numpy.minimum((scores * N_BINS).astype(int), N_BINS - 1)
-        xs = [scores[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
-        ys = [ok[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
-        ax.plot(xs, ys, "o-", label=f"{name} (ECE {ece(scores, ok):.3f})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("share of exactly right entities")
-    ax.set_title(f"Reliability on DEV, {N_BINS} bins")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=100)
-    plt.close(fig)
+    ok = numpy.concatenate([r.correct for r in results.values()]) if results else numpy.zeros(0, dtype=bool)
+    plot_reliability(
+        {name: (numpy.concatenate([getattr(r, attr) for r in results.values()]), ok) for name, attr in (("before", "raw"), ("after", "calibrated"))},
+        out / "reliability.png",
+        "DEV",
+    )
 
     n = max(1, len(results))
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.5), squeeze=False)

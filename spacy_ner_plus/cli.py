@@ -169,13 +169,20 @@ def evaluate(
         msg.warn(message)
     gold = _load_gold(nlp, data_path, doc_mode)
     examples = predict_examples(nlp, gold, batch_size=batch_size)
-    metrics = evaluate_examples(examples, scheme, output)
+    from .pipeline_component import ner_plus_pipe_names
+
+    names = ner_plus_pipe_names(nlp)
+    spans_key = nlp.get_pipe(names[0]).spans_key if names else None
+    metrics = evaluate_examples(examples, scheme, output, spans_key=spans_key)
     rows = [(label, f"{d['precision']:.4f}", f"{d['recall']:.4f}", f"{d['f1']:.4f}", d["support"]) for label, d in metrics["per_type"].items()]
     rows.append(("micro", f"{metrics['precision']:.4f}", f"{metrics['recall']:.4f}", f"{metrics['f1']:.4f}", metrics["support"]))
     msg.table(rows, header=("type", "P", "R", "F1", "support"), aligns=("l", "r", "r", "r", "r"))
     msg.info("errors: " + json.dumps(metrics["errors"]))
+    if "confidence" in metrics:
+        o = metrics["confidence"]["overall"]
+        msg.info(f"confidence ECE {o['ece_raw']:.4f} raw, {o['ece']:.4f} as served ({o['n']} entities)")
     if output is not None:
-        msg.good(f"Wrote {output}/metrics.json, report.md, confusion.png, errors.html")
+        msg.good(f"Wrote {output}/metrics.json, report.md, confusion.png, errors.html" + (", reliability.png" if "confidence" in metrics else ""))
 
 
 @app.command()
@@ -183,7 +190,7 @@ def calibrate(
     model: str = typer.Argument(..., help="trained pipeline with a ner_plus component"),
     dev_path: Path = typer.Argument(..., help="DEV gold data: a DocBin (.spacy) or a CoNLL column file"),
     output_model: Path = typer.Argument(..., help="where to write the calibrated pipeline"),
-    method: str = typer.Option("isotonic", "--method", help="temperature or isotonic"),
+    method: str = typer.Option("isotonic", "--method", help="temperature | isotonic | logistic (raw score and entity length)"),
     policy: List[str] = typer.Option(
         ["max_f1"], "--policy", help="max_f1 | precision:P | recall:R | fbeta:B; repeat as LABEL=POLICY for a per-type override"
     ),
@@ -191,6 +198,12 @@ def calibrate(
     default_threshold: float = typer.Option(0.5, "--default-threshold", help="threshold of a type absent from DEV"),
     report: Optional[Path] = typer.Option(None, "--report", help="directory for calibration.json/.md and the plots"),
     doc_mode: str = typer.Option("sentence", "--doc-mode", help="for a CoNLL file: document or sentence"),
+    bootstrap: int = typer.Option(
+        0, "--bootstrap", help="resamples of DEV for thresholds with confidence bounds (precision:P keeps P at the bound; "
+        "a max_f1/fbeta threshold must beat keeping all beyond DEV's noise); 0: point estimates"
+    ),
+    confidence: float = typer.Option(0.9, "--confidence", help="level of the --bootstrap bounds"),
+    seed: int = typer.Option(0, "--seed", help="seed of the --bootstrap resampling"),
 ) -> None:
     """Fit per-type confidence calibration and thresholds on DEV; save them inside the pipeline."""
     from contextlib import ExitStack
@@ -214,7 +227,8 @@ def calibrate(
     gold = _load_gold(nlp, dev_path, doc_mode)
     try:
         results = calibrate_pipeline(
-            nlp, gold, method=method, policy=default_policy, overrides=overrides, min_spans=min_spans, default_threshold=default_threshold
+            nlp, gold, method=method, policy=default_policy, overrides=overrides, min_spans=min_spans,
+            default_threshold=default_threshold, bootstrap=bootstrap, confidence=confidence, seed=seed,
         )
     except ValueError as err:
         _fail(str(err))

@@ -219,6 +219,18 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
     for label, d in metrics["per_type"].items():
         lines.append(f"| {label} | {d['precision']:.4f} | {d['recall']:.4f} | {d['f1']:.4f} | {d['support']} |")
     lines.append(f"| **micro** | **{metrics['precision']:.4f}** | **{metrics['recall']:.4f}** | **{metrics['f1']:.4f}** | {metrics['support']} |")
+    if "confidence" in metrics:
+        c = metrics["confidence"]
+        lines += [
+            "", "## Confidence calibration on this data", "",
+            "Expected calibration error (15 equal-width bins) and Brier score of every decoded entity's confidence "
+            "against being exactly right: raw, and as served (`ent._.confidence`, after the pipeline's calibrators; "
+            "the same as raw when it has none).", "",
+            "| type | entities | ECE raw | ECE served | Brier raw | Brier served |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, d in [*c["per_type"].items(), ("**all**", c["overall"])]:
+            lines.append(f"| {label} | {d['n']} | {d['ece_raw']:.4f} | {d['ece']:.4f} | {d['brier_raw']:.4f} | {d['brier']:.4f} |")
+        lines += ["", "![reliability](reliability.png)"]
     lines += ["", "## Errors", "", "| kind | count |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in analysis["counts"].items()]
     labels = analysis["labels"]
@@ -235,20 +247,68 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_examples(examples: Sequence[Example], scheme: str = "IOB2", output: Optional[Path] = None) -> Dict[str, Any]:
+def confidence_scores(examples: Sequence[Example], spans_key: str) -> Dict[str, Dict[str, List]]:
+    """Per type, every scored entity in ``doc.spans[spans_key]``: its score
+    (calibrated, when the pipe is), its raw score, and whether it is exactly right."""
+    out: Dict[str, Dict[str, List]] = {}
+    for eg in examples:
+        group = eg.predicted.spans.get(spans_key)
+        if group is None:
+            continue
+        gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
+        raw_scores = group.attrs.get("raw_scores", group.attrs.get("scores", []))
+        for span, score, raw in zip(group, group.attrs.get("scores", []), raw_scores):
+            entry = out.setdefault(span.label_, {"scores": [], "raw": [], "correct": []})
+            entry["scores"].append(float(score))
+            entry["raw"].append(float(raw))
+            entry["correct"].append((span.start, span.end, span.label_) in gold)
+    return out
+
+
+def confidence_summary(scored: Dict[str, Dict[str, List]]) -> Dict[str, Any]:
+    """ECE (15 bins) and Brier of the raw and the served scores, overall and per type."""
+    from .calibration import brier, ece
+
+    def summary(scores, raw, correct):
+        return {"n": len(scores), "ece": ece(scores, correct), "ece_raw": ece(raw, correct),
+                "brier": brier(scores, correct), "brier_raw": brier(raw, correct)}
+
+    every = {key: [v for entry in scored.values() for v in entry[key]] for key in ("scores", "raw", "correct")}
+    return {"overall": summary(every["scores"], every["raw"], every["correct"]),
+            "per_type": {label: summary(e["scores"], e["raw"], e["correct"]) for label, e in scored.items()}}
+
+
+def evaluate_examples(
+    examples: Sequence[Example], scheme: str = "IOB2", output: Optional[Path] = None, spans_key: Optional[str] = None
+) -> Dict[str, Any]:
     """Score examples; with ``output``, write metrics.json, report.md, confusion.png and
-    errors.html (the example errors rendered with displaCy, for a reviewer)."""
+    errors.html (the example errors rendered with displaCy, for a reviewer).
+    With ``spans_key`` (a ner_plus pipe's scored span group), also how well its
+    confidences are calibrated on these examples, and reliability.png."""
     metrics = strict_scores(examples, scheme)
     metrics["scheme"] = scheme
     analysis = analyse_errors(examples)
     metrics["errors"] = analysis["counts"]
     metrics["confusion"] = analysis["confusion"]
+    scored = confidence_scores(examples, spans_key) if spans_key else {}
+    if scored:
+        metrics["confidence"] = confidence_summary(scored)
     if output is not None:
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
         (output / "report.md").write_text(markdown_report(metrics, analysis), encoding="utf8")
         plot_confusion(analysis, output / "confusion.png")
+        if scored:
+            from .calibration import plot_reliability
+
+            correct = [v for e in scored.values() for v in e["correct"]]
+            plot_reliability(
+                {"raw": ([v for e in scored.values() for v in e["raw"]], correct),
+                 "served (calibrated)": ([v for e in scored.values() for v in e["scores"]], correct)},
+                output / "reliability.png",
+                "this data",
+            )
         from .visualize import errors_page
 
         (output / "errors.html").write_text(errors_page(examples, analysis["examples"]), encoding="utf8")

@@ -3,7 +3,7 @@ decoded entity's raw score and exactness, fit (calibration.py) and store the
 calibrators and thresholds in the pipe."""
 from typing import Dict, Optional, Sequence
 
-from .calibration import TypeCalibration, TypePredictions, calibrate_predictions, parse_policy
+from .calibration import METHODS, TypeCalibration, TypePredictions, calibrate_predictions, parse_policy
 from .evaluate import predict_examples
 from .pipeline_component import ner_plus_pipe_names
 
@@ -18,17 +18,23 @@ def calibrate_pipeline(
     min_spans: int = 30,
     default_threshold: float = 0.5,
     component: Optional[str] = None,
+    bootstrap: int = 0,
+    confidence: float = 0.9,
+    seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
     """Fit calibrators and thresholds of a pipeline's ner_plus on DEV docs and store
     them in the pipe (``NerPlus.set_calibration``, with the weights' fingerprint).
 
     nlp (Language): the pipeline; changed in place.
     gold_docs (Sequence[Doc]): DEV docs with gold entities.
-    method (str): "temperature" or "isotonic".
+    method (str): "temperature", "isotonic" or "logistic" (score and length).
     policy (str): the default threshold policy; ``overrides`` maps labels to their own.
     min_spans (int): fewest DEV predictions of a type to fit its calibrator.
     default_threshold (float): the threshold of a type absent from DEV.
     component (Optional[str]): the ner_plus pipe to calibrate (default: the first).
+    bootstrap (int): resamples for thresholds with confidence bounds (0: DEV's point estimates).
+    confidence (float): the bounds' level.
+    seed (int): the resampling's seed.
     RETURNS (Dict[str, TypeCalibration]): per type, for the report.
     RAISES (ValueError): when DEV's labels do not match the model's.
     """
@@ -49,10 +55,14 @@ def calibrate_pipeline(
         raise ValueError(f"policy override(s) for unknown label(s) {unknown} (model labels: {labels})")
     for text in [policy, *overrides.values()]:
         parse_policy(text)
-    if method not in ("temperature", "isotonic"):
-        raise ValueError(f"unknown calibration method '{method}': use temperature or isotonic")
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method '{method}': use one of {', '.join(METHODS)}")
+    if bootstrap < 0 or not 0 < confidence < 1:
+        raise ValueError(f"bootstrap must be >= 0 and confidence in (0, 1), not {bootstrap} and {confidence}")
     predictions = collect_predictions(nlp, component, gold_docs)
-    results = calibrate_predictions(predictions, method, policy, overrides, min_spans, default_threshold)
+    results = calibrate_predictions(
+        predictions, method, policy, overrides, min_spans, default_threshold, bootstrap, confidence, seed
+    )
     ner.set_calibration({label: r.calibrator for label, r in results.items()}, {label: r.threshold for label, r in results.items()})
     return results
 
@@ -80,4 +90,5 @@ def collect_predictions(nlp, component: str, gold_docs: Sequence) -> Dict[str, T
         for span, score in zip(group, group.attrs["raw_scores"]):
             out[span.label_].raw.append(float(score))
             out[span.label_].correct.append((span.start, span.end, span.label_) in gold)
+            out[span.label_].lengths.append(len(span))
     return out

@@ -431,8 +431,8 @@ class NerPlus(TrainablePipe):
         for doc, pred in zip(docs, predictions):
             candidates = [Span(doc, s, e, label=label) for s, e, label in pred.spans]
             scores = [
-                float(calibrators[label]([raw])[0]) if label in calibrators else raw
-                for (_, _, label), raw in zip(pred.spans, pred.confidences)
+                float(calibrators[label]([raw], [end - start])[0]) if label in calibrators else raw
+                for (start, end, label), raw in zip(pred.spans, pred.confidences)
             ]
             doc.spans[key] = SpanGroup(
                 doc, name=key, spans=candidates, attrs={SPAN_SCORES: scores, SPAN_RAW_SCORES: list(pred.confidences)}

@@ -97,7 +97,7 @@ def test_evaluate_writes_the_metrics_of_the_library(trained_nlp, model_dir, dev_
     out = tmp_path / "eval"
     result = invoke("evaluate", model_dir, dev_path, "--output", out)
     assert result.exit_code == 0, result.output
-    expected = evaluate_examples(predict_examples(trained_nlp, gold_docs(trained_nlp, DEV)), "IOB2")
+    expected = evaluate_examples(predict_examples(trained_nlp, gold_docs(trained_nlp, DEV)), "IOB2", spans_key="ner_plus")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(expected))
     assert {label: d["support"] for label, d in metrics["per_type"].items()} == {"LOC": 2, "ORG": 2, "PER": 4}
@@ -108,6 +108,35 @@ def test_evaluate_writes_the_metrics_of_the_library(trained_nlp, model_dir, dev_
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "errors.html").is_file()
     assert f"{metrics['f1']:.4f}" in result.output  # the table on the console
+
+
+def test_evaluate_reports_the_calibration_of_the_served_confidences_on_its_data(trained_nlp, dev_path, tmp_path):
+    from spacy_ner_plus.calibration import Calibrator, ece
+
+    ner = trained_nlp.get_pipe("ner_plus")
+    saved = {k: ner.cfg[k] for k in ("calibration", "thresholds", "calibration_weights")}
+    try:
+        ner.set_calibration({label: Calibrator("temperature", 3.0) for label in ner.labels}, {})
+        trained_nlp.to_disk(tmp_path / "calibrated")
+        examples = predict_examples(trained_nlp, gold_docs(trained_nlp, DEV))
+    finally:
+        ner.cfg.update(saved)
+    result = invoke("evaluate", tmp_path / "calibrated", dev_path, "--output", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    confidence = json.loads((tmp_path / "eval" / "metrics.json").read_text())["confidence"]
+    served, raw, right = [], [], []
+    for eg in examples:
+        gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
+        group = eg.predicted.spans["ner_plus"]
+        served += list(group.attrs["scores"])
+        raw += list(group.attrs["raw_scores"])
+        right += [(s.start, s.end, s.label_) in gold for s in group]
+    assert confidence["overall"]["ece"] == pytest.approx(ece(served, right))
+    assert confidence["overall"]["ece_raw"] == pytest.approx(ece(raw, right))
+    assert confidence["overall"]["ece"] != pytest.approx(confidence["overall"]["ece_raw"])  # T = 3 moved the scores
+    assert "## Confidence calibration on this data" in (tmp_path / "eval" / "report.md").read_text()
+    assert (tmp_path / "eval" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "confidence ECE" in result.output
 
 
 def test_evaluate_fails_clearly_on_missing_inputs(model_dir, dev_path, tmp_path):
