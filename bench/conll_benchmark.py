@@ -15,10 +15,17 @@ CoNLL++ test set sentence by sentence with the same scorer
                    sentences); still scored sentence by sentence here
 - spacy_trf_ner:   spaCy's stock transformer + transition-based ner config
                    (`spacy init config -p ner -G -o accuracy`), backbone swapped
+- spacy_trf_ner_recipe: the same pipeline trained with ner_plus's recipe:
+                   batches of 32 sentences (spacy.batch_by_sequence.v1), no
+                   gradient accumulation, linear warm-up over 10% of the steps
+                   it takes and decay to 0 at its last step
+                   (spacy-ner-plus.warmup_linear_epochs.v1), peak 5e-5, AdamW
+                   0.01, clipping 1.0, an evaluation after every epoch
 - hf_token_cls:    AutoModelForTokenClassification, the same recipe in plain
                    PyTorch (bench/peer_hf_token_classification.py)
 
     python bench/conll_benchmark.py ner_plus --epochs 3
+    python bench/conll_benchmark.py spacy_trf_ner_recipe --epochs 3 --seed 1   # bench/results/conll_spacy_trf_ner_recipe_seed1.json
     python bench/conll_benchmark.py --data ../shared/data/bc5cdr --name bc5cdr ner_plus
 
 Each run writes bench/results/<name>_<system>.json.
@@ -60,7 +67,7 @@ def convert(data: Path, out: Path) -> dict:
     return paths
 
 
-OPTIONS = {"gpu_id": -1, "backbone": None}
+OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0}
 
 
 def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int = 32) -> float:
@@ -71,6 +78,7 @@ def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch
         "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
         "--training.max_epochs", str(epochs), "--training.max_steps", "0", "--training.eval_frequency", str(per_epoch),
         "--gpu-id", str(OPTIONS["gpu_id"]), "--code", str(ROOT / "bench" / "register_package.py"),
+        "--system.seed", str(OPTIONS["seed"]),
     ]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -115,11 +123,20 @@ def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False):
     return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
 
 
-def run_spacy_trf_ner(paths, work, epochs, train=True):
+def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
     from spacy.cli.init_config import init_config
 
     config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
     config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
+    if recipe:
+        training = config["training"]
+        training["batcher"] = {"@batchers": "spacy.batch_by_sequence.v1", "size": 32, "get_length": None}
+        training["accumulate_gradient"] = 1
+        training["optimizer"].update({"L2": 0.01, "L2_is_weight_decay": True, "grad_clip": 1.0})
+        training["optimizer"]["learn_rate"] = {
+            "@schedules": "spacy-ner-plus.warmup_linear_epochs.v1", "corpus": "${paths.train}", "batch_size": 32,
+            "epochs": "${training.max_epochs}", "max_steps": "${training.max_steps}", "initial_rate": 5e-5, "warmup_fraction": 0.1,
+        }
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
     seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
@@ -141,6 +158,7 @@ SYSTEMS = {
     "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
     "ner_plus_context": lambda p, w, e, t: run_ner_plus(p, w, e, t, context=True),
     "spacy_trf_ner": run_spacy_trf_ner,
+    "spacy_trf_ner_recipe": lambda p, w, e, t: run_spacy_trf_ner(p, w, e, t, recipe=True),
     "hf_token_cls": run_hf,
 }
 
@@ -160,12 +178,14 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="score an earlier run's checkpoints again; keep its training time")
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--backbone", default=None, help="backbone directory instead of the embedded package (ner_plus only)")
+    parser.add_argument("--seed", type=int, default=0, help="spaCy's system.seed; results of seeds other than 0 get a _seedN suffix")
     args = parser.parse_args()
-    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone)
+    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed)
+    suffix = f"_seed{args.seed}" if args.seed else ""
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
-    work = ROOT / "training" / f"bench_{args.name}_{args.system}"
+    work = ROOT / "training" / f"bench_{args.name}_{args.system}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
-    result_path = RESULTS / f"{args.name}_{args.system}.json"
+    result_path = RESULTS / f"{args.name}_{args.system}{suffix}.json"
     seconds, metrics = SYSTEMS[args.system](paths, work, args.epochs, not args.score_only)
     train_commit = None
     if args.score_only:
@@ -177,6 +197,7 @@ def main() -> None:
         "system": args.system,
         "data": str(args.data),
         "epochs": args.epochs,
+        "seed": args.seed,
         "train_seconds": round(seconds, 1),
         "f1": metrics["f1"],
         "precision": metrics["precision"],
