@@ -264,7 +264,7 @@ def sentences_to_doc(vocab: Vocab, sentences: Sequence[Sentence]) -> Doc:
     return Doc(vocab, words=words, sent_starts=sent_starts, ents=ents)
 
 
-DOC_MODES = ("document", "sentence", "chunk")
+DOC_MODES = ("document", "sentence", "chunk", "mixed")
 
 
 def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document", chunk_tokens: int = 128) -> List[Doc]:
@@ -275,19 +275,29 @@ def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document",
         sentence; "chunk" packs consecutive sentences of one document greedily
         into Docs of at most ``chunk_tokens`` tokens (a longer sentence stays
         whole, a chunk never crosses a document boundary), to train on
-        multi-sentence context at about the cost of training on sentences.
-        Without -DOCSTART- markers, "document" and "chunk" give one Doc per
-        sentence: sentences are not known to belong together.
+        multi-sentence context at about the cost of training on sentences;
+        "mixed" packs the same chunks and writes every other chunk of a
+        document (the 1st, 3rd, ...) whole and the others as one Doc per
+        sentence, so one model sees both single sentences and context, the
+        same tokens as "sentence" gives. Without -DOCSTART- markers,
+        "document", "chunk" and "mixed" give one Doc per sentence: sentences
+        are not known to belong together.
     chunk_tokens (int): most tokens of a chunk.
     """
     if doc_mode not in DOC_MODES:
         raise ValueError(f"doc_mode must be one of {', '.join(DOC_MODES)}, not '{doc_mode}'")
-    if doc_mode == "chunk" and chunk_tokens < 1:
+    if doc_mode in ("chunk", "mixed") and chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, not {chunk_tokens}")
     if doc_mode == "document" and result.has_doc_markers:
         return [sentences_to_doc(vocab, doc) for doc in result.documents if doc]
     if doc_mode == "chunk" and result.has_doc_markers:
         return [sentences_to_doc(vocab, chunk) for doc in result.documents for chunk in pack_sentences(doc, chunk_tokens)]
+    if doc_mode == "mixed" and result.has_doc_markers:
+        docs = []
+        for doc in result.documents:
+            for i, chunk in enumerate(pack_sentences(doc, chunk_tokens)):
+                docs.extend([sentences_to_doc(vocab, chunk)] if i % 2 == 0 else [sentences_to_doc(vocab, [s]) for s in chunk])
+        return docs
     return [sentences_to_doc(vocab, [s]) for doc in result.documents for s in doc]
 
 

@@ -188,6 +188,19 @@ def test_chunk_mode_packs_sentences_of_one_document(tmp_path):
     docs = list(DocBin().from_disk(tmp_path / "c1.spacy").get_docs(Vocab()))
     assert [len(d) for d in docs] == [3, 2, 5, 1, 2]
     assert convert(path, tmp_path / "c0.spacy", "--doc-mode", "chunk", "--chunk-tokens", "0").exit_code == 1
+    # mixed: the same chunks, every other one of a document split into its sentences
+    result = convert(path, tmp_path / "m.spacy", "--doc-mode", "mixed", "--chunk-tokens", "6")
+    assert result.exit_code == 0, result.output
+    docs = list(DocBin().from_disk(tmp_path / "m.spacy").get_docs(Vocab()))
+    # chunks ABC+DE | FGHIJ+K, then LM: the first whole (two sentences), the second split, LM whole
+    assert [[t.text for t in d] for d in docs] == [list("ABCDE"), list("FGHIJ"), ["K"], ["L", "M"]]
+    assert [len(list(d.sents)) for d in docs] == [2, 1, 1, 1]
+    result = convert(path, tmp_path / "m1.spacy", "--doc-mode", "mixed", "--chunk-tokens", "2")
+    docs = list(DocBin().from_disk(tmp_path / "m1.spacy").get_docs(Vocab()))
+    # chunks ABC | DE | FGHIJ | K, then LM: whole, split, whole, split; whole
+    assert [[t.text for t in d] for d in docs] == [list("ABC"), list("DE"), list("FGHIJ"), ["K"], ["L", "M"]]
+    assert [len(list(d.sents)) for d in docs] == [1, 1, 1, 1, 1]
+    assert sum(len(d) for d in docs) == 13  # every token once, as --doc-mode sentence gives
     # the API rejects it too, with or without -DOCSTART- markers
     plain = tmp_path / "plain.iob"
     plain.write_text("A B-PER\nB O\n", encoding="utf8")
