@@ -47,6 +47,16 @@ def predictions(nlp):
     return out
 
 
+def save(nlp, path, merge: bool) -> None:
+    """nlp.to_disk with the encoder's lora.merge set to ``merge`` for this save only."""
+    shim = encoder(nlp).layers[0].shims[0]
+    shim.lora["merge"] = merge
+    try:
+        nlp.to_disk(path)
+    finally:
+        shim.lora["merge"] = True
+
+
 @pytest.fixture(scope="module")
 def trained():
     """A LoRA pipeline trained until its adapters are far from their zero start."""
@@ -84,12 +94,7 @@ def test_updates_change_only_adapters_head_and_lexical_features():
 
 @pytest.mark.parametrize("merge", [True, False])
 def test_save_and_load_give_identical_entities_and_scores(trained, tmp_path, merge):
-    shim = encoder(trained).layers[0].shims[0]
-    shim.lora["merge"] = merge
-    try:
-        trained.to_disk(tmp_path / "nlp")
-    finally:
-        shim.lora["merge"] = True
+    save(trained, tmp_path / "nlp", merge)
     loaded = spacy.load(tmp_path / "nlp")
     assert is_adapted(get_transformer(encoder(loaded))) is not merge
     expected = predictions(trained)
@@ -134,12 +139,7 @@ def test_merged_weights_equal_the_adapters_to_1e_5(trained):
 
 
 def test_an_adapter_refuses_other_backbone_weights(trained, tmp_path):
-    shim = encoder(trained).layers[0].shims[0]
-    shim.lora["merge"] = False
-    try:
-        trained.to_disk(tmp_path / "nlp")
-    finally:
-        shim.lora["merge"] = True
+    save(trained, tmp_path / "nlp", merge=False)
     other = merged_copy(get_transformer(encoder(trained)))  # the backbone with other weights
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="trained on other backbone weights"):
