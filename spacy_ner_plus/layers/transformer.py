@@ -366,7 +366,13 @@ class EncoderShim(HFShim):
         # an adapter saved alone: the frozen weights come from the backbone the config names
         from transformers import AutoModel
 
-        base = AutoModel.from_pretrained(self.name, **dict(self._hfmodel._init_transformer_config))
+        try:
+            base = AutoModel.from_pretrained(self.name, **dict(self._hfmodel._init_transformer_config))
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"this pipeline keeps only its LoRA adapter (merge = false); its backbone {self.name} did not load: {err}. "
+                f"Install the backbone it was trained on ({adapter['base_name']})"
+            ) from err
         found = state_fingerprint(base.state_dict())
         if found != adapter["base_fingerprint"]:
             raise ValueError(
