@@ -187,7 +187,9 @@ def make_ner_plus(
         from many Docs share a batch (little padding); 0 predicts each batch
         of ``batch_size`` Docs on its own, as other spaCy pipes do.
     class_weights (Union[str, Dict[str, float]]): "none", "inverse_frequency",
-        or a weight per entity label (other tags weigh 1); used by initialize.
+        "sqrt_inverse_frequency" (the square root of those weights: a milder
+        push towards rare tags), or a weight per entity label (other tags
+        weigh 1); used by initialize.
     focal_gamma (float): focal loss exponent; 0 is plain cross-entropy.
     max_grad_norm (float): clip the global gradient norm (all parameters
         together, as torch's clip_grad_norm_); 0 disables.
@@ -272,8 +274,8 @@ class NerPlus(TrainablePipe):
             raise ValueError(f"ner_plus needs 0 < stride <= window, got stride={stride}, window={window}")
         if window_batch_size < 1:
             raise ValueError(f"window_batch_size must be >= 1, got {window_batch_size}")
-        if isinstance(class_weights, str) and class_weights not in ("none", "inverse_frequency"):
-            raise ValueError("class_weights must be 'none', 'inverse_frequency' or a dict label -> weight")
+        if isinstance(class_weights, str) and class_weights not in ("none", "inverse_frequency", "sqrt_inverse_frequency"):
+            raise ValueError("class_weights must be 'none', 'inverse_frequency', 'sqrt_inverse_frequency' or a dict label -> weight")
         if focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
         if sort_buffer_tokens < 0:
@@ -616,8 +618,10 @@ class NerPlus(TrainablePipe):
             counts += numpy.bincount(ids[ids >= 0], minlength=len(tags))
         present = counts > 0
         weights = numpy.ones(len(tags))
-        # inverse frequency, scaled so that the average weight per gold token stays 1
+        # inverse frequency (or its square root), scaled so that the average weight per gold token stays 1
         weights[present] = counts.sum() / (present.sum() * counts[present])
+        if setting == "sqrt_inverse_frequency":
+            weights = numpy.sqrt(weights)
         weights *= counts.sum() / float((weights * counts).sum())
         return [float(w) for w in weights]
 

@@ -338,6 +338,17 @@ def test_inverse_frequency_weights_and_labels_argument():
     nlp.initialize(lambda: examples(nlp), )
     weights = dict(zip(ner.tags, ner.cfg["tag_weights"]))
     assert weights["O"] < weights["B-PER"]
+    nlp_sqrt = make_nlp(class_weights="sqrt_inverse_frequency", scheme="BIOES")
+    nlp_sqrt.initialize(lambda: examples(nlp_sqrt))
+    sqrt = dict(zip(ner.tags, nlp_sqrt.get_pipe("ner_plus").cfg["tag_weights"]))
+    # the same order, a smaller spread; the average weight per gold token stays 1 in both
+    assert sqrt["O"] < sqrt["B-PER"] and sqrt["B-PER"] / sqrt["O"] == pytest.approx((weights["B-PER"] / weights["O"]) ** 0.5)
+    counts = numpy.zeros(len(ner.tags))
+    for eg in examples(nlp):
+        ids = ner.gold_tag_ids(eg)
+        counts += numpy.bincount(ids[ids >= 0], minlength=len(ner.tags))
+    for w in (weights, sqrt):
+        assert sum(w[t] * c for t, c in zip(ner.tags, counts)) == pytest.approx(counts.sum())
     nlp2 = make_nlp()
     nlp2.get_pipe("ner_plus").initialize(lambda: examples(nlp2), nlp=nlp2, labels=["LOC", "ORG", "PER", "DATE"])
     assert nlp2.get_pipe("ner_plus").labels == ("LOC", "ORG", "PER", "DATE")
