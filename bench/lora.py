@@ -94,15 +94,19 @@ def run_systems(systems: List[str], train: Path, dev: Path, test: Optional[Path]
     threads = 1 if args.parallel else None
     runs = []
     pending = []
+    records = []
     for system in systems:
         out = work / f"{system}_lr{lrs[system]}" if lrs[system] is not None else work / system
+        if args.resume and (out / "record.json").exists():
+            print(f"reusing {out / 'record.json'}", flush=True)
+            records.append(json.loads((out / "record.json").read_text()))
+            continue
         pending.append((system, out, *start_training(system, train, dev, out, args.epochs, args.seed, lrs[system], threads)))
         if not args.parallel:
             runs.append((system, out, wait_training(pending[-1][2], pending[-1][3], out)))
             pending.pop()
     for system, out, proc, started in pending:
         runs.append((system, out, wait_training(proc, started, out)))
-    records = []
     for system, out, timing in runs:
         checkpoint = best_checkpoint(out / "training", {"dev": dev})
         dev_metrics = score_pipeline(checkpoint, dev)
@@ -121,6 +125,7 @@ def run_systems(systems: List[str], train: Path, dev: Path, test: Optional[Path]
             record.update(f1=metrics["f1"], precision=metrics["precision"], recall=metrics["recall"],
                           per_type={k: round(v["f1"], 4) for k, v in metrics["per_type"].items()})
         print(json.dumps(record), flush=True)
+        (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
         records.append(record)
     return records
 
@@ -138,6 +143,7 @@ def main() -> None:
     parser.add_argument("--train-sample", type=int, default=2000, help="sweep: train sentences (seeded sample)")
     parser.add_argument("--dev-limit", type=int, default=1000, help="sweep: dev sentences (seeded sample)")
     parser.add_argument("--parallel", action="store_true", help="train the systems at the same time, one torch thread each")
+    parser.add_argument("--resume", action="store_true", help="reuse a run whose record.json exists (same work directory)")
     args = parser.parse_args()
 
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
