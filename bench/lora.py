@@ -6,6 +6,8 @@ Two modes:
     python bench/lora.py sweep --lrs 3e-4 1e-3 3e-3 --train-sample 2000 --dev-limit 1000
     # configs/ner_plus.cfg (full) and configs/ner_plus_lora.cfg side by side on one corpus
     python bench/lora.py compare --data ../shared/data/bc5cdr --name bc5cdr --systems full lora --parallel
+    # training and prediction speed of both in one process, interleaved rounds on the same batches
+    python bench/lora.py speed --rounds 3 --steps 20 --threads 2
 
 `compare` trains each system with `python -m spacy train` on the whole train
 split for `--epochs` epochs (dev evaluated once per epoch), keeps the better of
@@ -16,7 +18,13 @@ their times and the ratio between them are taken under the same load. Peak
 memory is the training process's maximum resident set (wait4's ru_maxrss);
 pipeline size is the bytes of the saved checkpoint directory.
 
-Writes bench/results/lora_sweep_<name>.json or bench/results/lora_<name>.json.
+`speed` builds both pipelines in one process and times `nlp.update` on the
+same 32-sentence batches of the train split and `nlp.pipe` on the same dev
+sentences, alternating the systems in each round (machine noise hits both);
+it reports the ratio LoRA / full per round.
+
+Writes bench/results/lora_sweep_<name>.json, bench/results/lora_<name>.json or
+bench/results/lora_speed_<name>.json.
 """
 import argparse
 import json
@@ -130,9 +138,51 @@ def run_systems(systems: List[str], train: Path, dev: Path, test: Optional[Path]
     return records
 
 
+def speed(paths: Dict[str, Path], args) -> Dict[str, Any]:
+    import torch
+    from thinc.api import fix_random_seed
+
+    torch.set_num_threads(args.threads)
+    fix_random_seed(args.seed)
+    nlps, optimizers = {}, {}
+    train_docs = None
+    for system in ("full", "lora"):
+        config = load_config(CONFIGS[system], overrides={"paths.train": str(paths["train"]), "paths.dev": str(paths["dev"])}, interpolate=True)
+        nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+        if train_docs is None:
+            train_docs = list(DocBin().from_disk(paths["train"]).get_docs(nlp.vocab))
+        examples = [Example(nlp.make_doc(d.text), d) for d in train_docs[: 32 * (args.steps + 2)]]
+        optimizers[system] = nlp.initialize(lambda: examples[:200])
+        nlps[system] = (nlp, examples)
+    dev_texts = [d.text for d in list(DocBin().from_disk(paths["dev"]).get_docs(nlps["full"][0].vocab))[: args.predict_sentences]]
+    batches = lambda examples: [examples[i : i + 32] for i in range(0, len(examples), 32)]  # noqa: E731
+    for system, (nlp, examples) in nlps.items():  # warm-up: 2 updates and one prediction pass, not timed
+        for batch in batches(examples)[:2]:
+            nlp.update(batch, sgd=optimizers[system])
+        list(nlp.pipe(dev_texts[:64]))
+    rounds = []
+    for r in range(args.rounds):
+        order = ("full", "lora") if r % 2 == 0 else ("lora", "full")
+        row: Dict[str, Any] = {"order": list(order)}
+        for system in order:
+            nlp, examples = nlps[system]
+            start = time.perf_counter()
+            for batch in batches(examples)[2 : 2 + args.steps]:
+                nlp.update(batch, sgd=optimizers[system])
+            row[f"{system}_seconds_per_step"] = round((time.perf_counter() - start) / args.steps, 4)
+            start = time.perf_counter()
+            list(nlp.pipe(dev_texts))
+            row[f"{system}_predict_sentences_per_second"] = round(len(dev_texts) / (time.perf_counter() - start), 1)
+        row["train_step_ratio_lora_over_full"] = round(row["lora_seconds_per_step"] / row["full_seconds_per_step"], 3)
+        row["predict_ratio_lora_over_full"] = round(row["lora_predict_sentences_per_second"] / row["full_predict_sentences_per_second"], 3)
+        print(json.dumps(row), flush=True)
+        rounds.append(row)
+    return {"mode": "speed", "threads": args.threads, "steps_per_round": args.steps, "predict_sentences": len(dev_texts), "rounds": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["sweep", "compare"])
+    parser.add_argument("mode", choices=["sweep", "compare", "speed"])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--epochs", type=int, default=3)
@@ -144,11 +194,18 @@ def main() -> None:
     parser.add_argument("--dev-limit", type=int, default=1000, help="sweep: dev sentences (seeded sample)")
     parser.add_argument("--parallel", action="store_true", help="train the systems at the same time, one torch thread each")
     parser.add_argument("--resume", action="store_true", help="reuse a run whose record.json exists (same work directory)")
+    parser.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds")
+    parser.add_argument("--steps", type=int, default=20, help="speed: timed updates per system and round")
+    parser.add_argument("--threads", type=int, default=2, help="speed: torch threads")
+    parser.add_argument("--predict-sentences", type=int, default=500, help="speed: dev sentences predicted per system and round")
     args = parser.parse_args()
 
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
     work = ROOT / "training" / "bench_lora" / args.name / args.mode
-    if args.mode == "sweep":
+    if args.mode == "speed":
+        result = speed(paths, args)
+        result_path = RESULTS / f"lora_speed_{args.name}.json"
+    elif args.mode == "sweep":
         rng = random.Random(args.seed)
         train = work / f"train_{args.train_sample}.spacy"
         dev = work / f"dev_{args.dev_limit}.spacy"
