@@ -60,10 +60,6 @@ class Calibrator:
     # logistic: weights of logit(raw) and log(length), and the intercept
     coef: List[float] = field(default_factory=list)
 
-    @property
-    def needs_lengths(self) -> bool:
-        return self.method == "logistic"
-
     def __call__(self, raw: numpy.ndarray, lengths: Optional[Sequence[int]] = None) -> numpy.ndarray:
         """Calibrated scores of entities with these raw scores (and lengths in tokens).
 
@@ -200,7 +196,7 @@ def choose_threshold(
     n_gold: int,
     policy: str,
     bootstrap: int = 0,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> Tuple[float, Optional[str]]:
     """One type's threshold under ``policy``; RETURNS (threshold, warning or None).
@@ -331,7 +327,7 @@ def calibrate_type(
     *,
     lengths: Optional[Sequence[int]] = None,
     bootstrap: int = 0,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> TypeCalibration:
     """Fit one type's calibrator and threshold, applying the documented fallbacks.
@@ -375,7 +371,7 @@ def calibrate_predictions(
     min_spans: int,
     default_threshold: float,
     bootstrap: int = 0,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
     """Per type: fit the calibrator and choose the threshold (see calibrate_type)."""

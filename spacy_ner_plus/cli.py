@@ -202,7 +202,7 @@ def calibrate(
         0, "--bootstrap", help="resamples of DEV for thresholds with confidence bounds (precision:P keeps P at the bound; "
         "a max_f1/fbeta threshold must beat keeping all beyond DEV's noise); 0: point estimates"
     ),
-    confidence: float = typer.Option(0.9, "--confidence", help="level of the --bootstrap bounds"),
+    confidence: float = typer.Option(0.95, "--confidence", help="level of the --bootstrap bounds (0.95 held P on new data in about 90% of simulated DEV sets)"),
     seed: int = typer.Option(0, "--seed", help="seed of the --bootstrap resampling"),
 ) -> None:
     """Fit per-type confidence calibration and thresholds on DEV; save them inside the pipeline."""

@@ -19,7 +19,7 @@ def calibrate_pipeline(
     default_threshold: float = 0.5,
     component: Optional[str] = None,
     bootstrap: int = 0,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
     """Fit calibrators and thresholds of a pipeline's ner_plus on DEV docs and store

@@ -188,6 +188,24 @@ def test_calibrate_writes_a_calibrated_pipeline_and_its_report(model_dir, dev_pa
     assert "⚠" not in evaluated.output
 
 
+def test_calibrate_with_the_logistic_method_and_bootstrap_thresholds(model_dir, dev_path, tmp_path):
+    from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
+
+    out = tmp_path / "calibrated"
+    args = ("--method", "logistic", "--min-spans", "2", "--bootstrap", "200", "--confidence", "0.9", "--seed", "3")
+    result = invoke("calibrate", model_dir, dev_path, out, *args)
+    assert result.exit_code == 0, result.output
+    # the CLI stores exactly what the library computes with the same options
+    nlp = spacy.load(model_dir)
+    expected = calibrate_pipeline(nlp, list(DocBin().from_disk(dev_path).get_docs(nlp.vocab)), method="logistic",
+                                  min_spans=2, bootstrap=200, confidence=0.9, seed=3)
+    ner = spacy.load(out).get_pipe("ner_plus")
+    assert ner.cfg["thresholds"] == {label: r.threshold for label, r in expected.items()}
+    assert ner.cfg["calibration"] == {label: r.calibrator.to_dict() for label, r in expected.items()}
+    assert {c["method"] for c in ner.cfg["calibration"].values()} <= {"logistic", "identity"}
+    assert failed_cleanly(invoke("calibrate", model_dir, dev_path, tmp_path / "x", "--bootstrap", "10", "--confidence", "1.5"), "confidence")
+
+
 def test_calibrate_fails_clearly_on_bad_dev(trained_nlp, model_dir, dev_path, tmp_path):
     out = tmp_path / "out"
     assert failed_cleanly(invoke("calibrate", model_dir, tmp_path / "nope.spacy", out), "nope.spacy: no such file")
