@@ -89,12 +89,15 @@ def convert(
     on_error: str = typer.Option("fail", "--on-error", help="fail: report every problem and write nothing; repair: apply the documented repairs"),
     token_column: int = typer.Option(0, "--token-column", help="index of the token column"),
     tag_column: int = typer.Option(-1, "--tag-column", help="index of the tag column (-1: last)"),
+    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated types to keep (e.g. PER,ORG); mentions of other types become O, counted"),
+    sample: Optional[int] = typer.Option(None, "--sample", help="write a uniform sample of this many sentences (one Doc each; --doc-mode sentence only)"),
+    seed: int = typer.Option(0, "--seed", help="seed of --sample"),
 ) -> None:
     """Convert a BIO/IOB/BIOES column file into a spaCy DocBin."""
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
-    from .corpus import DOC_MODES, read_conll, result_to_docs
+    from .corpus import DOC_MODES, read_conll, result_to_docs, select
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
@@ -102,6 +105,8 @@ def convert(
         _fail(f"--on-error takes fail|repair and --doc-mode {'|'.join(DOC_MODES)}")
     if chunk_tokens < 1:
         _fail(f"--chunk-tokens must be >= 1, not {chunk_tokens}")
+    if sample is not None and doc_mode != "sentence":
+        _fail(f"--sample draws sentences: use it with --doc-mode sentence, not {doc_mode}")
     try:
         result = read_conll(input_path, scheme=scheme, on_error=on_error, token_column=token_column, tag_column=tag_column)
     except ValueError as err:
@@ -118,6 +123,13 @@ def convert(
             print(str(error))
         hint = "" if on_error == "repair" else " (--on-error repair fixes what a documented rule can)"
         _fail(f"{len(result.errors)} problem(s) in {input_path}; nothing written{hint}")
+    if labels is not None or sample is not None:
+        try:
+            result, removed = select(result, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels is not None else None, sample=sample, seed=seed)
+        except ValueError as err:
+            _fail(str(err))
+        for what, n in removed.items():
+            msg.info(f"{what}: {n}")
     if doc_mode != "sentence" and not result.has_doc_markers:
         msg.info(f"{input_path} has no {'-DOCSTART-'} lines: writing one Doc per sentence")
     docs = result_to_docs(result, Vocab(), doc_mode, chunk_tokens)

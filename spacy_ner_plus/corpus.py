@@ -22,9 +22,10 @@ Everything else (unknown tag prefixes, a one-column line, a label the
 ``ner_plus`` component cannot take, see ``schemes.label_problem``) stays an
 error.
 """
+import random
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -299,6 +300,54 @@ def result_to_docs(result: ReadResult, vocab: Vocab, doc_mode: str = "document",
                 docs.extend([sentences_to_doc(vocab, chunk)] if i % 2 == 0 else [sentences_to_doc(vocab, [s]) for s in chunk])
         return docs
     return [sentences_to_doc(vocab, [s]) for doc in result.documents for s in doc]
+
+
+def select(result: ReadResult, labels: Optional[Sequence[str]] = None, sample: Optional[int] = None, seed: int = 0) -> Tuple[ReadResult, Dict[str, int]]:
+    """A subset of a corpus: some entity types, a sample of sentences.
+
+    labels: keep the mentions of these types; every other mention becomes
+        ``O`` (its tokens stay), counted per type in the returned report.
+        A label the file does not hold is an error (a typo would otherwise
+        give a corpus without that type).
+    sample: that many sentences drawn uniformly without replacement
+        (``random.Random(seed)``), kept in file order, each its own
+        document: sampled sentences no longer belong together.
+    RETURNS: the selected ReadResult and {"dropped <TYPE>": n, "sentences
+        left out": n} for what was removed.
+    RAISES (ValueError): naming the file, the label or the size.
+    """
+    report: Dict[str, int] = {}
+    documents = result.documents
+    has_doc_markers = result.has_doc_markers
+    if labels is not None:
+        present = set(result.counts()["per_type"])
+        unknown = sorted(set(labels) - present)
+        if unknown:
+            raise ValueError(f"{result.path}: no mention of type {', '.join(unknown)} to keep (its types: {', '.join(sorted(present)) or 'none'})")
+        keep = set(labels)
+        dropped = Counter(label for doc in documents for s in doc for _, _, label in s.spans if label not in keep)
+        report.update((f"dropped {label}", n) for label, n in sorted(dropped.items()))
+        documents = [[_keep_types(s, keep) for s in doc] for doc in documents]
+    if sample is not None:
+        sentences = [s for doc in documents for s in doc]
+        if not 0 < sample <= len(sentences):
+            raise ValueError(f"{result.path}: cannot sample {sample} of its {len(sentences)} sentences")
+        chosen = sorted(random.Random(seed).sample(range(len(sentences)), sample))
+        report["sentences left out"] = len(sentences) - sample
+        documents = [[sentences[i]] for i in chosen]
+        has_doc_markers = False
+    return replace(result, documents=documents, has_doc_markers=has_doc_markers), report
+
+
+def _keep_types(sent: Sentence, keep: set) -> Sentence:
+    spans = [span for span in sent.spans if span[2] in keep]
+    if len(spans) == len(sent.spans):
+        return sent
+    tags = list(sent.tags)
+    for start, end, label in sent.spans:
+        if label not in keep:
+            tags[start:end] = ["O"] * (end - start)
+    return replace(sent, tags=tags, spans=spans)
 
 
 def pack_sentences(sentences: Sequence[Sentence], max_tokens: int) -> List[List[Sentence]]:

@@ -109,15 +109,21 @@ def _scores(correct: int, predicted: int, support: int) -> Dict[str, Any]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted, "correct": correct}
 
 
-def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context: int = 6) -> Dict[str, Any]:
+def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context: int = 6, max_false_positives: int = 20) -> Dict[str, Any]:
     """Classify every non-exact entity and build a confusion matrix.
 
     The confusion matrix counts, for each gold entity, the label of the
     predicted entity matching it exactly or else overlapping it most (``O``
     when none), and for each spurious prediction a row ``O``.
-    RETURNS (Dict[str, Any]): counts, confusion (gold -> predicted -> n), examples.
+    ``false_positives`` ranks the predicted (text, label) pairs that are not
+    a gold entity, most frequent first, with how many of them overlap no
+    gold entity at all (spurious): the error analysis that finds a rule.
+    RETURNS (Dict[str, Any]): counts, confusion (gold -> predicted -> n),
+        false_positives, examples.
     """
     counts: Counter = Counter()
+    wrong: Counter = Counter()
+    spurious: Counter = Counter()
     confusion: Dict[str, Counter] = {}
     samples: List[Dict[str, Any]] = []
     for doc_index, eg in enumerate(examples):
@@ -146,8 +152,12 @@ def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context:
             confusion.setdefault(gl, Counter())[best[2] if best else NONE_LABEL] += 1
             if len(samples) < max_examples:
                 samples.append(_sample(eg, doc_index, kind, g, best, context))
+        gold_set = set(gold)
         for p in pred:
+            if p not in gold_set:
+                wrong[(eg.predicted[p[0]:p[1]].text, p[2])] += 1
             if p not in matched_pred and not any(g[0] < p[1] and p[0] < g[1] for g in gold):
+                spurious[(eg.predicted[p[0]:p[1]].text, p[2])] += 1
                 counts["spurious"] += 1
                 confusion.setdefault(NONE_LABEL, Counter())[p[2]] += 1
                 if len(samples) < max_examples:
@@ -158,7 +168,11 @@ def analyse_errors(examples: Sequence[Example], max_examples: int = 20, context:
     matrix = {g: {p: int(confusion.get(g, Counter())[p]) for p in labels} for g in labels}
     for kind in ("correct", "type", "boundary", "boundary+type", "spurious", "missed"):
         counts.setdefault(kind, 0)
-    return {"counts": dict(counts), "labels": labels, "confusion": matrix, "examples": samples}
+    false_positives = [
+        {"text": text, "label": label, "count": n, "spurious": spurious[(text, label)]}
+        for (text, label), n in sorted(wrong.items(), key=lambda item: (-item[1], item[0]))[:max_false_positives]
+    ]
+    return {"counts": dict(counts), "labels": labels, "confusion": matrix, "false_positives": false_positives, "examples": samples}
 
 
 def _sample(eg: Example, doc_index: int, kind: str, gold: Optional[SpanTuple], pred: Optional[SpanTuple], context: int) -> Dict[str, Any]:
@@ -239,7 +253,17 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
     lines.append("| --- |" + " ---: |" * len(labels))
     for g in labels:
         lines.append(f"| {g} | " + " | ".join(str(analysis["confusion"][g][p]) for p in labels) + " |")
-    lines += ["", "![confusion matrix](confusion.png)", "", "## Example errors", "", "Rendered in [errors.html](errors.html).", ""]
+    lines += ["", "![confusion matrix](confusion.png)"]
+    if analysis["false_positives"]:
+        lines += [
+            "", "## Most frequent false positives", "",
+            "Predicted entities that are not a gold entity, by text and type; spurious: overlapping no gold entity.", "",
+            "| predicted | type | count | spurious |", "| --- | --- | ---: | ---: |",
+        ]
+        for fp in analysis["false_positives"]:
+            text = fp["text"].replace("|", "\\|")
+            lines.append(f"| {text} | {fp['label']} | {fp['count']} | {fp['spurious']} |")
+    lines += ["", "## Example errors", "", "Rendered in [errors.html](errors.html).", ""]
     for s in analysis["examples"]:
         gold = f"{s['gold']['text']!r} {s['gold']['label']}" if s["gold"] else "-"
         pred = f"{s['pred']['text']!r} {s['pred']['label']}" if s["pred"] else "-"
@@ -290,6 +314,7 @@ def evaluate_examples(
     analysis = analyse_errors(examples)
     metrics["errors"] = analysis["counts"]
     metrics["confusion"] = analysis["confusion"]
+    metrics["false_positives"] = analysis["false_positives"]
     scored = confidence_scores(examples, spans_key) if spans_key else {}
     if scored:
         metrics["confidence"] = confidence_summary(scored)

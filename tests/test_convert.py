@@ -209,6 +209,49 @@ def test_chunk_mode_packs_sentences_of_one_document(tmp_path):
             result_to_docs(read_conll(source), Vocab(), "chunk", 0)
 
 
+def test_labels_and_sample_select_a_subset_and_say_what_they_removed(tmp_path):
+    path = tmp_path / "in.iob"
+    rows = ["-DOCSTART- O", ""]
+    for i in range(6):  # six sentences: a PER, a LOC inside an ORG's sentence, a MISC
+        rows += [f"Ann{i} B-PER", "of O", f"Acme{i} B-ORG", f"City{i} B-LOC", "Inc I-LOC", f"Euro{i} B-MISC", ""]
+    path.write_text("\n".join(rows), encoding="utf8")
+    out = tmp_path / "o.spacy"
+    result = convert(path, out, "--doc-mode", "sentence", "--labels", "PER,ORG")
+    assert result.exit_code == 0, result.output
+    assert "dropped LOC: 6" in result.output and "dropped MISC: 6" in result.output
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert [(e.text, e.label_) for e in docs[0].ents] == [("Ann0", "PER"), ("Acme0", "ORG")]
+    assert [t.text for t in docs[0]] == ["Ann0", "of", "Acme0", "City0", "Inc", "Euro0"]  # tokens stay, now O
+    assert [t.ent_iob_ for t in docs[0]][3:] == ["O", "O", "O"]
+
+    result = convert(path, out, "--doc-mode", "sentence", "--labels", "PER", "--sample", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "sentences left out: 3" in result.output
+    first = [d[0].text for d in DocBin().from_disk(out).get_docs(Vocab())]
+    assert len(first) == 3 and first == sorted(first)  # file order
+    assert convert(path, out, "--doc-mode", "sentence", "--sample", "3", "--seed", "1").exit_code == 0
+    assert [d[0].text for d in DocBin().from_disk(out).get_docs(Vocab())] == first  # the seed, not the labels, draws
+    assert convert(path, out, "--doc-mode", "sentence", "--sample", "3", "--seed", "2").exit_code == 0
+    assert [d[0].text for d in DocBin().from_disk(out).get_docs(Vocab())] != first  # another draw (20 draws, 1 alike)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--labels", "PER,PERSON"], "no mention of type PERSON to keep (its types: LOC, PER)"),
+        (["--sample", "3"], "cannot sample 3 of its 2 sentences"),
+        (["--sample", "1", "--doc-mode", "document"], "use it with --doc-mode sentence, not document"),
+    ],
+)
+def test_bad_selection_is_a_clear_error_naming_the_file(args, message, tmp_path):
+    path = tmp_path / "in.iob"
+    path.write_text("Ann B-PER\n\nRome B-LOC\n", encoding="utf8")
+    args = args if "--doc-mode" in args else [*args, "--doc-mode", "sentence"]
+    result = convert(path, tmp_path / "o.spacy", *args)
+    assert result.exit_code == 1 and message in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "o.spacy").exists()
+
+
 def test_scheme_override_and_columns(tmp_path):
     path = tmp_path / "in.tsv"
     path.write_text("PER-x\tJohn\tS-PER\tz\nx\tRome\tS-LOC\tz\n", encoding="utf8")

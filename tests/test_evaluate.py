@@ -143,6 +143,25 @@ def test_error_analysis_categories():
     assert kinds == {"type", "boundary", "boundary+type", "missed", "spurious"}
 
 
+def test_error_analysis_ranks_the_most_frequent_false_positives(tmp_path):
+    # three docs: "w3" predicted PER where nothing is (twice) and once cut from a gold ORG "w3 w4"
+    gold = [make_doc(8, []), make_doc(8, [(5, 6, "ORG")]), make_doc(8, [(3, 5, "ORG")])]
+    pred = [make_doc(8, [(3, 4, "PER")]), make_doc(8, [(3, 4, "PER"), (5, 6, "ORG")]), make_doc(8, [(3, 4, "PER"), (6, 7, "ORG")])]
+    examples = [Example(p, g) for p, g in zip(pred, gold)]
+    analysis = analyse_errors(examples)
+    texts = [d[3:4].text for d in pred]
+    assert len(set(texts)) == 1
+    assert analysis["false_positives"] == [
+        {"text": texts[0], "label": "PER", "count": 3, "spurious": 2},
+        {"text": pred[2][6:7].text, "label": "ORG", "count": 1, "spurious": 1},
+    ]
+    assert analyse_errors(examples, max_false_positives=1)["false_positives"][0]["count"] == 3
+    evaluate_examples(examples, "IOB2", tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["false_positives"] == analysis["false_positives"]
+    table = (tmp_path / "report.md").read_text().split("## Most frequent false positives")[1]
+    assert f"| {texts[0]} | PER | 3 | 2 |" in table
+
+
 def test_confusion_matrix_has_one_o_row_and_column(tmp_path):
     """Spurious and missed entities both count in the O row/column; O is listed once."""
     gold = make_doc(20, [(0, 2, "PER"), (4, 5, "LOC"), (7, 8, "ORG"), (10, 11, "ORG")])
