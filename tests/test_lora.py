@@ -138,6 +138,26 @@ def test_merged_weights_equal_the_adapters_to_1e_5(trained):
     assert torch.allclose(unmerged, merged_out, atol=1e-5, rtol=0)
 
 
+def test_int8_prediction_of_an_adapted_pipe_quantizes_its_merged_copy_only(trained):
+    from spacy_ner_plus.layers.transformer import set_quantize
+
+    enc = encoder(trained)
+    transformer = get_transformer(enc)
+    fp32 = predictions(trained)
+    set_quantize(enc, True)
+    try:
+        int8 = predictions(trained)
+        module = enc.attrs["inference"]._module
+        assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in module.modules())
+        assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in transformer.modules())
+        assert is_adapted(transformer)  # the trained module keeps its adapters, unmerged
+    finally:
+        set_quantize(enc, False)
+    assert [ents for ents, _ in int8] == [ents for ents, _ in fp32]
+    for (_, a), (_, b) in zip(int8, fp32):
+        assert numpy.allclose(a, b, atol=0.05)
+
+
 def test_an_adapter_refuses_other_backbone_weights(trained, tmp_path):
     save(trained, tmp_path / "nlp", merge=False)
     other = merged_copy(get_transformer(encoder(trained)))  # the backbone with other weights

@@ -11,7 +11,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_ner_plus.layers.transformer import encode_windows, get_tokenizer, wordpiece_labels
+from spacy_ner_plus.layers.transformer import encode_windows, get_tokenizer, get_transformer, wordpiece_labels
 
 from conftest import TRAIN, train_examples
 
@@ -391,6 +391,8 @@ def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
     assert inference._module is not None  # the int8 copy was used
     qlinears = [m for m in inference._module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert qlinears and all(m.weight().qscheme() == torch.per_channel_affine for m in qlinears)
+    source = get_transformer(ner.model.get_ref("encoder"))  # quantized in a copy, the stored weights untouched
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in source.modules())
     for a, b in zip(fp32_docs, int8_docs):
         assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
         for x, y in zip(a.ents, b.ents):
