@@ -1,0 +1,91 @@
+"""ner_plus_entity_filter: rules that remove known false positives from doc.ents."""
+import subprocess
+import sys
+
+import pytest
+import spacy
+from spacy.tokens import Span
+
+import spacy_ner_plus  # noqa: F401  (registers the factory when the package is not installed)
+
+RULES = [
+    {"label": "ORG", "pattern": [{"LOWER": "reuters"}]},
+    {"label": "PER", "pattern": [{"IS_UPPER": True, "LENGTH": {">=": 4}}]},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_nlp, tmp_path_factory):
+    path = tmp_path_factory.mktemp("filter") / "model"
+    trained_nlp.to_disk(path)
+    return path
+
+
+def doc_with_ents(nlp, text, ents):
+    doc = nlp.make_doc(text)
+    doc.ents = [Span(doc, start, end, label=label) for start, end, label in ents]
+    return doc
+
+
+def test_removes_only_entities_of_the_rule_type_that_the_pattern_matches_exactly():
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("ner_plus_entity_filter", config={"rules": RULES})
+    #                       0       1     2    3       4      5      6    7      8
+    doc = doc_with_ents(nlp, "Reuters said JOHN Smith met Reuters Group and SOCCER", [(0, 1, "ORG"), (2, 4, "PER"), (5, 7, "ORG"), (8, 9, "PER")])
+    assert [(e.text, e.label_) for e in pipe.removed(doc)] == [("Reuters", "ORG"), ("SOCCER", "PER")]
+    doc = pipe(doc)
+    # "JOHN Smith": the pattern matches JOHN, not the whole entity; "Reuters Group": not exactly "reuters"
+    assert [(e.text, e.label_) for e in doc.ents] == [("JOHN Smith", "PER"), ("Reuters Group", "ORG")]
+    assert [t.ent_iob_ for t in doc] == ["O", "O", "B", "I", "O", "B", "I", "O", "O"]
+    other_type = doc_with_ents(nlp, "Reuters", [(0, 1, "PER")])
+    assert [(e.text, e.label_) for e in pipe(other_type).ents] == [("Reuters", "PER")]
+
+
+def test_rules_survive_saving_and_loading(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_plus_entity_filter", name="drop_fp", config={"rules": RULES})
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    doc = loaded.get_pipe("drop_fp")(doc_with_ents(loaded, "Reuters said", [(0, 1, "ORG")]))
+    assert list(doc.ents) == []
+
+
+@pytest.mark.parametrize(
+    "rule,message",
+    [
+        ({"label": "ORG"}, "a rule is"),
+        ({"label": "ORG", "pattern": [{"LOWER": "x"}], "note": 1}, "a rule is"),
+        ({"label": "", "pattern": [{"LOWER": "x"}]}, "label must be an entity type"),
+        ({"label": "ORG", "pattern": [{"LOWR": "x"}]}, "not a spaCy Matcher token pattern"),
+    ],
+)
+def test_a_bad_rule_is_a_clear_error_naming_it(rule, message):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=r"\[components.entity_filter\] rules\[1\]: " + message):
+        nlp.add_pipe("ner_plus_entity_filter", name="entity_filter", config={"rules": [RULES[0], rule]})
+
+
+def test_spacy_assemble_adds_rules_behind_a_trained_pipeline(model_dir, tmp_path):
+    """The mini workflow's way: source the trained pipes, add the filter, no retraining."""
+    config = tmp_path / "filtered.cfg"
+    config.write_text(
+        "\n".join(
+            [
+                "[paths]", f'model = "{model_dir}"', "",
+                "[nlp]", 'lang = "en"', 'pipeline = ["ner_plus","entity_filter"]', "",
+                "[components]", "",
+                "[components.ner_plus]", "source = ${paths.model}", "",
+                "[components.entity_filter]", 'factory = "ner_plus_entity_filter"', 'rules = [{"label": "PER", "pattern": [{"LOWER": "john"}]}]', "",
+            ]
+        )
+    )
+    out = tmp_path / "filtered"
+    proc = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(config), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    original, filtered = spacy.load(model_dir), spacy.load(out)
+    text = "John lives in New York City ."
+    before = [(e.text, e.label_) for e in original(text).ents]
+    assert ("John", "PER") in before
+    doc = filtered(text)
+    assert [(e.text, e.label_) for e in doc.ents] == [x for x in before if x != ("John", "PER")]
+    assert [e._.confidence for e in doc.ents] == [e._.confidence for e in original(text).ents if e.text != "John"]
