@@ -1,9 +1,12 @@
 """Print the Markdown tables of docs/BENCHMARKS.md from bench/results/*.json.
 
-    python bench/report.py conll
+    python bench/report.py conll          # one row per run
+    python bench/report.py conll --seeds  # one row per system: mean ± sd over its seeds, the per-seed F1
 """
 import json
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,5 +32,30 @@ def main(name: str) -> None:
         print(f"- {r['system']}: `{r['command']}` on {r['machine']}")
 
 
+def seeds(name: str) -> None:
+    """Mean ± sample standard deviation over seeds, per system; the best peer by mean."""
+    runs = defaultdict(list)
+    for p in sorted(RESULTS.glob(f"{name}_*.json")):
+        r = json.loads(p.read_text())
+        runs[r["system"]].append(r)
+    types = sorted({t for rs in runs.values() for r in rs for t in r["per_type"]})
+
+    def ms(values):
+        values = [100 * v for v in values]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+    means = {system: statistics.mean(r["f1"] for r in rs) for system, rs in runs.items()}
+    best_peer = max((m for system, m in means.items() if not system.startswith("ner_plus")), default=None)
+    print("| system | seeds | F1 mean ± sd | per seed | " + " | ".join(f"F1 {t}" for t in types) + " | vs best peer mean |")
+    print("| --- | --- | ---: | --- | " + " | ".join("---:" for _ in types) + " | ---: |")
+    for system, rs in sorted(runs.items(), key=lambda item: -means[item[0]]):
+        rs = sorted(rs, key=lambda r: r.get("seed", 0))
+        per_seed = ", ".join(f"{r.get('seed', 0)}: {100 * r['f1']:.2f}" for r in rs)
+        cells = " | ".join(ms([r["per_type"].get(t, 0) for r in rs]) for t in types)
+        delta = f"{100 * (means[system] - best_peer):+.2f}" if best_peer is not None else "-"
+        print(f"| {system} | {len(rs)} | {ms([r['f1'] for r in rs])} | {per_seed} | {cells} | {delta} |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "conll")
+    name = next((a for a in sys.argv[1:] if not a.startswith("--")), "conll")
+    seeds(name) if "--seeds" in sys.argv else main(name)
