@@ -13,15 +13,19 @@ A rule holds a ``label`` (the entity type it applies to) and a ``pattern``
 (spaCy ``Matcher`` token patterns: LOWER, ORTH, SHAPE, IS_UPPER, ...); an
 entity of that type is removed when the pattern matches exactly its tokens.
 Removed entities stay in the ner_plus span group (``doc.spans``), so their
-confidences can still be read. The rules live in the config: saving and
-loading the pipeline keeps them.
+confidences can still be read. Rules come from the config, or, when they are
+many (a list made from data), from ``initialize`` like the entity_ruler's
+patterns; those are saved with the pipe (``rules.json``).
 """
-from typing import Any, Dict, List, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+import srsly
 from spacy.errors import MatchPatternError
 from spacy.language import Language
 from spacy.matcher import Matcher
 from spacy.tokens import Doc, Span
+from spacy.util import ensure_path
 
 
 class EntityFilter:
@@ -29,21 +33,33 @@ class EntityFilter:
 
     def __init__(self, nlp: Language, name: str, *, rules: Sequence[Dict[str, Any]]):
         self.name = name
-        self.rules = [dict(rule) for rule in rules]
+        self.vocab = nlp.vocab
         self.matcher = Matcher(nlp.vocab, validate=True)
         self.labels: Dict[int, str] = {}
-        for i, rule in enumerate(self.rules):
-            where = f"[components.{name}] rules[{i}]"
-            if not isinstance(rule, dict) or set(rule) - {"label", "pattern"} or not {"label", "pattern"} <= set(rule):
+        self.rules: List[Dict[str, Any]] = []  # every rule: the config's, then those added by initialize
+        self.added: List[Dict[str, Any]] = []  # initialize's, saved with the pipe (the config keeps its own)
+        self._add(rules, f"[components.{name}] rules")
+
+    def _add(self, rules: Sequence[Dict[str, Any]], source: str) -> None:
+        for i, rule in enumerate(rules):
+            where = f"{source}[{i}]"
+            if not isinstance(rule, dict) or set(rule) != {"label", "pattern"}:
                 raise ValueError(f"{where}: a rule is {{\"label\": TYPE, \"pattern\": [token patterns]}}, not {rule!r}")
             if not isinstance(rule["label"], str) or not rule["label"]:
                 raise ValueError(f"{where}: label must be an entity type, not {rule['label']!r}")
-            key = f"{name}-{i}"
+            key = f"{self.name}-{len(self.rules)}"
             try:
                 self.matcher.add(key, [rule["pattern"]])
             except (MatchPatternError, ValueError, TypeError) as err:
                 raise ValueError(f"{where}: not a spaCy Matcher token pattern: {rule['pattern']!r} ({err})") from None
-            self.labels[nlp.vocab.strings[key]] = rule["label"]
+            self.labels[self.vocab.strings[key]] = rule["label"]
+            self.rules.append(dict(rule))
+
+    def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None, rules: Sequence[Dict[str, Any]] = ()) -> None:
+        """Add rules too many for the config (``[initialize.components.NAME.rules]``,
+        e.g. ``@readers = "srsly.read_json.v1"``), as spaCy's entity_ruler takes patterns."""
+        self._add(rules, f"[initialize.components.{self.name}] rules")
+        self.added.extend(dict(rule) for rule in rules)
 
     def __call__(self, doc: Doc) -> Doc:
         removed = {(ent.start, ent.end, ent.label_) for ent in self.removed(doc)}
@@ -57,6 +73,29 @@ class EntityFilter:
             return []
         matched = {(start, end, self.labels[key]) for key, start, end in self.matcher(doc)}
         return [ent for ent in doc.ents if (ent.start, ent.end, ent.label_) in matched]
+
+    def _replace_added(self, rules: Sequence[Dict[str, Any]], source: str) -> "EntityFilter":
+        config_rules = self.rules[: len(self.rules) - len(self.added)]
+        self.matcher, self.labels, self.rules, self.added = Matcher(self.vocab, validate=True), {}, [], []
+        self._add(config_rules, f"[components.{self.name}] rules")
+        self._add(rules, source)
+        self.added = [dict(rule) for rule in rules]
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return srsly.json_dumps(self.added).encode("utf8")
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "EntityFilter":
+        return self._replace_added(srsly.json_loads(data), f"{self.name} bytes")
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        path = ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / "rules.json", self.added)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "EntityFilter":
+        path = ensure_path(path) / "rules.json"
+        return self._replace_added(srsly.read_json(path), str(path))
 
 
 @Language.factory("ner_plus_entity_filter", assigns=["doc.ents"], default_config={"rules": []})

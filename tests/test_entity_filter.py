@@ -1,4 +1,5 @@
 """ner_plus_entity_filter: rules that remove known false positives from doc.ents."""
+import json
 import subprocess
 import sys
 
@@ -41,13 +42,24 @@ def test_removes_only_entities_of_the_rule_type_that_the_pattern_matches_exactly
     assert [(e.text, e.label_) for e in pipe(other_type).ents] == [("Reuters", "PER")]
 
 
-def test_rules_survive_saving_and_loading(tmp_path):
+def test_config_and_initialize_rules_survive_saving_and_loading(tmp_path):
     nlp = spacy.blank("en")
-    nlp.add_pipe("ner_plus_entity_filter", name="drop_fp", config={"rules": RULES})
+    pipe = nlp.add_pipe("ner_plus_entity_filter", name="drop_fp", config={"rules": RULES[:1]})
+    nlp.initialize()
+    pipe.initialize(rules=[{"label": "ORG", "pattern": [{"ORTH": "Wall"}, {"ORTH": "Street"}]}])
+    text, ents = "Reuters said Wall Street fell", [(0, 1, "ORG"), (2, 4, "ORG")]
+    assert [e.text for e in pipe.removed(doc_with_ents(nlp, text, ents))] == ["Reuters", "Wall Street"]
     nlp.to_disk(tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "drop_fp" / "rules.json").read_text()) == pipe.added  # the config keeps its own
     loaded = spacy.load(tmp_path / "p")
-    doc = loaded.get_pipe("drop_fp")(doc_with_ents(loaded, "Reuters said", [(0, 1, "ORG")]))
-    assert list(doc.ents) == []
+    assert list(loaded.get_pipe("drop_fp")(doc_with_ents(loaded, text, ents)).ents) == []
+    assert loaded.get_pipe("drop_fp").rules == pipe.rules
+    copy = spacy.blank("en")
+    copy.add_pipe("ner_plus_entity_filter", name="drop_fp", config={"rules": RULES[:1]})
+    copy.from_bytes(nlp.to_bytes())
+    assert copy.get_pipe("drop_fp").rules == pipe.rules  # loading again replaces the added rules, no duplicates
+    copy.from_bytes(nlp.to_bytes())
+    assert copy.get_pipe("drop_fp").rules == pipe.rules
 
 
 @pytest.mark.parametrize(
@@ -67,6 +79,8 @@ def test_a_bad_rule_is_a_clear_error_naming_it(rule, message):
 
 def test_spacy_assemble_adds_rules_behind_a_trained_pipeline(model_dir, tmp_path):
     """The mini workflow's way: source the trained pipes, add the filter, no retraining."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"label": "PER", "pattern": [{"LOWER": "john"}]}]))
     config = tmp_path / "filtered.cfg"
     config.write_text(
         "\n".join(
@@ -75,7 +89,9 @@ def test_spacy_assemble_adds_rules_behind_a_trained_pipeline(model_dir, tmp_path
                 "[nlp]", 'lang = "en"', 'pipeline = ["ner_plus","entity_filter"]', "",
                 "[components]", "",
                 "[components.ner_plus]", "source = ${paths.model}", "",
-                "[components.entity_filter]", 'factory = "ner_plus_entity_filter"', 'rules = [{"label": "PER", "pattern": [{"LOWER": "john"}]}]', "",
+                "[components.entity_filter]", 'factory = "ner_plus_entity_filter"', "",
+                "[initialize]", "", "[initialize.components]", "", "[initialize.components.entity_filter]", "",
+                "[initialize.components.entity_filter.rules]", '@readers = "srsly.read_json.v1"', f'path = "{rules}"', "",
             ]
         )
     )
