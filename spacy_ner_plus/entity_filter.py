@@ -17,8 +17,9 @@ confidences can still be read. Rules come from the config, or, when they are
 many (a list made from data), from ``initialize`` like the entity_ruler's
 patterns; those are saved with the pipe (``rules.json``).
 """
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import srsly
 from spacy.errors import MatchPatternError
@@ -96,6 +97,32 @@ class EntityFilter:
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "EntityFilter":
         path = ensure_path(path) / "rules.json"
         return self._replace_added(srsly.read_json(path), str(path))
+
+
+def rules_from_dropped_types(docs: Iterable[Doc], keep: Sequence[str], from_types: Sequence[str] = ()) -> Tuple[List[Dict[str, Any]], int, int]:
+    """Rules removing kept-type predictions of texts annotated only with other types.
+
+    docs: the training sentences with every type annotated (before ``convert
+        --labels`` dropped some). A mention text is a rule's text when none
+        of its annotations is a kept type and, with ``from_types``, all of
+        them are among those.
+    RETURNS: (one rule per such text and kept type, number of such texts,
+        number of distinct mention texts).
+    RAISES (ValueError): a kept type the docs never annotate, or a kept type
+        in ``from_types``.
+    """
+    labels: Dict[Tuple[str, ...], set] = defaultdict(set)
+    for doc in docs:
+        for ent in doc.ents:
+            labels[tuple(t.text for t in ent)].add(ent.label_)
+    missing = sorted(set(keep) - {label for ls in labels.values() for label in ls})
+    if missing:
+        raise ValueError(f"no mention of type {', '.join(missing)}")
+    if set(from_types) & set(keep):
+        raise ValueError(f"from_types {', '.join(from_types)} names a kept type")
+    texts = sorted(words for words, ls in labels.items() if not ls & set(keep) and (not from_types or ls <= set(from_types)))
+    rules = [{"label": label, "pattern": [{"ORTH": w} for w in words]} for words in texts for label in keep]
+    return rules, len(texts), len(labels)
 
 
 @Language.factory("ner_plus_entity_filter", assigns=["doc.ents"], default_config={"rules": []})

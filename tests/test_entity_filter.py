@@ -2,12 +2,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import spacy
 from spacy.tokens import Span
 
 import spacy_ner_plus  # noqa: F401  (registers the factory when the package is not installed)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RULES = [
     {"label": "ORG", "pattern": [{"LOWER": "reuters"}]},
@@ -105,3 +108,29 @@ def test_spacy_assemble_adds_rules_behind_a_trained_pipeline(model_dir, tmp_path
     doc = filtered(text)
     assert [(e.text, e.label_) for e in doc.ents] == [x for x in before if x != ("John", "PER")]
     assert [e._.confidence for e in doc.ents] == [e._.confidence for e in original(text).ents if e.text != "John"]
+
+
+def test_dropped_type_rules_name_the_texts_annotated_only_with_dropped_types(tmp_path):
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    docs = [
+        doc_with_ents(nlp, "Chicago beat Boston", [(0, 1, "ORG"), (2, 3, "LOC")]),
+        doc_with_ents(nlp, "Chicago is cold", [(0, 1, "LOC")]),  # ORG elsewhere: no rule
+        doc_with_ents(nlp, "Wall Street and Israeli stocks", [(0, 2, "LOC"), (3, 4, "MISC")]),
+    ]
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    script = [sys.executable, "scripts/dropped_type_rules.py", str(tmp_path / "train.spacy"), "--keep", "PER,ORG"]
+    proc = subprocess.run([*script, "--output", str(tmp_path / "all.json")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "no mention of type PER" in " ".join(proc.stdout.split())  # a kept type it never saw: a typo?
+    script[-1] = "ORG"
+    assert subprocess.run([*script, "--output", str(tmp_path / "all.json")], cwd=ROOT).returncode == 0
+    assert json.loads((tmp_path / "all.json").read_text()) == [
+        {"label": "ORG", "pattern": [{"ORTH": "Boston"}]},
+        {"label": "ORG", "pattern": [{"ORTH": "Israeli"}]},
+        {"label": "ORG", "pattern": [{"ORTH": "Wall"}, {"ORTH": "Street"}]},
+    ]
+    assert subprocess.run([*script, "--from-types", "MISC", "--output", str(tmp_path / "misc.json")], cwd=ROOT).returncode == 0
+    assert json.loads((tmp_path / "misc.json").read_text()) == [{"label": "ORG", "pattern": [{"ORTH": "Israeli"}]}]
+    proc = subprocess.run([*script, "--from-types", "ORG", "--output", str(tmp_path / "x.json")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "names a kept type" in " ".join(proc.stdout.split())
