@@ -13,6 +13,12 @@ CoNLL++ test set sentence by sentence with the same scorer
                    (consecutive sentences packed into Docs of <= 128 tokens),
                    batches of 5 chunks (about the tokens and steps of 32
                    sentences); still scored sentence by sentence here
+- ner_plus_mixed:  the same config trained on `--doc-mode mixed` (the 128-token
+                   chunks, every other one split into sentences), batches of
+                   round(32 x docs / sentences) docs (the steps of 32 sentences)
+
+`--documents` also scores whole test documents (one Doc per -DOCSTART-
+document) and records them under "documents".
 - spacy_trf_ner:   spaCy's stock transformer + transition-based ner config
                    (`spacy init config -p ner -G -o accuracy`), backbone swapped
 - spacy_trf_ner_recipe: the same pipeline trained with ner_plus's recipe:
@@ -55,7 +61,8 @@ def convert(data: Path, out: Path) -> dict:
     paths = {}
     out.mkdir(parents=True, exist_ok=True)
     splits = {"train": ("train", "sentence"), "dev": ("dev", "sentence"), "test": ("test", "sentence"),
-              "train_chunks": ("train", "chunk"), "dev_chunks": ("dev", "chunk")}
+              "train_chunks": ("train", "chunk"), "dev_chunks": ("dev", "chunk"),
+              "train_mixed": ("train", "mixed"), "dev_mixed": ("dev", "mixed"), "test_docs": ("test", "document")}
     for split, (source, mode) in splits.items():
         target = out / f"{split}.spacy"
         if not target.exists():
@@ -67,7 +74,7 @@ def convert(data: Path, out: Path) -> dict:
     return paths
 
 
-OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0}
+OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0, "documents": False}
 
 
 def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int = 32) -> float:
@@ -105,13 +112,28 @@ def best_checkpoint(training: Path, paths: dict) -> Path:
     return training / max(scores, key=scores.get)
 
 
-def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False):
+def score_best(work: Path, paths: dict) -> dict:
+    """Test scores of the better checkpoint; with --documents also on whole test documents."""
+    best = best_checkpoint(work / "training", paths)
+    metrics = score_pipeline(best, paths["test"])
+    if OPTIONS["documents"]:
+        metrics["documents"] = score_pipeline(best, paths["test_docs"])
+    return metrics
+
+
+def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
     batch_size = 32
     if context:
         batch_size = 5
         config["training"]["batcher"]["size"] = batch_size
         paths = {**paths, "train": paths["train_chunks"], "dev": paths["dev_chunks"]}
+    if mixed:
+        # as many optimizer steps per epoch as 32-sentence batches give: 32 x docs / sentences docs a batch
+        n_docs, n_sents = len(DocBin().from_disk(paths["train_mixed"])), len(DocBin().from_disk(paths["train"]))
+        batch_size = max(1, round(32 * n_docs / n_sents))
+        config["training"]["batcher"]["size"] = batch_size
+        paths = {**paths, "train": paths["train_mixed"], "dev": paths["dev_mixed"]}
     if not lexical:
         # null, not deleted: spaCy fills a missing block back in from the factory's default
         config["components"]["ner_plus"]["model"]["lexical"] = None
@@ -120,7 +142,7 @@ def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False):
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
     seconds = spacy_train(cfg_path, paths, work / "training", epochs, batch_size) if train else None
-    return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
+    return seconds, score_best(work, paths)
 
 
 def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
@@ -140,7 +162,7 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
     seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
-    return seconds, score_pipeline(best_checkpoint(work / "training", paths), paths["test"])
+    return seconds, score_best(work, paths)
 
 
 def run_hf(paths, work, epochs, train=True):
@@ -157,6 +179,7 @@ SYSTEMS = {
     "ner_plus": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=True),
     "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
     "ner_plus_context": lambda p, w, e, t: run_ner_plus(p, w, e, t, context=True),
+    "ner_plus_mixed": lambda p, w, e, t: run_ner_plus(p, w, e, t, mixed=True),
     "spacy_trf_ner": run_spacy_trf_ner,
     "spacy_trf_ner_recipe": lambda p, w, e, t: run_spacy_trf_ner(p, w, e, t, recipe=True),
     "hf_token_cls": run_hf,
@@ -189,8 +212,9 @@ def main() -> None:
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--backbone", default=None, help="backbone directory instead of the embedded package (ner_plus only)")
     parser.add_argument("--seed", type=int, default=0, help="spaCy's system.seed; results of seeds other than 0 get a _seedN suffix")
+    parser.add_argument("--documents", action="store_true", help="also score whole test documents (--doc-mode document): record['documents']")
     args = parser.parse_args()
-    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed)
+    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed, documents=args.documents)
     suffix = f"_seed{args.seed}" if args.seed else ""
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
     work = ROOT / "training" / f"bench_{args.name}_{args.system}{suffix}"
@@ -213,6 +237,8 @@ def main() -> None:
         "precision": metrics["precision"],
         "recall": metrics["recall"],
         "per_type": {k: round(v["f1"], 4) for k, v in metrics["per_type"].items()},
+        **({"documents": {"f1": metrics["documents"]["f1"], "precision": metrics["documents"]["precision"], "recall": metrics["documents"]["recall"],
+                          "per_type": {k: round(v["f1"], 4) for k, v in metrics["documents"]["per_type"].items()}}} if "documents" in metrics else {}),
         "command": " ".join(["python", "bench/conll_benchmark.py", *[a for a in sys.argv[1:] if a != "--score-only"]]),
         "commit": commit,
         "train_commit": train_commit or commit,
