@@ -6,7 +6,8 @@ for recall), every wrong prediction by kind (spurious: overlaps no gold entity;
 boundary: overlaps a gold entity of its type, other span; type: the exact span
 of another type; boundary+type), the most frequent false positives, and how
 many wrong predictions a gold entity contains or is contained in (a span too
-short or too long). Written to bench/results/errors_<name>.json.
+short or too long), and how many pairs of touching predictions of one type
+(B-X B-X) would be a gold mention if merged. Written to bench/results/errors_<name>.json.
 
     python bench/error_breakdown.py corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
@@ -34,10 +35,16 @@ def bucket(n: int) -> str:
 
 
 def breakdown(examples) -> dict:
-    by_type: dict = defaultdict(lambda: {"pred": Counter(), "pred_ok": Counter(), "gold": Counter(), "gold_ok": Counter(), "wrong": Counter()})
+    by_type: dict = defaultdict(lambda: {"pred": Counter(), "pred_ok": Counter(), "gold": Counter(), "gold_ok": Counter(), "wrong": Counter(), "adjacent": Counter()})
     for eg in examples:
         gold, pred = doc_spans(eg.reference), doc_spans(eg.predicted)
         gold_set, pred_set = set(gold), set(pred)
+        # two predictions of one type that touch (B-X B-X): would merging them give a gold mention?
+        for a, b in zip(sorted(pred), sorted(pred)[1:]):
+            if a[1] == b[0] and a[2] == b[2]:
+                t = by_type[a[2]]
+                t["adjacent"]["pairs"] += 1
+                t["adjacent"]["merged is gold"] += (a[0], b[1], a[2]) in gold_set
         for g in gold:
             t = by_type[g[2]]
             t["gold"][bucket(g[1] - g[0])] += 1
@@ -69,6 +76,7 @@ def breakdown(examples) -> dict:
             "precision_by_length": {b: {"predicted": t["pred"][b], "precision": t["pred_ok"][b] / t["pred"][b] if t["pred"][b] else None} for b in BUCKETS},
             "recall_by_length": {b: {"gold": t["gold"][b], "recall": t["gold_ok"][b] / t["gold"][b] if t["gold"][b] else None} for b in BUCKETS},
             "wrong_predictions": dict(t["wrong"].most_common()),
+            "adjacent_same_type_predictions": {"pairs": t["adjacent"]["pairs"], "merged is gold": t["adjacent"]["merged is gold"]},
         }
     return out
 
@@ -87,7 +95,7 @@ def main() -> None:
         analysis = analyse_errors(examples, max_false_positives=25)
         record["pipelines"][name] = {"path": path, "per_type": breakdown(examples), "false_positives": analysis["false_positives"]}
         for label, d in record["pipelines"][name]["per_type"].items():
-            print(f"{name} {label}: P {d['precision']:.4f} R {d['recall']:.4f} F1 {d['f1']:.4f}; wrong {d['wrong_predictions']}")
+            print(f"{name} {label}: P {d['precision']:.4f} R {d['recall']:.4f} F1 {d['f1']:.4f}; wrong {d['wrong_predictions']}; adjacent {d['adjacent_same_type_predictions']}")
             print("  precision by length:", {b: (v["predicted"], None if v["precision"] is None else round(v["precision"], 3)) for b, v in d["precision_by_length"].items()})
             print("  recall by length:   ", {b: (v["gold"], None if v["recall"] is None else round(v["recall"], 3)) for b, v in d["recall_by_length"].items()})
     record["command"] = "python bench/error_breakdown.py " + " ".join(f"{a}" for a in [str(args.data), *args.pipelines, "--name", args.name])
