@@ -7,7 +7,9 @@ boundary: overlaps a gold entity of its type, other span; type: the exact span
 of another type; boundary+type), the most frequent false positives, and how
 many wrong predictions a gold entity contains or is contained in (a span too
 short or too long), and how many pairs of touching predictions of one type
-(B-X B-X) would be a gold mention if merged. Written to bench/results/errors_<name>.json.
+(B-X B-X) would be a gold mention if merged; and the strict scores if every
+run of touching same-type predictions were merged (a decoder that never
+splits one type's run), to judge such a decoder before building it. Written to bench/results/errors_<name>.json.
 
     python bench/error_breakdown.py corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
@@ -81,6 +83,32 @@ def breakdown(examples) -> dict:
     return out
 
 
+def merge_touching(spans):
+    """Predictions with every run of touching same-type spans (B-X B-X) joined into one."""
+    merged = []
+    for span in sorted(spans):
+        if merged and merged[-1][1] == span[0] and merged[-1][2] == span[2]:
+            merged[-1] = (merged[-1][0], span[1], span[2])
+        else:
+            merged.append(span)
+    return merged
+
+
+def strict(examples, transform=lambda spans: spans) -> dict:
+    """Strict P/R/F1 per type and micro of the (transformed) predictions."""
+    counts = defaultdict(lambda: [0, 0, 0])  # label -> tp, predicted, gold
+    for eg in examples:
+        gold = set(doc_spans(eg.reference))
+        for s in transform(doc_spans(eg.predicted)):
+            counts[s[2]][0] += s in gold
+            counts[s[2]][1] += 1
+        for g in gold:
+            counts[g[2]][2] += 1
+    out = {label: dict(zip(("precision", "recall", "f1"), prf(*c))) for label, c in sorted(counts.items())}
+    out["micro"] = dict(zip(("precision", "recall", "f1"), prf(*[sum(c[i] for c in counts.values()) for i in range(3)])))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
@@ -93,7 +121,14 @@ def main() -> None:
         nlp = spacy.load(path)
         examples = predict_examples(nlp, DocBin().from_disk(args.data).get_docs(nlp.vocab))
         analysis = analyse_errors(examples, max_false_positives=25)
-        record["pipelines"][name] = {"path": path, "per_type": breakdown(examples), "false_positives": analysis["false_positives"]}
+        record["pipelines"][name] = {
+            "path": path, "per_type": breakdown(examples), "false_positives": analysis["false_positives"],
+            # what a decoder that never splits a run of one type would score
+            "scores": strict(examples), "scores_if_touching_merged": strict(examples, merge_touching),
+        }
+        for label in record["pipelines"][name]["scores"]:
+            a, b = record["pipelines"][name]["scores"][label], record["pipelines"][name]["scores_if_touching_merged"][label]
+            print(f"{name} {label}: F1 {100 * a['f1']:.2f} -> {100 * b['f1']:.2f} with touching same-type predictions merged (P {100 * a['precision']:.2f} -> {100 * b['precision']:.2f})")
         for label, d in record["pipelines"][name]["per_type"].items():
             print(f"{name} {label}: P {d['precision']:.4f} R {d['recall']:.4f} F1 {d['f1']:.4f}; wrong {d['wrong_predictions']}; adjacent {d['adjacent_same_type_predictions']}")
             print("  precision by length:", {b: (v["predicted"], None if v["precision"] is None else round(v["precision"], 3)) for b, v in d["precision_by_length"].items()})
