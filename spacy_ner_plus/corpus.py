@@ -320,6 +320,8 @@ def select(result: ReadResult, labels: Optional[Sequence[str]] = None, sample: O
     documents = result.documents
     has_doc_markers = result.has_doc_markers
     if labels is not None:
+        if not labels:
+            raise ValueError(f"{result.path}: no type to keep was named")
         present = set(result.counts()["per_type"])
         unknown = sorted(set(labels) - present)
         if unknown:

@@ -58,9 +58,9 @@ class EntityFilter:
 
     def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None, rules: Sequence[Dict[str, Any]] = ()) -> None:
         """Add rules too many for the config (``[initialize.components.NAME.rules]``,
-        e.g. ``@readers = "srsly.read_json.v1"``), as spaCy's entity_ruler takes patterns."""
-        self._add(rules, f"[initialize.components.{self.name}] rules")
-        self.added.extend(dict(rule) for rule in rules)
+        e.g. ``@readers = "srsly.read_json.v1"``), as spaCy's entity_ruler takes patterns;
+        they replace those of an earlier initialize or load."""
+        self._replace_added(rules, f"[initialize.components.{self.name}] rules")
 
     def __call__(self, doc: Doc) -> Doc:
         removed = {(ent.start, ent.end, ent.label_) for ent in self.removed(doc)}

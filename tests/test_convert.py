@@ -239,6 +239,7 @@ def test_labels_and_sample_select_a_subset_and_say_what_they_removed(tmp_path):
     "args,message",
     [
         (["--labels", "PER,PERSON"], "no mention of type PERSON to keep (its types: LOC, PER)"),
+        (["--labels", " , "], "no type to keep was named"),
         (["--sample", "3"], "cannot sample 3 of its 2 sentences"),
         (["--sample", "1", "--doc-mode", "document"], "use it with --doc-mode sentence, not document"),
     ],

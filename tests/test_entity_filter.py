@@ -52,6 +52,8 @@ def test_config_and_initialize_rules_survive_saving_and_loading(tmp_path):
     pipe.initialize(rules=[{"label": "ORG", "pattern": [{"ORTH": "Wall"}, {"ORTH": "Street"}]}])
     text, ents = "Reuters said Wall Street fell", [(0, 1, "ORG"), (2, 4, "ORG")]
     assert [e.text for e in pipe.removed(doc_with_ents(nlp, text, ents))] == ["Reuters", "Wall Street"]
+    pipe.initialize(rules=pipe.added)  # initializing again replaces the added rules, no duplicates
+    assert len(pipe.rules) == 2 and len(pipe.matcher) == 2
     nlp.to_disk(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "drop_fp" / "rules.json").read_text()) == pipe.added  # the config keeps its own
     loaded = spacy.load(tmp_path / "p")
