@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+import provenance  # bench/provenance.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = {"local": None, "ray_2x1": (2, 1), "ray_1x2": (1, 2)}
 ACTOR_MARK = "PipelineActor"  # in the process title of Ray Data's actors: ray::MapWorker(MapBatches(PipelineActor))
@@ -217,7 +219,7 @@ def main() -> None:
     summary["identical_lines"] = all(r["vs_local"]["identical_lines"] for r in results)
     summary["identical_entities"] = all(r["vs_local"]["identical_entities"] for r in results)
     summary["max_confidence_difference"] = max(r["vs_local"]["max_confidence_difference"] for r in results)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     import ray
 
     report = {

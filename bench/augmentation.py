@@ -43,6 +43,7 @@ from spacy.vocab import Vocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import conll_benchmark  # noqa: E402  (its convert / score_pipeline / best_checkpoint helpers)
+import provenance  # noqa: E402  (bench/provenance.py)
 from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
 
 from spacy_ner_plus.augment import create_mention_replace_augmenter  # noqa: E402
@@ -149,10 +150,6 @@ def print_table(summary: List[Dict[str, Any]]) -> None:
               f"{pct(row['recall'])} | {('%+.2f' % (100 * gain['mean'])) if gain else '-'} | {row['train_seconds']['mean'] / 60:.1f} min |")
 
 
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
@@ -212,8 +209,7 @@ def main() -> None:
 
     summary = summarize(runs)
     suffix = "" if (args.level, args.case_level) == (DEFAULTS["level"], DEFAULTS["case_level"]) else f"_level{args.level:g}_case{args.case_level:g}"
-    # the GPU machine's copy of the tree has no git history: the caller names the commit
-    commit = os.environ.get("BENCH_COMMIT") or git("rev-parse", "--short", "HEAD")
+    commit = provenance.commit()
     record = {
         "benchmark": "augmentation",
         "data": str(args.data),
@@ -227,7 +223,7 @@ def main() -> None:
         "command": " ".join(["python", "bench/augmentation.py", *[a for a in sys.argv[1:] if a != "--resume"]]),
         "commit": commit,
         # tracked files that differed from the commit while this ran (others edit the same tree)
-        "uncommitted_changes": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()],
+        "uncommitted_changes": [line[3:] for line in provenance.git("status", "--porcelain", "--untracked-files=no").splitlines()],
         # os.cpu_count, not nproc: nproc follows OMP_NUM_THREADS
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
         + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),

@@ -50,6 +50,7 @@ from spacy.tokens import DocBin
 from spacy.util import load_config
 from spacy.vocab import Vocab
 
+import provenance  # bench/provenance.py
 from spacy_ner_plus.corpus import read_conll, result_to_docs
 from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
 
@@ -192,16 +193,6 @@ def _gpu_name(gpu_id: int) -> str:
     return torch.cuda.get_device_name(gpu_id)
 
 
-def _commit() -> str:
-    """HEAD, with "+dirty" when the package, configs or bench scripts differ from it."""
-    # the GPU machine's copy of the tree has no git history: the caller names the commit
-    if os.environ.get("BENCH_COMMIT"):
-        return os.environ["BENCH_COMMIT"]
-    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = git("status", "--porcelain", "--", "spacy_ner_plus", "configs", "bench/conll_benchmark.py", "bench/register_package.py")
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("system", choices=sorted(SYSTEMS))
@@ -221,7 +212,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"{args.name}_{args.system}{suffix}.json"
     # the commit that trains, read before training: later commits during a long run must not be credited with it
-    commit = _commit()
+    commit = provenance.commit()
     seconds, metrics = SYSTEMS[args.system](paths, work, args.epochs, not args.score_only)
     train_commit = None
     if args.score_only:

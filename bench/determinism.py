@@ -20,11 +20,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import provenance  # bench/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLLPP = ROOT.parent / "shared" / "data" / "conll2003" / "test.iob"  # CoNLL++, the corrected test set
@@ -114,7 +115,7 @@ def main() -> None:
     texts = args.texts.read_text(encoding="utf8").splitlines() if args.texts else default_texts()
     record = {
         "model": args.model,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "commit": provenance.commit(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         "threads": {},
     }

@@ -19,13 +19,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import spacy
 from spacy.tokens import DocBin
 
+import provenance  # bench/provenance.py
 from spacy_ner_plus.evaluate import analyse_errors, doc_spans, predict_examples, prf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def main() -> None:
             print("  precision by length:", {b: (v["predicted"], None if v["precision"] is None else round(v["precision"], 3)) for b, v in d["precision_by_length"].items()})
             print("  recall by length:   ", {b: (v["gold"], None if v["recall"] is None else round(v["recall"], 3)) for b, v in d["recall_by_length"].items()})
     record["command"] = "python bench/error_breakdown.py " + " ".join(f"{a}" for a in [str(args.data), *args.pipelines, "--name", args.name])
-    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record["commit"] = provenance.commit()
     record["machine"] = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     out = ROOT / "bench" / "results" / f"errors_{args.name}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+import provenance  # bench/provenance.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["e", "a", "b", "c", "d", "a2"]
 TIMEOUT_S = 240  # a guard: a2 (n_process=2) hung before the package's at-fork hook existed
@@ -200,7 +202,7 @@ def main() -> None:
             ratios["a2/a"] = median["a2"] / a
         summary[mode] = {"median_words_per_s": median, "ratios": {k: round(v, 2) for k, v in ratios.items()}}
         print(f"{mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     out = ROOT / "bench" / "results" / "inference_speed.json"
     out.write_text(json.dumps({"commit": commit, "machine": platform.node(), "command": "python bench/inference_speed.py " + " ".join(sys.argv[1:]),
                                "summary": summary, "results": results}, indent=2) + "\n")

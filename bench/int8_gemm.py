@@ -17,12 +17,13 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+import provenance  # bench/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(384, 384), (384, 1536), (1536, 384)]
@@ -82,7 +83,7 @@ def main() -> None:
                 row[f"fp32_ms_beside_{name}"] = fp32_ms
             print(json.dumps(row), flush=True)
             rows.append(row)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     out = ROOT / "bench" / "results" / "int8_gemm.json"

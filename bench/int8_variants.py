@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from spacy.tokens import DocBin
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+import provenance  # bench/provenance.py
 from spacy_ner_plus.evaluate import predict_examples, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def main() -> None:
         row = {"variant": name, "f1": round(strict_scores(examples)["f1"], 4), "words_per_s": round(words / seconds, 1)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     out = ROOT / "bench" / "results" / args.output
     out.write_text(json.dumps({"command": "python bench/int8_variants.py " + " ".join(sys.argv[1:]), "commit": commit, "machine": platform.node(),
                                "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")

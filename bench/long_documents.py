@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import provenance  # bench/provenance.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -113,7 +115,7 @@ def main() -> None:
         record["scaling"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(record["scaling"][-1]), flush=True)
     record.setdefault("commands", []).append("python bench/long_documents.py " + " ".join(sys.argv[1:]))
-    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record["commit"] = provenance.commit()
     record["machine"] = platform.node()
     out_path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

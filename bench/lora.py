@@ -43,6 +43,7 @@ from spacy.training import Example
 from spacy.util import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance  # noqa: E402  (bench/provenance.py)
 from augmentation import sample_docbin  # noqa: E402
 from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
 
@@ -233,7 +234,7 @@ def main() -> None:
     result.update(
         data=str(args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel,
         command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
-        commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        commit=provenance.commit(),
         machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
     )
     RESULTS.mkdir(parents=True, exist_ok=True)

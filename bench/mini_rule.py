@@ -13,12 +13,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import spacy
 from spacy.tokens import DocBin
 
+import provenance  # bench/provenance.py
 from spacy_ner_plus.entity_filter import rules_from_dropped_types
 from spacy_ner_plus.evaluate import doc_spans, predict_examples, prf
 
@@ -85,7 +85,7 @@ def main() -> None:
             print(f"{split} {name:12s} P {100 * m['precision']:.2f} R {100 * m['recall']:.2f} F1 {100 * m['f1']:.2f}  removed right {m['removed_right']} wrong {m['removed_wrong']}")
     print("chosen on dev:", record["chosen_on_dev"])
     record["command"] = "python bench/mini_rule.py"
-    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    record["commit"] = provenance.commit()
     record["machine"] = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     (ROOT / "bench" / "results" / "mini_rule.json").write_text(json.dumps(record, indent=2) + "\n")
 

@@ -51,7 +51,6 @@ uses only the snapshot bundled with tldextract (this machine has no network).
 """
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,6 +71,7 @@ from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine  
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer  # noqa: E402
 
 import spacy_ner_plus  # noqa: E402,F401  (registers the factories)
+import provenance  # bench/provenance.py
 from spacy_ner_plus.serve import ServedModel, decide  # noqa: E402
 
 TYPES = [
@@ -255,7 +255,7 @@ def main(
 
     results["targets"] = targets
     results["meta"] = {
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "commit": provenance.commit(),
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}",
         "presidio_analyzer": version("presidio-analyzer"),
         "spacy": spacy.__version__,

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+import provenance  # bench/provenance.py
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -153,7 +155,7 @@ def main() -> None:
     parser.add_argument("--name", default="", help="suffix of the result file")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads, offline and in the server (0: torch's default)")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     result = {
         "model": args.model, "commit": commit, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "torch_threads": args.torch_threads or "default",

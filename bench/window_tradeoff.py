@@ -12,7 +12,6 @@ wordpiece cache).
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import spacy
 
 import spacy_ner_plus  # noqa: F401
+import provenance  # bench/provenance.py
 from spacy_ner_plus.corpus import read_conll, result_to_docs
 from spacy_ner_plus.evaluate import predict_examples, strict_scores
 from spacy_ner_plus.layers.transformer import n_special_tokens, word_pieces
@@ -56,7 +56,7 @@ def main() -> None:
                "wordpieces_encoded": encoded, "overlap": round(encoded / own, 3), "seconds": round(min(times), 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = provenance.commit()
     out = ROOT / "bench" / "results" / args.output
     out.write_text(json.dumps({"model": args.model, "command": "python bench/window_tradeoff.py " + " ".join(sys.argv[1:]),
                                "commit": commit, "machine": platform.node(), "document_wordpieces": own, "rows": rows}, indent=2) + "\n")
