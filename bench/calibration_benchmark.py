@@ -11,12 +11,14 @@ score and entity length); thresholds from DEV's point estimates and with
 1,000 bootstrap resamples (95% bounds; out-of-bag check for max_f1).
 
     python bench/calibration_benchmark.py training/bench_conll_ner_plus/training/model-best \
-        corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll]
+        corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll] [--join-touching]
+
+``--join-touching`` loads the pipeline with ``join_touching = true`` (touching
+entities of one type read as one, scored by ``decoding.run_confidence``).
 """
 import argparse
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import numpy
 import spacy
 from spacy.tokens import DocBin
 
+import provenance  # bench/provenance.py
 from spacy_ner_plus.calibration import brier, calibrate_predictions, ece
 from spacy_ner_plus.pipeline_calibration import collect_predictions
 from spacy_ner_plus.evaluate import prf
@@ -85,9 +88,11 @@ def main() -> None:
     parser.add_argument("dev_path", type=Path)
     parser.add_argument("test_path", type=Path)
     parser.add_argument("--name", default="conll", help="the result file: bench/results/calibration_<name>.json")
+    parser.add_argument("--join-touching", action="store_true", help="decode with the ner_plus setting join_touching = true")
     args = parser.parse_args()
     model, dev_path, test_path = args.model, args.dev_path, args.test_path
-    nlp = spacy.load(model)
+    commit = provenance.commit()
+    nlp = spacy.load(model, config={"components": {"ner_plus": {"join_touching": args.join_touching}}})
     dev = list(DocBin().from_disk(dev_path).get_docs(nlp.vocab))
     test = list(DocBin().from_disk(test_path).get_docs(nlp.vocab))
     dev_pred = collect_predictions(nlp, "ner_plus", dev)
@@ -98,8 +103,7 @@ def main() -> None:
             for bootstrap in (0, 1000):
                 results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5, bootstrap=bootstrap, confidence=0.95)
                 runs[f"{method} {policy}" + (f" bootstrap {bootstrap}" if bootstrap else "")] = summarise(apply(results, test_pred))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "runs": runs, "commit": commit,
+    record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "join_touching": args.join_touching, "runs": runs, "commit": commit,
               "command": "python bench/calibration_benchmark.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
     out = ROOT / "bench" / "results" / f"calibration_{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

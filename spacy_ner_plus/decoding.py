@@ -16,6 +16,16 @@ type and both boundaries:
 - BIOES: ``p[s, S-X]`` for one token, else
   ``p[s, B-X] * prod_{s<t<e-1} p[t, I-X] * p[e-1, E-X]``.
 It lies in [0, 1], and is 1 only when every token is certain.
+
+Joining touching entities (``join_touching``, the pipe's opt-in setting):
+a model may cut one mention into pieces that touch, ``B-X B-X`` or
+``B-X I-X B-X`` (``acute`` + ``renal failure``); ``join_touching`` reads
+every run of touching entities of one type as one entity. A joined entity's
+tag-sequence confidence would be tiny (the model gave ``I-X`` little mass
+where it put ``B-X``), so in that mode every entity is scored by
+``run_confidence``: the probability that exactly its tokens are of type X,
+``prod_{s<=t<e} q[t, X] * (1 - q[s-1, X]) * (1 - q[e, X])`` with ``q[t, X]``
+the mass of all of X's tags at t (the outer factors only where a token is).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -141,4 +151,44 @@ def span_confidence(probs: numpy.ndarray, span: SpanTuple, tag_index: Dict[str, 
         value = probs[start, tag_index[f"B-{label}"]] * numpy.prod(inner)
         if end < n:
             value *= 1.0 - probs[end, tag_index[f"I-{label}"]]
+    return float(min(1.0, max(0.0, value)))
+
+
+def join_touching(spans: Sequence[SpanTuple]) -> List[SpanTuple]:
+    """Entities in order, each run of touching entities of one type (one ends
+    where the next starts) joined into one."""
+    joined: List[SpanTuple] = []
+    for start, end, label in spans:
+        if joined and joined[-1][1] == start and joined[-1][2] == label:
+            joined[-1] = (joined[-1][0], end, label)
+        else:
+            joined.append((start, end, label))
+    return joined
+
+
+def label_columns(tags: Sequence[str]) -> Dict[str, numpy.ndarray]:
+    """Per entity label, the columns of its tags (B-, I- and, in BIOES, E-, S-)."""
+    columns: Dict[str, List[int]] = {}
+    for i, tag in enumerate(tags):
+        prefix, label = split_tag(tag)
+        if prefix != "O":
+            columns.setdefault(label, []).append(i)
+    return {label: numpy.asarray(cols) for label, cols in columns.items()}
+
+
+def run_confidence(probs: numpy.ndarray, span: SpanTuple, columns: Dict[str, numpy.ndarray]) -> float:
+    """Raw confidence of one entity when touching entities are joined: the
+    probability that exactly tokens start..end-1 are of its type (module docstring).
+
+    columns (Dict[str, numpy.ndarray]): from ``label_columns``.
+    """
+    start, end, label = span
+    n = probs.shape[0]
+    typed = probs[max(0, start - 1) : min(n, end + 1)][:, columns[label]].sum(axis=1)
+    inside = typed[1 if start > 0 else 0 :][: end - start]
+    value = numpy.prod(inside)
+    if start > 0:
+        value *= 1.0 - typed[0]
+    if end < n:
+        value *= 1.0 - typed[-1]
     return float(min(1.0, max(0.0, value)))

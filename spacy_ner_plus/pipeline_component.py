@@ -83,7 +83,8 @@ def ner_plus_pipe_names(nlp: Language) -> List[str]:
 
 
 def stale_calibrations(nlp: Language) -> List[str]:
-    """One message per ner_plus pipe whose calibration was fitted to other weights."""
+    """One message per ner_plus pipe whose calibration was fitted to other weights
+    or to entities decoded in the other ``join_touching`` mode."""
     messages = []
     for name in ner_plus_pipe_names(nlp):
         pipe = nlp.get_pipe(name)
@@ -99,6 +100,13 @@ def stale_calibrations(nlp: Language) -> List[str]:
                     f"{name}: its calibration and thresholds were fitted to other weights (fingerprint "
                     f"{fitted[:12]}, now {now[:12]}): run `python -m spacy_ner_plus calibrate` again"
                 )
+        decoded = pipe.cfg.get("calibration_decoding", "tags")
+        if decoded != pipe.decoding_mode:
+            messages.append(
+                f"{name}: its calibration and thresholds were fitted to entities decoded with join_touching = "
+                f"{decoded == 'join_touching'}, but it now decodes with join_touching = {pipe.join_touching}: "
+                "run `python -m spacy_ner_plus calibrate` again"
+            )
     return messages
 
 
@@ -146,6 +154,7 @@ if not Span.has_extension("confidence"):
         "spans_key": "ner_plus",
         "quantize": False,
         "overwrite_ents": False,
+        "join_touching": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -165,6 +174,7 @@ def make_ner_plus(
     spans_key: str,
     quantize: bool,
     overwrite_ents: bool,
+    join_touching: bool,
     scorer: Optional[Callable],
 ) -> "NerPlus":
     """Create a ner_plus component.
@@ -203,6 +213,11 @@ def make_ner_plus(
     overwrite_ents (bool): False keeps the entities already in ``doc.ents``
         (from an entity_ruler or any component before this one) and decodes
         around them; True replaces them, as entity_ruler's option does.
+    join_touching (bool): read each run of touching decoded entities of one
+        type (``B-X B-X``: a mention cut in pieces) as one entity, every entity
+        scored by the probability that exactly its tokens are of its type
+        (decoding.run_confidence). A calibration fitted in the other mode is
+        reported stale (``stale_calibrations``): calibrate again after changing it.
     scorer (Optional[Callable]): scoring method (spaCy's NER scorer).
     """
     return NerPlus(
@@ -220,6 +235,7 @@ def make_ner_plus(
         spans_key=spans_key,
         quantize=quantize,
         overwrite_ents=overwrite_ents,
+        join_touching=join_touching,
         scorer=scorer,
     )
 
@@ -265,6 +281,7 @@ class NerPlus(TrainablePipe):
         spans_key: str,
         quantize: bool,
         overwrite_ents: bool,
+        join_touching: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -294,6 +311,7 @@ class NerPlus(TrainablePipe):
         self.spans_key = spans_key
         self.quantize = bool(quantize)
         self.overwrite_ents = bool(overwrite_ents)
+        self.join_touching = bool(join_touching)
         register_scored_spans_key(spans_key)
         set_quantize(self._encoder(), self.quantize)
         self._pid = os.getpid()
@@ -304,6 +322,7 @@ class NerPlus(TrainablePipe):
             "thresholds": {},
             "calibration": {},
             "calibration_weights": "",
+            "calibration_decoding": self.decoding_mode,
         }
 
     # --- labels and tags -------------------------------------------------
@@ -331,6 +350,11 @@ class NerPlus(TrainablePipe):
         return 1
 
     # --- windows -----------------------------------------------------------
+    @property
+    def decoding_mode(self) -> str:
+        """How entities are read from the tags: "tags" or "join_touching"."""
+        return "join_touching" if self.join_touching else "tags"
+
     def _encoder(self) -> Model:
         return self.model.get_ref("encoder")
 
@@ -401,13 +425,18 @@ class NerPlus(TrainablePipe):
         tags = self.tags
         constraints = decoding.constraints_for(tags, self.cfg["scheme"])
         tag_index = {tag: i for i, tag in enumerate(tags)}
+        columns = decoding.label_columns(tags)
         predictions = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
             probs = windowing.merge_windows(ranges, [_softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
             preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
             spans = decoding.decode(probs, tags, constraints, fixed_outside=preset, no_edge=[t.is_space for t in doc])
-            confidences = [decoding.span_confidence(probs, s, tag_index, self.cfg["scheme"]) for s in spans]
+            if self.join_touching:
+                spans = decoding.join_touching(spans)
+                confidences = [decoding.run_confidence(probs, s, columns) for s in spans]
+            else:
+                confidences = [decoding.span_confidence(probs, s, tag_index, self.cfg["scheme"]) for s in spans]
             predictions.append(DocPrediction(spans, confidences))
         return predictions
 
@@ -459,6 +488,7 @@ class NerPlus(TrainablePipe):
         self.cfg["calibration"] = {label: c.to_dict() for label, c in calibrators.items()}
         self.cfg["thresholds"] = {label: float(t) for label, t in thresholds.items()}
         self.cfg["calibration_weights"] = self.weights_fingerprint()
+        self.cfg["calibration_decoding"] = self.decoding_mode
 
     def clear_calibration(self, reason: str) -> None:
         """Drop calibrators and thresholds (with a warning saying ``reason``) when there are any."""
@@ -682,6 +712,8 @@ class NerPlus(TrainablePipe):
                 "the old values, load it with spacy.load(path, config={'components': {NAME: {...}}}) and save it again."
             )
         self.cfg.setdefault("calibration_weights", "")
+        # Pipelines calibrated before join_touching existed read entities from the tags.
+        self.cfg.setdefault("calibration_decoding", "tags")
         invalidate_inference(self._encoder())
 
 

@@ -510,3 +510,39 @@ def test_bioes_with_mean_pooling_trains_and_round_trips(tmp_path):
     loaded = spacy.load(tmp_path / "bioes")
     assert loaded.get_pipe("ner_plus").cfg["scheme"] == "BIOES"
     assert annotations(loaded.pipe(TEXTS)) == annotations(nlp.pipe(TEXTS))
+
+
+def test_join_touching_reads_touching_pieces_as_one_entity_and_a_calibration_in_the_other_mode_is_stale(tmp_path, monkeypatch):
+    from spacy_ner_plus import pipeline_component
+    from spacy_ner_plus.pipeline_component import stale_calibrations
+
+    nlp = make_nlp()
+    nlp.initialize(lambda: examples(nlp))
+    ner = nlp.get_pipe("ner_plus")
+    tags = ner.tags
+    # "Ann Lee lives here": the model cuts the name in two (B-PER B-PER)
+    probs = numpy.full((4, len(tags)), 0.01)
+    for t, tag, p in [(0, "B-PER", 0.8), (1, "B-PER", 0.6), (1, "I-PER", 0.3), (2, "O", 0.9), (3, "O", 0.9)]:
+        probs[t, tags.index(tag)] = p
+    probs /= probs.sum(axis=1, keepdims=True)
+    monkeypatch.setattr(pipeline_component.windowing, "merge_windows", lambda ranges, parts, n: probs)
+    doc = nlp("Ann Lee lives here")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Ann", "PER"), ("Lee", "PER")]
+    ner.set_calibration({}, {"PER": 0.0})
+    assert stale_calibrations(nlp) == []
+    ner.join_touching = True
+    doc = nlp("Ann Lee lives here")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Ann Lee", "PER")]
+    per = [tags.index(t) for t in tags if t.endswith("-PER")]
+    q = probs[:, per].sum(axis=1)
+    assert abs(doc.ents[0]._.confidence - q[0] * q[1] * (1 - q[2])) < 1e-6
+    assert len(stale_calibrations(nlp)) == 1 and "join_touching = False" in stale_calibrations(nlp)[0]
+    ner.set_calibration({}, {"PER": 0.0})
+    assert stale_calibrations(nlp) == []
+    nlp.to_disk(tmp_path / "joined")
+    # a setting comes from the config: the attribute set above is not saved
+    loaded = spacy.load(tmp_path / "joined")
+    assert not loaded.get_pipe("ner_plus").join_touching
+    assert "join_touching = True" in stale_calibrations(loaded)[0]
+    joined = spacy.load(tmp_path / "joined", config={"components": {"ner_plus": {"join_touching": True}}})
+    assert joined.get_pipe("ner_plus").join_touching and stale_calibrations(joined) == []
