@@ -8,8 +8,9 @@ of another type; boundary+type), the most frequent false positives, and how
 many wrong predictions a gold entity contains or is contained in (a span too
 short or too long), and how many pairs of touching predictions of one type
 (B-X B-X) would be a gold mention if merged; and the strict scores if every
-run of touching same-type predictions were merged (a decoder that never
-splits one type's run), to judge such a decoder before building it. Written to bench/results/errors_<name>.json.
+run of touching same-type predictions were joined (decoding.join_touching:
+what ner_plus's `join_touching` setting decodes, before its scores and
+thresholds). Written to bench/results/errors_<name>.json.
 
     python bench/error_breakdown.py corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
@@ -23,10 +24,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import spacy
-from spacy.tokens import DocBin
+from spacy.tokens import DocBin, Span
+from spacy.training import Example
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.evaluate import analyse_errors, doc_spans, predict_examples, prf
+from spacy_ner_plus.decoding import join_touching
+from spacy_ner_plus.evaluate import analyse_errors, doc_spans, predict_examples, prf, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = ("1", "2", "3", "4+")
@@ -83,30 +86,23 @@ def breakdown(examples) -> dict:
     return out
 
 
-def merge_touching(spans):
-    """Predictions with every run of touching same-type spans (B-X B-X) joined into one."""
-    merged = []
-    for span in sorted(spans):
-        if merged and merged[-1][1] == span[0] and merged[-1][2] == span[2]:
-            merged[-1] = (merged[-1][0], span[1], span[2])
-        else:
-            merged.append(span)
-    return merged
+def strict(examples) -> dict:
+    """Strict P/R/F1 per type and "micro" (evaluate.strict_scores)."""
+    scores = strict_scores(examples)
+    pick = lambda d: {k: d[k] for k in ("precision", "recall", "f1")}
+    return {**{label: pick(d) for label, d in scores["per_type"].items()}, "micro": pick(scores)}
 
 
-def strict(examples, transform=lambda spans: spans) -> dict:
-    """Strict P/R/F1 per type and micro of the (transformed) predictions."""
-    counts = defaultdict(lambda: [0, 0, 0])  # label -> tp, predicted, gold
+def touching_joined(examples):
+    """The examples with every run of touching same-type predictions (B-X B-X)
+    joined into one (decoding.join_touching, what ner_plus's join_touching
+    setting decodes, before its scores and thresholds)."""
+    joined = []
     for eg in examples:
-        gold = set(doc_spans(eg.reference))
-        for s in transform(doc_spans(eg.predicted)):
-            counts[s[2]][0] += s in gold
-            counts[s[2]][1] += 1
-        for g in gold:
-            counts[g[2]][2] += 1
-    out = {label: dict(zip(("precision", "recall", "f1"), prf(*c))) for label, c in sorted(counts.items())}
-    out["micro"] = dict(zip(("precision", "recall", "f1"), prf(*[sum(c[i] for c in counts.values()) for i in range(3)])))
-    return out
+        doc = eg.predicted.copy()
+        doc.ents = [Span(doc, s, e, label=label) for s, e, label in join_touching(doc_spans(eg.predicted))]
+        joined.append(Example(doc, eg.reference))
+    return joined
 
 
 def main() -> None:
@@ -124,7 +120,7 @@ def main() -> None:
         record["pipelines"][name] = {
             "path": path, "per_type": breakdown(examples), "false_positives": analysis["false_positives"],
             # what a decoder that never splits a run of one type would score
-            "scores": strict(examples), "scores_if_touching_merged": strict(examples, merge_touching),
+            "scores": strict(examples), "scores_if_touching_merged": strict(touching_joined(examples)),
         }
         for label in record["pipelines"][name]["scores"]:
             a, b = record["pipelines"][name]["scores"][label], record["pipelines"][name]["scores_if_touching_merged"][label]

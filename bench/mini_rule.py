@@ -13,43 +13,39 @@ import argparse
 import json
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 
 import spacy
 from spacy.tokens import DocBin
+from spacy.training import Example
 
 import provenance  # bench/provenance.py
 from spacy_ner_plus.entity_filter import rules_from_dropped_types
-from spacy_ner_plus.evaluate import doc_spans, predict_examples, prf
+from spacy_ner_plus.evaluate import doc_spans, predict_examples, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"MISC only": ["MISC"], "LOC only": ["LOC"], "LOC or MISC": []}
 
 
 def scores(examples, removed) -> dict:
-    """Strict P/R/F1 per type and micro, with the entities in ``removed`` (per example) taken away."""
-    out, totals = {}, [0, 0, 0, 0, 0]
+    """Strict P/R/F1 per type and micro (evaluate.strict_scores), with the
+    entities in ``removed`` (per example) taken away, and how many of those
+    were right and wrong."""
+    kept, lost = [], Counter()
+    for eg, gone in zip(examples, removed):
+        doc = eg.predicted.copy()
+        doc.ents = [e for e in doc.ents if (e.start, e.end, e.label_) not in gone]
+        kept.append(Example(doc, eg.reference))
+        gold = set(doc_spans(eg.reference))
+        for span in gone:
+            lost[span[2], "removed_right" if span in gold else "removed_wrong"] += 1
+    strict = strict_scores(kept)
     labels = sorted({s[2] for eg in examples for s in doc_spans(eg.reference) + doc_spans(eg.predicted)})
-    for label in labels:
-        tp = pred = gold = lost_tp = lost_fp = 0
-        for eg, gone in zip(examples, removed):
-            g = {s for s in doc_spans(eg.reference) if s[2] == label}
-            for s in doc_spans(eg.predicted):
-                if s[2] != label:
-                    continue
-                if s in gone:
-                    lost_tp += s in g
-                    lost_fp += s not in g
-                    continue
-                pred += 1
-                tp += s in g
-            gold += len(g)
-        p, r, f = prf(tp, pred, gold)
-        out[label] = {"precision": p, "recall": r, "f1": f, "removed_right": lost_tp, "removed_wrong": lost_fp}
-        for i, v in enumerate((tp, pred, gold, lost_tp, lost_fp)):
-            totals[i] += v
-    p, r, f = prf(*totals[:3])
-    out["micro"] = {"precision": p, "recall": r, "f1": f, "removed_right": totals[3], "removed_wrong": totals[4]}
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    out = {label: {**{k: strict["per_type"].get(label, zero)[k] for k in zero}, "removed_right": lost[label, "removed_right"],
+                   "removed_wrong": lost[label, "removed_wrong"]} for label in labels}
+    out["micro"] = {**{k: strict[k] for k in zero}, **{k: sum(out[label][k] for label in labels) for k in ("removed_right", "removed_wrong")}}
     return out
 
 
