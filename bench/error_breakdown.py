@@ -24,12 +24,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import spacy
-from spacy.tokens import DocBin, Span
-from spacy.training import Example
+from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.decoding import join_touching
-from spacy_ner_plus.evaluate import analyse_errors, doc_spans, predict_examples, prf, strict_scores
+from spacy_ner_plus.evaluate import analyse_errors, doc_spans, join_touching_examples, predict_examples, prf, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = ("1", "2", "3", "4+")
@@ -93,18 +91,6 @@ def strict(examples) -> dict:
     return {**{label: pick(d) for label, d in scores["per_type"].items()}, "micro": pick(scores)}
 
 
-def touching_joined(examples):
-    """The examples with every run of touching same-type predictions (B-X B-X)
-    joined into one (decoding.join_touching, what ner_plus's join_touching
-    setting decodes, before its scores and thresholds)."""
-    joined = []
-    for eg in examples:
-        doc = eg.predicted.copy()
-        doc.ents = [Span(doc, s, e, label=label) for s, e, label in join_touching(doc_spans(eg.predicted))]
-        joined.append(Example(doc, eg.reference))
-    return joined
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
@@ -120,7 +106,7 @@ def main() -> None:
         record["pipelines"][name] = {
             "path": path, "per_type": breakdown(examples), "false_positives": analysis["false_positives"],
             # what a decoder that never splits a run of one type would score
-            "scores": strict(examples), "scores_if_touching_merged": strict(touching_joined(examples)),
+            "scores": strict(examples), "scores_if_touching_merged": strict(join_touching_examples(examples)),
         }
         for label in record["pipelines"][name]["scores"]:
             a, b = record["pipelines"][name]["scores"][label], record["pipelines"][name]["scores_if_touching_merged"][label]

@@ -190,6 +190,9 @@ def evaluate(
     rows.append(("micro", f"{metrics['precision']:.4f}", f"{metrics['recall']:.4f}", f"{metrics['f1']:.4f}", metrics["support"]))
     msg.table(rows, header=("type", "P", "R", "F1", "support"), aligns=("l", "r", "r", "r", "r"))
     msg.info("errors: " + json.dumps(metrics["errors"]))
+    touching = metrics["if_touching_joined"]
+    if touching["pairs"]:
+        msg.info(f"touching entities of one type: {touching['pairs']} pairs; joined (join_touching = true), F1 would be {touching['f1']:.4f}")
     if "confidence" in metrics:
         o = metrics["confidence"]["overall"]
         msg.info(f"confidence ECE {o['ece_raw']:.4f} raw, {o['ece']:.4f} as served ({o['n']} entities)")

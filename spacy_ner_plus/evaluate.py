@@ -22,9 +22,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 from seqeval.scheme import IOB2, IOBES, Entities
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 
+from .decoding import join_touching
 from .schemes import SpanTuple, spans_to_tags
 
 NONE_LABEL = "O"
@@ -190,6 +191,33 @@ def _sample(eg: Example, doc_index: int, kind: str, gold: Optional[SpanTuple], p
     }
 
 
+def touching_runs(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
+    """How often predicted entities of one type touch (``B-X B-X``: often one
+    mention cut in pieces), and the strict scores with every such run joined
+    into one entity (decoding.join_touching: what ner_plus decodes with
+    ``join_touching = true``, before its thresholds).
+    RETURNS (Dict[str, Any]): pairs (label -> touching pairs), f1, precision, recall.
+    """
+    pairs: Counter = Counter()
+    for eg in examples:
+        pred = doc_spans(eg.predicted)
+        for a, b in zip(pred, pred[1:]):
+            if a[1] == b[0] and a[2] == b[2]:
+                pairs[a[2]] += 1
+    joined = strict_scores(join_touching_examples(examples), scheme) if pairs else strict_scores(examples, scheme)
+    return {"pairs": dict(sorted(pairs.items())), **{k: joined[k] for k in ("f1", "precision", "recall")}}
+
+
+def join_touching_examples(examples: Sequence[Example]) -> List[Example]:
+    """The examples with each run of touching predicted entities of one type joined into one."""
+    joined = []
+    for eg in examples:
+        doc = eg.predicted.copy()
+        doc.ents = [Span(doc, s, e, label=label) for s, e, label in join_touching(doc_spans(eg.predicted))]
+        joined.append(Example(doc, eg.reference))
+    return joined
+
+
 def confusion_array(analysis: Dict[str, Any]) -> Tuple[List[str], numpy.ndarray]:
     """The confusion matrix of ``analyse_errors`` as (labels, counts[gold, predicted])."""
     labels = analysis["labels"]
@@ -263,6 +291,16 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
         for fp in analysis["false_positives"]:
             text = fp["text"].replace("|", "\\|")
             lines.append(f"| {text} | {fp['label']} | {fp['count']} | {fp['spurious']} |")
+    touching = metrics.get("if_touching_joined")
+    if touching and touching["pairs"]:
+        pairs = ", ".join(f"{label} {n}" for label, n in touching["pairs"].items())
+        lines += [
+            "", "## Touching entities of one type", "",
+            f"Pairs of predicted entities of one type that touch (`B-X B-X`, often one mention cut in pieces): {pairs}. "
+            f"Each run joined into one entity, strict F1 would be {100 * touching['f1']:.2f} (P {100 * touching['precision']:.2f}, "
+            f"R {100 * touching['recall']:.2f}) instead of {100 * metrics['f1']:.2f}. ner_plus decodes so with "
+            "`join_touching = true`; judge it on dev data, and calibrate again after setting it.",
+        ]
     lines += ["", "## Example errors", "", "Rendered in [errors.html](errors.html).", ""]
     for s in analysis["examples"]:
         gold = f"{s['gold']['text']!r} {s['gold']['label']}" if s["gold"] else "-"
@@ -315,6 +353,7 @@ def evaluate_examples(
     metrics["errors"] = analysis["counts"]
     metrics["confusion"] = analysis["confusion"]
     metrics["false_positives"] = analysis["false_positives"]
+    metrics["if_touching_joined"] = touching_runs(examples, scheme)
     scored = confidence_scores(examples, spans_key) if spans_key else {}
     if scored:
         metrics["confidence"] = confidence_summary(scored)
