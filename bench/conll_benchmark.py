@@ -13,6 +13,9 @@ CoNLL++ test set sentence by sentence with the same scorer
                    (consecutive sentences packed into Docs of <= 128 tokens),
                    batches of 5 chunks (about the tokens and steps of 32
                    sentences); still scored sentence by sentence here
+- ner_plus_inverse, ner_plus_sqrt_inverse, ner_plus_focal1, ner_plus_focal2,
+  ner_plus_bioes:  the default config with class_weights = inverse_frequency /
+                   sqrt_inverse_frequency, focal_gamma = 1 / 2, scheme = BIOES
 - ner_plus_mixed:  the same config trained on `--doc-mode mixed` (the 128-token
                    chunks, every other one split into sentences), batches of
                    round(32 x docs / sentences) docs (the steps of 32 sentences)
@@ -122,8 +125,10 @@ def score_best(work: Path, paths: dict) -> dict:
     return metrics
 
 
-def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False):
+def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False, component=None):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
+    # settings of the component that differ from the default config (issue 14 part 4: loss and scheme variants)
+    config["components"]["ner_plus"].update(component or {})
     batch_size = 32
     if context:
         batch_size = 5
@@ -181,6 +186,11 @@ SYSTEMS = {
     "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
     "ner_plus_context": lambda p, w, e, t: run_ner_plus(p, w, e, t, context=True),
     "ner_plus_mixed": lambda p, w, e, t: run_ner_plus(p, w, e, t, mixed=True),
+    "ner_plus_inverse": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"class_weights": "inverse_frequency"}),
+    "ner_plus_sqrt_inverse": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"class_weights": "sqrt_inverse_frequency"}),
+    "ner_plus_focal1": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 1.0}),
+    "ner_plus_focal2": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 2.0}),
+    "ner_plus_bioes": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"scheme": "BIOES"}),
     "spacy_trf_ner": run_spacy_trf_ner,
     "spacy_trf_ner_recipe": lambda p, w, e, t: run_spacy_trf_ner(p, w, e, t, recipe=True),
     "hf_token_cls": run_hf,
