@@ -27,9 +27,9 @@ import spacy
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.calibration import brier, calibrate_predictions, ece
+from spacy_ner_plus.calibration import calibrate_predictions
 from spacy_ner_plus.pipeline_calibration import collect_predictions
-from spacy_ner_plus.evaluate import prf
+from spacy_ner_plus.evaluate import confidence_summary, prf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,19 +44,20 @@ def apply(results, test):
         cal = r.calibrator(raw, p.lengths)
         kept = cal >= r.threshold
         out[label] = {
-            "ece_before": ece(raw, ok), "ece_after": ece(cal, ok),
-            "brier_before": brier(raw, ok), "brier_after": brier(cal, ok),
             "threshold": r.threshold,
             "kept": int(kept.sum()), "tp_kept": int(ok[kept].sum()), "predicted": int(len(raw)), "tp_all": int(ok.sum()), "n_gold": p.n_gold,
-            "cal": cal, "ok": ok, "raw": raw,
+            "scores": cal, "correct": ok, "raw": raw,
         }
     return out
 
 
+def before_after(summary):
+    """evaluate.confidence_summary's ECE and Brier, raw and as served, under this script's names."""
+    return {"ece_before": summary["ece_raw"], "ece_after": summary["ece"], "brier_before": summary["brier_raw"], "brier_after": summary["brier"]}
+
+
 def summarise(applied):
-    cal = numpy.concatenate([a["cal"] for a in applied.values()])
-    raw = numpy.concatenate([a["raw"] for a in applied.values()])
-    ok = numpy.concatenate([a["ok"] for a in applied.values()])
+    confidence = confidence_summary(applied)
     tp_k = sum(a["tp_kept"] for a in applied.values())
     kept = sum(a["kept"] for a in applied.values())
     tp_all = sum(a["tp_all"] for a in applied.values())
@@ -64,14 +65,15 @@ def summarise(applied):
     gold = sum(a["n_gold"] for a in applied.values())
     return {
         "overall": {
-            "ece_before": ece(raw, ok), "ece_after": ece(cal, ok), "brier_before": brier(raw, ok), "brier_after": brier(cal, ok),
+            **before_after(confidence["overall"]),
             "f1_uncalibrated": prf(tp_all, pred, gold)[2], "f1_thresholded": prf(tp_k, kept, gold)[2],
             "precision_thresholded": prf(tp_k, kept, gold)[0], "recall_thresholded": prf(tp_k, kept, gold)[1],
             "recall_uncalibrated": prf(tp_all, pred, gold)[1], "precision_uncalibrated": prf(tp_all, pred, gold)[0],
         },
         "per_type": {
             label: {
-                **{k: v for k, v in a.items() if k not in ("cal", "ok", "raw")},
+                **before_after(confidence["per_type"][label]),
+                **{k: v for k, v in a.items() if k not in ("scores", "correct", "raw")},
                 "precision": prf(a["tp_kept"], a["kept"], a["n_gold"])[0],
                 "recall": prf(a["tp_kept"], a["kept"], a["n_gold"])[1],
                 "recall_uncalibrated": prf(a["tp_all"], a["predicted"], a["n_gold"])[1],
