@@ -327,6 +327,11 @@ class NerPlus(TrainablePipe):
 
     # --- labels and tags -------------------------------------------------
     @property
+    def decoding_mode(self) -> str:
+        """How entities are read from the tags: "tags" or "join_touching"."""
+        return "join_touching" if self.join_touching else "tags"
+
+    @property
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.cfg["labels"])
 
@@ -350,11 +355,6 @@ class NerPlus(TrainablePipe):
         return 1
 
     # --- windows -----------------------------------------------------------
-    @property
-    def decoding_mode(self) -> str:
-        """How entities are read from the tags: "tags" or "join_touching"."""
-        return "join_touching" if self.join_touching else "tags"
-
     def _encoder(self) -> Model:
         return self.model.get_ref("encoder")
 
