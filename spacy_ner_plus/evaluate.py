@@ -191,21 +191,16 @@ def _sample(eg: Example, doc_index: int, kind: str, gold: Optional[SpanTuple], p
     }
 
 
-def touching_runs(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
-    """How often predicted entities of one type touch (``B-X B-X``: often one
-    mention cut in pieces), and the strict scores with every such run joined
-    into one entity (decoding.join_touching: what ner_plus decodes with
-    ``join_touching = true``, before its thresholds).
-    RETURNS (Dict[str, Any]): pairs (label -> touching pairs), f1, precision, recall.
-    """
+def touching_pairs(examples: Sequence[Example]) -> Dict[str, int]:
+    """Per label, how many pairs of predicted entities of that type touch
+    (``B-X B-X``: often one mention cut in pieces)."""
     pairs: Counter = Counter()
     for eg in examples:
         pred = doc_spans(eg.predicted)
         for a, b in zip(pred, pred[1:]):
             if a[1] == b[0] and a[2] == b[2]:
                 pairs[a[2]] += 1
-    joined = strict_scores(join_touching_examples(examples), scheme) if pairs else strict_scores(examples, scheme)
-    return {"pairs": dict(sorted(pairs.items())), **{k: joined[k] for k in ("f1", "precision", "recall")}}
+    return dict(sorted(pairs.items()))
 
 
 def join_touching_examples(examples: Sequence[Example]) -> List[Example]:
@@ -353,7 +348,11 @@ def evaluate_examples(
     metrics["errors"] = analysis["counts"]
     metrics["confusion"] = analysis["confusion"]
     metrics["false_positives"] = analysis["false_positives"]
-    metrics["if_touching_joined"] = touching_runs(examples, scheme)
+    # the scores with every touching run joined (decoding.join_touching: what ner_plus
+    # decodes with join_touching = true, before its thresholds); nothing touches: the same
+    pairs = touching_pairs(examples)
+    joined = strict_scores(join_touching_examples(examples), scheme) if pairs else metrics
+    metrics["if_touching_joined"] = {"pairs": pairs, **{k: joined[k] for k in ("f1", "precision", "recall")}}
     scored = confidence_scores(examples, spans_key) if spans_key else {}
     if scored:
         metrics["confidence"] = confidence_summary(scored)
