@@ -184,9 +184,9 @@ def run_confidence(probs: numpy.ndarray, span: SpanTuple, columns: Dict[str, num
     """
     start, end, label = span
     n = probs.shape[0]
-    typed = probs[max(0, start - 1) : min(n, end + 1)][:, columns[label]].sum(axis=1)
-    inside = typed[1 if start > 0 else 0 :][: end - start]
-    value = numpy.prod(inside)
+    lo, hi = max(0, start - 1), min(n, end + 1)  # the entity and the tokens beside it
+    typed = probs[lo:hi, columns[label]].sum(axis=1)
+    value = numpy.prod(typed[start - lo : end - lo])
     if start > 0:
         value *= 1.0 - typed[0]
     if end < n:
