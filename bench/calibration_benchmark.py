@@ -14,7 +14,8 @@ score and entity length); thresholds from DEV's point estimates and with
         corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll] [--join-touching]
 
 ``--join-touching`` loads the pipeline with ``join_touching = true`` (touching
-entities of one type read as one, scored by ``decoding.run_confidence``).
+entities of one type read as one, scored by ``decoding.run_confidence``);
+without it the pipeline decodes as its config says. The record names the mode.
 """
 import argparse
 import json
@@ -94,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     model, dev_path, test_path = args.model, args.dev_path, args.test_path
     commit = provenance.commit()
-    nlp = spacy.load(model, config={"components": {"ner_plus": {"join_touching": args.join_touching}}})
+    nlp = spacy.load(model, config={"components": {"ner_plus": {"join_touching": True}}} if args.join_touching else {})
     dev = list(DocBin().from_disk(dev_path).get_docs(nlp.vocab))
     test = list(DocBin().from_disk(test_path).get_docs(nlp.vocab))
     dev_pred = collect_predictions(nlp, "ner_plus", dev)
@@ -105,7 +106,7 @@ def main() -> None:
             for bootstrap in (0, 1000):
                 results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5, bootstrap=bootstrap, confidence=0.95)
                 runs[f"{method} {policy}" + (f" bootstrap {bootstrap}" if bootstrap else "")] = summarise(apply(results, test_pred))
-    record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "join_touching": args.join_touching, "runs": runs, "commit": commit,
+    record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "join_touching": nlp.get_pipe("ner_plus").join_touching, "runs": runs, "commit": commit,
               "command": "python bench/calibration_benchmark.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
     out = ROOT / "bench" / "results" / f"calibration_{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
