@@ -19,6 +19,11 @@ CoNLL++ test set sentence by sentence with the same scorer
 - ner_plus_mixed:  the same config trained on `--doc-mode mixed` (the 128-token
                    chunks, every other one split into sentences), batches of
                    round(32 x docs / sentences) docs (the steps of 32 sentences)
+- ner_plus_holdout: the default config trained without a held-out slice of
+                   train (15% of its -DOCSTART- documents, drawn with seed 0:
+                   corpus/bench_NAME/train_holdout.spacy, one Doc per sentence),
+                   calibration data that neither the weights nor the checkpoint
+                   choice has seen (issue 14 part 3; bench/calibration_benchmark.py)
 
 `--documents` also scores whole test documents (one Doc per -DOCSTART-
 document) and records them under "documents".
@@ -43,9 +48,11 @@ import argparse
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import spacy
@@ -61,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def convert(data: Path, out: Path) -> dict:
+def convert(data: Path, out: Path, with_holdout: bool = False) -> dict:
     paths = {}
     out.mkdir(parents=True, exist_ok=True)
     splits = {"train": ("train", "sentence"), "dev": ("dev", "sentence"), "test": ("test", "sentence"),
@@ -75,6 +82,30 @@ def convert(data: Path, out: Path) -> dict:
                 sys.exit("\n".join(map(str, result.errors)))
             DocBin(docs=result_to_docs(result, Vocab(), mode, chunk_tokens=128)).to_disk(target)
         paths[split] = target
+    if with_holdout:
+        paths.update(split_holdout(data / "train.iob", out))
+    return paths
+
+
+HOLDOUT_FRACTION = 0.15
+
+
+def split_holdout(train_file: Path, out: Path) -> dict:
+    """train_fit.spacy and train_holdout.spacy: train's documents split at random
+    (seed 0), HOLDOUT_FRACTION of them held out, one Doc per sentence."""
+    paths = {"train_fit": out / "train_fit.spacy", "train_holdout": out / "train_holdout.spacy"}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    result = read_conll(train_file)
+    if result.errors:
+        sys.exit("\n".join(map(str, result.errors)))
+    if not result.has_doc_markers:
+        sys.exit(f"{train_file}: no -DOCSTART- documents to hold out")
+    n = len(result.documents)
+    held = set(random.Random(0).sample(range(n), round(HOLDOUT_FRACTION * n)))
+    for split, keep in (("train_fit", lambda i: i not in held), ("train_holdout", lambda i: i in held)):
+        part = replace(result, documents=[doc for i, doc in enumerate(result.documents) if keep(i)])
+        DocBin(docs=result_to_docs(part, Vocab(), "sentence")).to_disk(paths[split])
     return paths
 
 
@@ -125,7 +156,7 @@ def score_best(work: Path, paths: dict) -> dict:
     return metrics
 
 
-def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False, component=None):
+def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False, component=None, holdout=False):
     config = load_config(ROOT / "configs" / "ner_plus.cfg")
     # settings of the component that differ from the default config (issue 14 part 4: loss and scheme variants)
     config["components"]["ner_plus"].update(component or {})
@@ -140,6 +171,8 @@ def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, m
         batch_size = max(1, round(32 * n_docs / n_sents))
         config["training"]["batcher"]["size"] = batch_size
         paths = {**paths, "train": paths["train_mixed"], "dev": paths["dev_mixed"]}
+    if holdout:
+        paths = {**paths, "train": paths["train_fit"]}
     if not lexical:
         # null, not deleted: spaCy fills a missing block back in from the factory's default
         config["components"]["ner_plus"]["model"]["lexical"] = None
@@ -191,6 +224,7 @@ SYSTEMS = {
     "ner_plus_focal1": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 1.0}),
     "ner_plus_focal2": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 2.0}),
     "ner_plus_bioes": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"scheme": "BIOES"}),
+    "ner_plus_holdout": lambda p, w, e, t: run_ner_plus(p, w, e, t, holdout=True),
     "spacy_trf_ner": run_spacy_trf_ner,
     "spacy_trf_ner_recipe": lambda p, w, e, t: run_spacy_trf_ner(p, w, e, t, recipe=True),
     "hf_token_cls": run_hf,
@@ -217,7 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed, documents=args.documents)
     suffix = f"_seed{args.seed}" if args.seed else ""
-    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
+    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}", with_holdout=args.system == "ner_plus_holdout")
     work = ROOT / "training" / f"bench_{args.name}_{args.system}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"{args.name}_{args.system}{suffix}.json"

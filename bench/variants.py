@@ -1,0 +1,115 @@
+"""Loss and scheme variants against the default, per type, in both decoding modes (issue 14 part 4).
+
+    python bench/variants.py --name conll --seed 1 ner_plus_inverse ner_plus_focal2 ner_plus_bioes
+
+Reads the pipelines that ``bench/conll_benchmark.py SYSTEM --seed N`` trained
+(training/bench_NAME_SYSTEM[_seedN]/training) for the default (``ner_plus``) and
+each variant, and scores them all the same way, in one run, on the corpus the
+benchmark converted (corpus/bench_NAME): each checkpoint predicts dev and test
+once with ``join_touching`` off, and its entities are scored as decoded
+("tags") and with each run of touching entities of one type joined ("join",
+``evaluate.join_touching_examples``: what ``join_touching = true`` decodes
+before thresholds; these pipelines have none). The pipelines were trained in
+different decoding modes (configs/ner_plus.cfg set ``join_touching = true``
+after the default's seeds were trained); the mode does not change training, so
+scoring every pipeline in both modes compares them like for like. As in the
+benchmark, the checkpoint (model-best or model-last) is the one with the higher
+dev F1, chosen per mode.
+
+Writes bench/results/variants_NAME[_seedN].json and prints a Markdown table:
+test F1 overall and per type, and the difference to the default.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import spacy
+from spacy.tokens import DocBin
+
+import provenance
+from spacy_ner_plus.evaluate import join_touching_examples, predict_examples, strict_scores
+
+ROOT = provenance.ROOT
+RESULTS = ROOT / "bench" / "results"
+MODES = ("tags", "join")
+
+
+def scores_by_mode(model_dir: Path, docs_path: Path) -> dict:
+    nlp = spacy.load(model_dir, config={"components": {"ner_plus": {"join_touching": False}}})
+    examples = predict_examples(nlp, DocBin().from_disk(docs_path).get_docs(nlp.vocab))
+    return {"tags": strict_scores(examples), "join": strict_scores(join_touching_examples(examples))}
+
+
+def score_system(training: Path, corpus: Path) -> dict:
+    checkpoints = {}
+    for name in ("model-best", "model-last"):
+        print(f"scoring {training / name}", flush=True)
+        checkpoints[name] = {"dev": scores_by_mode(training / name, corpus / "dev.spacy"), "test": scores_by_mode(training / name, corpus / "test.spacy")}
+    result = {}
+    for mode in MODES:
+        chosen = max(checkpoints, key=lambda name: checkpoints[name]["dev"][mode]["f1"])
+        test = checkpoints[chosen]["test"][mode]
+        result[mode] = {
+            "checkpoint": chosen,
+            "dev_f1": checkpoints[chosen]["dev"][mode]["f1"],
+            "f1": test["f1"], "precision": test["precision"], "recall": test["recall"],
+            "per_type": {label: {k: test["per_type"][label][k] for k in ("f1", "precision", "recall", "support")} for label in test["per_type"]},
+        }
+    return result
+
+
+def table(record: dict, mode: str) -> str:
+    systems = record["systems"]
+    base = systems["ner_plus"][mode]
+    types = sorted(base["per_type"])
+    lines = [
+        f"| system ({mode}) | checkpoint | F1 | P | R | " + " | ".join(f"F1 {t}" for t in types) + " | F1 vs default |",
+        "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in types) + " | ---: |",
+    ]
+    for system, by_mode in systems.items():
+        r = by_mode[mode]
+        cells = " | ".join(
+            f"{100 * r['per_type'][t]['f1']:.2f}" + ("" if system == "ner_plus" else f" ({100 * (r['per_type'][t]['f1'] - base['per_type'][t]['f1']):+.2f})")
+            for t in types
+        )
+        delta = "-" if system == "ner_plus" else f"{100 * (r['f1'] - base['f1']):+.2f}"
+        lines.append(f"| {system} | {r['checkpoint']} | {100 * r['f1']:.2f} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | {cells} | {delta} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", help="systems of bench/conll_benchmark.py, e.g. ner_plus_inverse")
+    parser.add_argument("--name", default="conll")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    suffix = f"_seed{args.seed}" if args.seed else ""
+    corpus = ROOT / "corpus" / f"bench_{args.name}"
+    systems = ["ner_plus", *args.variants]
+    missing = [s for s in systems if not (ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training" / "model-last").exists()]
+    if missing or not (corpus / "test.spacy").exists():
+        sys.exit(f"not trained or not converted: {', '.join(missing) or corpus}; run bench/conll_benchmark.py SYSTEM --name {args.name} --seed {args.seed} first")
+    commit = provenance.commit()
+    record = {
+        "name": args.name,
+        "seed": args.seed,
+        "systems": {s: score_system(ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training", corpus) for s in systems},
+        "trained_by": {s: json.loads(p.read_text()).get("command") for s in systems if (p := RESULTS / f"{args.name}_{s}{suffix}.json").exists()},
+        "command": " ".join(["python", "bench/variants.py", *sys.argv[1:]]),
+        "commit": commit,
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
+        + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"variants_{args.name}{suffix}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for mode in MODES:
+        print(table(record, mode) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
