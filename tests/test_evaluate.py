@@ -162,7 +162,7 @@ def test_error_analysis_ranks_the_most_frequent_false_positives(tmp_path):
     assert f"| {texts[0]} | PER | 3 | 2 |" in table
 
 
-def test_touching_runs_counts_pairs_and_scores_them_joined(tmp_path):
+def test_touching_pairs_counted_and_scored_joined(tmp_path):
     # gold "w0 w1 w2" DIS and "w5" DIS; predicted in pieces: w0 | w1 w2 (joined: right), w4 | w5 (joined: wrong),
     # and w7 CHEM touching w8 DIS (other types: never joined)
     gold = make_doc(10, [(0, 3, "DIS"), (5, 6, "DIS")])
