@@ -10,7 +10,9 @@ short or too long), and how many pairs of touching predictions of one type
 (B-X B-X) would be a gold mention if merged; and the strict scores if every
 run of touching same-type predictions were joined (decoding.join_touching:
 what ner_plus's `join_touching` setting decodes, before its scores and
-thresholds). Written to bench/results/errors_<name>.json.
+thresholds). A ner_plus pipeline whose config joins them (`join_touching =
+true`) is read with the setting off, so that "as decoded" means from the tags.
+Written to bench/results/errors_<name>.json.
 
     python bench/error_breakdown.py corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
@@ -101,6 +103,8 @@ def main() -> None:
     for item in args.pipelines:
         name, path = item.split("=", 1)
         nlp = spacy.load(path)
+        if "ner_plus" in nlp.pipe_names:
+            nlp.get_pipe("ner_plus").join_touching = False
         examples = predict_examples(nlp, DocBin().from_disk(args.data).get_docs(nlp.vocab))
         analysis = analyse_errors(examples, max_false_positives=25)
         record["pipelines"][name] = {
