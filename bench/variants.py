@@ -18,11 +18,18 @@ dev F1, chosen per mode.
 
 Writes bench/results/variants_NAME[_seedN].json and prints a Markdown table:
 test F1 overall and per type, and the difference to the default.
+
+    python bench/variants.py --name conll --summary ner_plus_bioes
+
+reads those records, one per seed, and prints for each variant its dev and
+test F1 against the default's, per seed and in the mean over the seeds that
+scored both, in each mode (no new record: every number is in the per-seed files).
 """
 import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -80,12 +87,42 @@ def table(record: dict, mode: str) -> str:
     return "\n".join(lines)
 
 
+def summary(name: str, variants: list) -> str:
+    """Dev and test F1 of each variant against the default over the seeds of variants_NAME*.json."""
+    records = sorted((json.loads(p.read_text()) for p in RESULTS.glob(f"variants_{name}*.json")), key=lambda r: r["seed"])
+    if not records:
+        sys.exit(f"no bench/results/variants_{name}*.json: run bench/variants.py --name {name} --seed N first")
+    lines = [
+        "| variant | mode | seeds | dev F1 Δ per seed | dev F1 Δ mean | test F1 per seed (default → variant) | test F1 Δ mean ± sd |",
+        "| --- | --- | --- | --- | ---: | --- | ---: |",
+    ]
+    for variant in variants:
+        runs = [r for r in records if variant in r["systems"]]
+        if not runs:
+            sys.exit(f"{variant}: in no bench/results/variants_{name}*.json")
+        for mode in MODES:
+            pairs = [(r["seed"], r["systems"]["ner_plus"][mode], r["systems"][variant][mode]) for r in runs]
+            dev = [100 * (v["dev_f1"] - d["dev_f1"]) for _, d, v in pairs]
+            test = [100 * (v["f1"] - d["f1"]) for _, d, v in pairs]
+            spread = f" ± {statistics.stdev(test):.2f}" if len(test) > 1 else ""
+            lines.append(
+                f"| {variant} | {mode} | {', '.join(str(s) for s, _, _ in pairs)} | {', '.join(f'{x:+.2f}' for x in dev)} | {statistics.mean(dev):+.2f} | "
+                + ", ".join(f"{s}: {100 * d['f1']:.2f} → {100 * v['f1']:.2f}" for s, d, v in pairs)
+                + f" | {statistics.mean(test):+.2f}{spread} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+", help="systems of bench/conll_benchmark.py, e.g. ner_plus_inverse")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary", action="store_true", help="print the variants against the default over the seeds already scored")
     args = parser.parse_args()
+    if args.summary:
+        print(summary(args.name, args.variants))
+        return
     suffix = f"_seed{args.seed}" if args.seed else ""
     corpus = ROOT / "corpus" / f"bench_{args.name}"
     systems = ["ner_plus", *args.variants]
