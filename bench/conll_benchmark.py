@@ -6,7 +6,10 @@ number of epochs, keeps its best checkpoint on dev, and is scored on the
 CoNLL++ test set sentence by sentence with the same scorer
 (spacy_ner_plus.evaluate: seqeval strict, IOB2):
 
-- ner_plus:        configs/ner_plus.cfg (lexical features on, the default)
+- ner_plus:        configs/ner_plus.cfg (lexical features on, the default;
+                   scheme BIOES since 429c7f0, BIO before: a record's
+                   train_commit says which)
+- ner_plus_bio:    the same with scheme = BIO, what ner_plus trained before
 - ner_plus_nolex:  the same without lexical features
 - ner_plus_context: the same config trained on document context: train and dev
                    converted with `--doc-mode chunk --chunk-tokens 128`
@@ -16,6 +19,7 @@ CoNLL++ test set sentence by sentence with the same scorer
 - ner_plus_inverse, ner_plus_sqrt_inverse, ner_plus_focal1, ner_plus_focal2,
   ner_plus_bioes:  the default config with class_weights = inverse_frequency /
                    sqrt_inverse_frequency, focal_gamma = 1 / 2, scheme = BIOES
+                   (the last is the default config itself since 429c7f0)
 - ner_plus_mixed:  the same config trained on `--doc-mode mixed` (the 128-token
                    chunks, every other one split into sentences), batches of
                    round(32 x docs / sentences) docs (the steps of 32 sentences)
@@ -224,6 +228,7 @@ SYSTEMS = {
     "ner_plus_focal1": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 1.0}),
     "ner_plus_focal2": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 2.0}),
     "ner_plus_bioes": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"scheme": "BIOES"}),
+    "ner_plus_bio": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"scheme": "BIO"}),
     "ner_plus_holdout": lambda p, w, e, t: run_ner_plus(p, w, e, t, holdout=True),
     "spacy_trf_ner": run_spacy_trf_ner,
     "spacy_trf_ner_recipe": lambda p, w, e, t: run_spacy_trf_ner(p, w, e, t, recipe=True),
