@@ -88,8 +88,9 @@ def table(record: dict, mode: str) -> str:
 
 
 def summary(name: str, variants: list) -> str:
-    """Dev and test F1 of each variant against the default over the seeds of variants_NAME*.json."""
-    records = sorted((json.loads(p.read_text()) for p in RESULTS.glob(f"variants_{name}*.json")), key=lambda r: r["seed"])
+    """Dev and test F1 of each variant against the default over the seeds of variants_NAME[_seedN].json."""
+    paths = [*RESULTS.glob(f"variants_{name}.json"), *RESULTS.glob(f"variants_{name}_seed*.json")]
+    records = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["seed"])
     if not records:
         sys.exit(f"no bench/results/variants_{name}*.json: run bench/variants.py --name {name} --seed N first")
     lines = [
