@@ -87,29 +87,34 @@ def table(record: dict, mode: str) -> str:
     return "\n".join(lines)
 
 
+def mean_sd(values: list, sign: str = "") -> str:
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):{sign}.2f}{spread}"
+
+
 def summary(name: str, variants: list) -> str:
     """Dev and test F1 of each variant against the default over the seeds of variants_NAME[_seedN].json."""
     paths = [*RESULTS.glob(f"variants_{name}.json"), *RESULTS.glob(f"variants_{name}_seed*.json")]
     records = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["seed"])
     if not records:
-        sys.exit(f"no bench/results/variants_{name}*.json: run bench/variants.py --name {name} --seed N first")
+        sys.exit(f"no bench/results/variants_{name}[_seedN].json: run bench/variants.py --name {name} --seed N first")
     lines = [
-        "| variant | mode | seeds | dev F1 Δ per seed | dev F1 Δ mean | test F1 per seed (default → variant) | test F1 Δ mean ± sd |",
-        "| --- | --- | --- | --- | ---: | --- | ---: |",
+        "| variant | mode | seeds | dev F1 Δ per seed | dev F1 Δ mean | test F1 per seed (default → variant) "
+        "| test F1 mean ± sd (default → variant) | test F1 Δ mean ± sd |",
+        "| --- | --- | --- | --- | ---: | --- | --- | ---: |",
     ]
     for variant in variants:
         runs = [r for r in records if variant in r["systems"]]
         if not runs:
-            sys.exit(f"{variant}: in no bench/results/variants_{name}*.json")
+            sys.exit(f"{variant}: in no bench/results/variants_{name}[_seedN].json")
         for mode in MODES:
             pairs = [(r["seed"], r["systems"]["ner_plus"][mode], r["systems"][variant][mode]) for r in runs]
             dev = [100 * (v["dev_f1"] - d["dev_f1"]) for _, d, v in pairs]
-            test = [100 * (v["f1"] - d["f1"]) for _, d, v in pairs]
-            spread = f" ± {statistics.stdev(test):.2f}" if len(test) > 1 else ""
+            default, ours = [100 * d["f1"] for _, d, _ in pairs], [100 * v["f1"] for _, _, v in pairs]
             lines.append(
                 f"| {variant} | {mode} | {', '.join(str(s) for s, _, _ in pairs)} | {', '.join(f'{x:+.2f}' for x in dev)} | {statistics.mean(dev):+.2f} | "
-                + ", ".join(f"{s}: {100 * d['f1']:.2f} → {100 * v['f1']:.2f}" for s, d, v in pairs)
-                + f" | {statistics.mean(test):+.2f}{spread} |"
+                + ", ".join(f"{s}: {d:.2f} → {v:.2f}" for (s, _, _), d, v in zip(pairs, default, ours))
+                + f" | {mean_sd(default)} → {mean_sd(ours)} | {mean_sd([v - d for d, v in zip(default, ours)], '+')} |"
             )
     return "\n".join(lines)
 
