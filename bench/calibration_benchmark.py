@@ -6,9 +6,12 @@ is then fitted on dev and applied to the test predictions, which is what
 `calibrate` + `spacy.load` would do. Reports ECE (15 equal-width bins) and
 Brier per type and overall before/after, test precision/recall per type with
 `precision:0.95`, and test F1 with `max_f1` against the uncalibrated F1
-(every decoded entity kept). Methods: isotonic, temperature and logistic (raw
-score and entity length); thresholds from DEV's point estimates and with
-1,000 bootstrap resamples (95% bounds; out-of-bag check for max_f1).
+(every decoded entity kept). Methods: isotonic, temperature, logistic (raw
+score and entity length) and logistic_pooled (the same, one fit for all
+types); thresholds from DEV's point estimates and with 1,000 bootstrap
+resamples (95% bounds; out-of-bag check for max_f1). Per type also the ECE's
+lower bound on test, |mean calibrated confidence - precision|: no map can go
+below it without changing the test predictions' mean confidence.
 
     python bench/calibration_benchmark.py training/bench_conll_ner_plus/training/model-best \
         corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll] [--join-touching]
@@ -74,6 +77,7 @@ def summarise(applied):
         "per_type": {
             label: {
                 **before_after(confidence["per_type"][label]),
+                "ece_lower_bound": abs(float(numpy.mean(a["scores"])) - a["tp_all"] / a["predicted"]) if a["predicted"] else 0.0,
                 **{k: v for k, v in a.items() if k not in ("scores", "correct", "raw")},
                 "precision": prf(a["tp_kept"], a["kept"], a["n_gold"])[0],
                 "recall": prf(a["tp_kept"], a["kept"], a["n_gold"])[1],
@@ -101,7 +105,7 @@ def main() -> None:
     dev_pred = collect_predictions(nlp, "ner_plus", dev)
     test_pred = collect_predictions(nlp, "ner_plus", test)
     runs = {}
-    for method in ("isotonic", "temperature", "logistic"):
+    for method in ("isotonic", "temperature", "logistic", "logistic_pooled"):
         for policy in ("max_f1", "precision:0.95"):
             for bootstrap in (0, 1000):
                 results = calibrate_predictions(dev_pred, method, policy, {}, 30, 0.5, bootstrap=bootstrap, confidence=0.95)
@@ -116,7 +120,7 @@ def main() -> None:
         print(f"## {name}: ECE {o['ece_before']:.4f} -> {o['ece_after']:.4f}, Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}, "
               f"F1 {o['f1_uncalibrated']:.4f} -> {o['f1_thresholded']:.4f}")
         for label, t in run["per_type"].items():
-            print(f"  {label}: ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f}, threshold {t['threshold']:.3f}, "
+            print(f"  {label}: ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f} (bound {t['ece_lower_bound']:.4f}), threshold {t['threshold']:.3f}, "
                   f"P {t['precision_uncalibrated']:.4f} -> {t['precision']:.4f}, R {t['recall_uncalibrated']:.4f} -> {t['recall']:.4f}")
 
 

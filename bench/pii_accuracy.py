@@ -46,7 +46,7 @@ Presidio's email recogniser calls ``tldextract``, whose default extractor
 fetches the public suffix list over HTTP; the script replaces it with one that
 uses only the snapshot bundled with tldextract (this machine has no network).
 
-    .venv/bin/python -m spacy_ner_plus calibrate training/pii/model-best corpus/pii/dev.spacy /tmp/pii-calibrated --policy fbeta:2
+    .venv/bin/python -m spacy_ner_plus calibrate training/pii/model-best corpus/pii/dev.spacy /tmp/pii-calibrated --policy fbeta:2 --bootstrap 0
     .venv/bin/python bench/pii_accuracy.py /tmp/pii-calibrated training/pii/model-best
 """
 import json

@@ -14,6 +14,11 @@ Methods (per type):
   learn's LogisticRegression). The raw score is a product of per-token
   probabilities and shrinks with length, so the same raw score means more for
   a long entity than for a short one; the length term learns by how much.
+- ``logistic_pooled``: one logistic regression over every type's DEV
+  predictions, ``sigmoid(a * logit(raw) + b * log(length) + c_type)``: the
+  weights of the score and the length are shared, each type has its own
+  intercept. A type with few predictions borrows the others' slopes instead
+  of fitting its own; stored per type as a ``logistic`` calibrator.
 
 This module is the maths only: it knows no pipeline. Running a pipeline on
 DEV and storing the result in its ner_plus is pipeline_calibration.py.
@@ -34,9 +39,10 @@ thresholds account for DEV's sampling noise: ``precision:P`` takes the lowest
 threshold whose precision is at least P in all but ``1 - confidence`` of the
 resamples (a percentile lower bound; ``recall:R`` likewise), and a
 ``max_f1``/``fbeta`` threshold is kept only when choosing a threshold beats
-keeping every prediction out of bag: on each resample the best threshold is
-chosen and its gain measured on the predictions that resample left out; when
-the mean gain is not positive, the threshold is 0 (keep all).
+keeping every prediction out of bag beyond DEV's noise: on each resample the
+best threshold is chosen and its gain measured on the predictions that
+resample left out; unless the gain is positive on at least ``confidence`` of
+the resamples, the threshold is 0 (keep all).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -97,7 +103,7 @@ def _sigmoid(z: numpy.ndarray) -> numpy.ndarray:
     return 1.0 / (1.0 + numpy.exp(-z))
 
 
-METHODS = ("temperature", "isotonic", "logistic")
+METHODS = ("temperature", "isotonic", "logistic", "logistic_pooled")
 
 
 def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, lengths: Optional[Sequence[int]] = None) -> Calibrator:
@@ -115,6 +121,8 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, l
         model = LogisticRegression(C=100.0).fit(features, y.astype(int))
         a, b = (float(v) for v in model.coef_[0])
         return Calibrator("logistic", coef=[a, b, float(model.intercept_[0])])
+    if method == "logistic_pooled":
+        return fit_pooled_logistic({"": (raw, correct, lengths)})[""]
     if method == "temperature":
         from scipy.optimize import minimize_scalar
 
@@ -133,6 +141,33 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, l
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw[order], y[order])
         return Calibrator("isotonic", 1.0, [float(v) for v in model.X_thresholds_], [float(v) for v in model.y_thresholds_])
     raise ValueError(f"unknown calibration method '{method}': use one of {', '.join(METHODS)}")
+
+
+def fit_pooled_logistic(data: Dict[str, Tuple[Sequence[float], Sequence[bool], Optional[Sequence[int]]]]) -> Dict[str, Calibrator]:
+    """One logistic regression over every type: per label, a ``logistic``
+    Calibrator with the shared weights of logit(raw) and log(length) and the
+    label's own intercept.
+
+    data: label -> (raw scores, exactly right, lengths in tokens).
+    RAISES (ValueError): a label without lengths.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    labels = sorted(data)
+    features, targets = [], []
+    for i, label in enumerate(labels):
+        raw, correct, lengths = data[label]
+        if lengths is None or len(lengths) != len(raw):
+            raise ValueError(f"the logistic_pooled calibrator needs each entity's length in tokens ({label or 'the type'})")
+        raw = numpy.asarray(raw, dtype="float64")
+        onehot = numpy.zeros((len(raw), len(labels)))
+        onehot[:, i] = 1.0
+        features.append(numpy.column_stack([_logit(raw), numpy.log(numpy.asarray(lengths, dtype="float64")), onehot]))
+        targets.append(numpy.asarray(correct, dtype=int))
+    # the one-hot columns are the intercepts; weak L2 (C=100) as for the per-type fit
+    model = LogisticRegression(C=100.0, fit_intercept=False).fit(numpy.vstack(features), numpy.concatenate(targets))
+    a, b, *intercepts = (float(v) for v in model.coef_[0])
+    return {label: Calibrator("logistic", coef=[a, b, intercepts[i]]) for i, label in enumerate(labels)}
 
 
 def ece(scores: Sequence[float], correct: Sequence[bool], n_bins: int = N_BINS) -> float:
@@ -228,11 +263,13 @@ def choose_threshold(
         kept_o, tp_o = _counts(scores, correct, t, out)
         n_gold_o = n_missed * out.mean(axis=1, keepdims=True) + tp_o[:, :1]
         f_o = _fbeta(_ratio(tp_o, kept_o), _ratio(tp_o, n_gold_o), value)
-        gain = float((f_o[numpy.arange(bootstrap), chosen] - f_o[:, 0]).mean())
-        if gain <= 0:
+        gains = f_o[numpy.arange(bootstrap), chosen] - f_o[:, 0]
+        share = float((gains > 0).mean())
+        if share < confidence:
             return 0.0, (
-                f"threshold {t[best]:.3f} raises DEV's F{value:g} by {score[best] - score[0]:+.4f} but does not beat keeping "
-                f"every prediction out of bag ({gain:+.4f} over {bootstrap} resamples), so it fits DEV's noise: kept all"
+                f"threshold {t[best]:.3f} raises DEV's F{value:g} by {score[best] - score[0]:+.4f} but beats keeping every "
+                f"prediction out of bag in only {share:.0%} of {bootstrap} resamples (mean gain {gains.mean():+.4f}; "
+                f"{confidence:.0%} needed), so it may fit DEV's noise: kept all"
             )
         return float(t[best]), None
     if name == "precision":
@@ -329,11 +366,14 @@ def calibrate_type(
     bootstrap: int = 0,
     confidence: float = 0.95,
     seed: int = 0,
+    fitted: Optional[Calibrator] = None,
 ) -> TypeCalibration:
     """Fit one type's calibrator and threshold, applying the documented fallbacks.
 
-    lengths (Optional[Sequence[int]]): each prediction's length in tokens (the logistic method needs them).
+    lengths (Optional[Sequence[int]]): each prediction's length in tokens (the logistic methods need them).
     bootstrap, confidence, seed: the threshold's confidence bounds (choose_threshold).
+    fitted (Optional[Calibrator]): the type's calibrator when it was fitted with
+        other types' predictions (logistic_pooled); used unless a fallback applies.
     """
     raw = numpy.asarray(raw, dtype="float64")
     correct = numpy.asarray(correct, dtype=bool)
@@ -345,7 +385,7 @@ def calibrate_type(
         calibrator = Calibrator()
         notes.append("DEV predictions are all right or all wrong: raw confidence kept (identity map)")
     else:
-        calibrator = fit_calibrator(raw, correct, method, lengths)
+        calibrator = fitted if fitted is not None else fit_calibrator(raw, correct, method, lengths)
     calibrated = calibrator(raw, lengths)
     threshold, warning = choose_threshold(calibrated, correct, n_gold, policy, bootstrap, confidence, seed)
     if warning:
@@ -374,8 +414,18 @@ def calibrate_predictions(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
-    """Per type: fit the calibrator and choose the threshold (see calibrate_type)."""
+    """Per type: fit the calibrator and choose the threshold (see calibrate_type).
+    With ``logistic_pooled`` the types that pass calibrate_type's fallbacks
+    are fitted together, the others keep their fallback."""
     results: Dict[str, TypeCalibration] = {}
+    pooled: Dict[str, Calibrator] = {}
+    if method == "logistic_pooled":
+        fit = {
+            label: (p.raw, p.correct, p.lengths or None)
+            for label, p in predictions.items()
+            if p.n_gold and len(p.raw) >= min_spans and 0 < sum(p.correct) < len(p.correct)
+        }
+        pooled = fit_pooled_logistic(fit) if fit else {}
     for label, p in predictions.items():
         type_policy = overrides.get(label, policy)
         if p.n_gold == 0:
@@ -387,7 +437,7 @@ def calibrate_predictions(
         else:
             results[label] = calibrate_type(
                 label, p.raw, p.correct, p.n_gold, method, type_policy, min_spans,
-                lengths=p.lengths or None, bootstrap=bootstrap, confidence=confidence, seed=seed,
+                lengths=p.lengths or None, bootstrap=bootstrap, confidence=confidence, seed=seed, fitted=pooled.get(label),
             )
     return results
 

@@ -205,7 +205,7 @@ def calibrate(
     model: str = typer.Argument(..., help="trained pipeline with a ner_plus component"),
     dev_path: Path = typer.Argument(..., help="DEV gold data: a DocBin (.spacy) or a CoNLL column file"),
     output_model: Path = typer.Argument(..., help="where to write the calibrated pipeline"),
-    method: str = typer.Option("isotonic", "--method", help="temperature | isotonic | logistic (raw score and entity length)"),
+    method: str = typer.Option("isotonic", "--method", help="temperature | isotonic | logistic (raw score and entity length) | logistic_pooled (the same, one fit for all types, an intercept per type)"),
     policy: List[str] = typer.Option(
         ["max_f1"], "--policy", help="max_f1 | precision:P | recall:R | fbeta:B; repeat as LABEL=POLICY for a per-type override"
     ),
@@ -214,8 +214,8 @@ def calibrate(
     report: Optional[Path] = typer.Option(None, "--report", help="directory for calibration.json/.md and the plots"),
     doc_mode: str = typer.Option("sentence", "--doc-mode", help="for a CoNLL file: document or sentence"),
     bootstrap: int = typer.Option(
-        0, "--bootstrap", help="resamples of DEV for thresholds with confidence bounds (precision:P keeps P at the bound; "
-        "a max_f1/fbeta threshold must beat keeping all beyond DEV's noise); 0: point estimates"
+        1000, "--bootstrap", help="resamples of DEV for thresholds with confidence bounds (precision:P keeps P at the bound; "
+        "a max_f1/fbeta threshold must beat keeping all out of bag in --confidence of them); 0: DEV's point estimates"
     ),
     confidence: float = typer.Option(0.95, "--confidence", help="level of the --bootstrap bounds (0.95 held P on new data in about 90% of simulated DEV sets)"),
     seed: int = typer.Option(0, "--seed", help="seed of the --bootstrap resampling"),

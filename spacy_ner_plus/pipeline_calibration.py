@@ -18,7 +18,7 @@ def calibrate_pipeline(
     min_spans: int = 30,
     default_threshold: float = 0.5,
     component: Optional[str] = None,
-    bootstrap: int = 0,
+    bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Dict[str, TypeCalibration]:
@@ -27,12 +27,15 @@ def calibrate_pipeline(
 
     nlp (Language): the pipeline; changed in place.
     gold_docs (Sequence[Doc]): DEV docs with gold entities.
-    method (str): "temperature", "isotonic" or "logistic" (score and length).
+    method (str): "temperature", "isotonic", "logistic" (score and length) or
+        "logistic_pooled" (score and length, one fit for every type, an intercept per type).
     policy (str): the default threshold policy; ``overrides`` maps labels to their own.
     min_spans (int): fewest DEV predictions of a type to fit its calibrator.
     default_threshold (float): the threshold of a type absent from DEV.
     component (Optional[str]): the ner_plus pipe to calibrate (default: the first).
     bootstrap (int): resamples for thresholds with confidence bounds (0: DEV's point estimates).
+        1,000 by default: point max_f1 thresholds chosen on DEV lowered test F1 on CoNLL++ and
+        BC5CDR (docs/BENCHMARKS.md).
     confidence (float): the bounds' level.
     seed (int): the resampling's seed.
     RETURNS (Dict[str, TypeCalibration]): per type, for the report.

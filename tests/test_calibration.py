@@ -6,7 +6,9 @@ from spacy.training import Example
 from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
 from spacy_ner_plus.calibration import (
     Calibrator,
+    TypePredictions,
     brier,
+    calibrate_predictions,
     calibrate_type,
     choose_threshold,
     ece,
@@ -277,6 +279,57 @@ def test_bootstrap_keeps_all_when_a_threshold_only_fits_dev_noise():
     assert choose_threshold(sig(z), y, 300, "precision:0.95", bootstrap=200, seed=7) == choose_threshold(
         sig(z), y, 300, "precision:0.95", bootstrap=200, seed=7
     )
+
+
+def test_max_f1_with_bootstrap_never_costs_f1_on_new_data_and_keeps_a_clear_gain():
+    # 20 DEV sets of 300 predictions per signal strength k (P(right) = sig(k z + 1), 3% of gold never
+    # found); each threshold judged on a large TEST sample against keeping every prediction
+    from spacy_ner_plus.evaluate import prf
+
+    for k in (0.3, 2.0):
+        test_z, test_y = sample(100_000, lambda z: sig(k * z + 1.0), seed=99)
+        n_gold = int(test_y.sum()) + 3_000
+
+        def gain(threshold):
+            kept = sig(test_z) >= threshold
+            return prf(int(test_y[kept].sum()), int(kept.sum()), n_gold)[2] - prf(int(test_y.sum()), len(test_y), n_gold)[2]
+
+        point, bounded = [], []
+        for trial in range(20):
+            z, y = sample(300, lambda z: sig(k * z + 1.0), seed=1000 + trial)
+            point.append(gain(choose_threshold(sig(z), y, int(y.sum()) + 9, "max_f1")[0]))
+            bounded.append(gain(choose_threshold(sig(z), y, int(y.sum()) + 9, "max_f1", bootstrap=500, seed=trial)[0]))
+        assert min(bounded) >= 0.0  # kept all, or a threshold that helps
+        if k == 0.3:  # a weak signal: DEV's point threshold fits noise and costs F1 on some sets
+            assert min(point) < -0.005
+        else:  # a clear signal: the bound keeps the point threshold's gain
+            assert bounded == point and min(point) > 0.1
+
+
+def pooled_sample(n, intercept, seed):
+    rng = numpy.random.RandomState(seed)
+    lengths = rng.choice([1, 2, 3, 5], size=n)
+    raw = sig(rng.normal(0, 2, size=n))
+    correct = rng.uniform(size=n) < sig(0.8 * numpy.log(raw / (1 - raw)) + 1.0 * numpy.log(lengths) + intercept)
+    return raw, lengths, correct
+
+
+def test_pooled_logistic_shares_the_slopes_and_fits_one_intercept_per_type():
+    data = {"BIG": pooled_sample(4000, -1.0, seed=1), "SMALL": pooled_sample(40, 1.0, seed=2), "FEW": pooled_sample(10, 0.0, seed=3)}
+    predictions = {
+        label: TypePredictions(list(raw), list(correct), int(correct.sum()) + 5, list(lengths)) for label, (raw, lengths, correct) in data.items()
+    }
+    results = calibrate_predictions(predictions, "logistic_pooled", "max_f1", {}, 30, 0.5)
+    big, small = results["BIG"].calibrator, results["SMALL"].calibrator
+    assert big.method == small.method == "logistic" and big.coef[:2] == small.coef[:2]
+    assert abs(big.coef[0] - 0.8) < 0.15 and abs(big.coef[1] - 1.0) < 0.25  # the shared slopes, mostly from BIG
+    assert small.coef[2] - big.coef[2] > 1.0  # SMALL's own intercept (true difference 2.0)
+    assert results["FEW"].calibrator.method == "identity"  # under min_spans: the fallback, not in the fit
+    assert Calibrator.from_dict(small.to_dict()) == small
+    # one type alone: the per-type logistic fit
+    raw, lengths, correct = data["BIG"]
+    alone = fit_calibrator(raw, correct, "logistic_pooled", lengths)
+    assert numpy.allclose(alone.coef, fit_calibrator(raw, correct, "logistic", lengths).coef, atol=1e-3)
 
 
 def test_logistic_calibration_in_the_pipeline_scores_each_entity_with_its_length(trained, tmp_path):
