@@ -16,12 +16,15 @@ scoring every pipeline in both modes compares them like for like. As in the
 benchmark, the checkpoint (model-best or model-last) is the one with the higher
 dev F1, chosen per mode.
 
-Writes bench/results/variants_NAME[_seedN].json and prints a Markdown table:
-test F1 overall and per type, and the difference to the default.
+Writes bench/results/variants_NAME[_TAG][_seedN].json and prints a Markdown table:
+test F1 overall and per type, and the difference to the default. ``--tag TAG``
+keeps a comparison against a newer default apart from the older records (e.g.
+``--tag bioes``: the default trained with the BIOES workflow config).
 
     python bench/variants.py --name conll --summary ner_plus_bioes
+    python bench/variants.py --name conll --tag bioes --summary ner_plus_focal1
 
-reads those records, one per seed, and prints for each variant its dev and
+reads those records (with ``--tag``, the tagged ones), one per seed, and prints for each variant its dev and
 test F1 against the default's, per seed and in the mean over the seeds that
 scored both, in each mode (no new record: every number is in the per-seed files).
 """
@@ -93,7 +96,8 @@ def mean_sd(values: list, sign: str = "") -> str:
 
 
 def summary(name: str, variants: list) -> str:
-    """Dev and test F1 of each variant against the default over the seeds of variants_NAME[_seedN].json."""
+    """Dev and test F1 of each variant against the default over the seeds of variants_NAME[_seedN].json
+    (NAME includes the tag, if any)."""
     paths = [*RESULTS.glob(f"variants_{name}.json"), *RESULTS.glob(f"variants_{name}_seed*.json")]
     records = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["seed"])
     if not records:
@@ -124,10 +128,12 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="systems of bench/conll_benchmark.py, e.g. ner_plus_inverse")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="records go to variants_NAME_TAG[_seedN].json (and --summary reads those)")
     parser.add_argument("--summary", action="store_true", help="print the variants against the default over the seeds already scored")
     args = parser.parse_args()
+    record_name = f"{args.name}_{args.tag}" if args.tag else args.name
     if args.summary:
-        print(summary(args.name, args.variants))
+        print(summary(record_name, args.variants))
         return
     suffix = f"_seed{args.seed}" if args.seed else ""
     corpus = ROOT / "corpus" / f"bench_{args.name}"
@@ -147,7 +153,7 @@ def main() -> None:
         + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"variants_{args.name}{suffix}.json"
+    out = RESULTS / f"variants_{record_name}{suffix}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     for mode in MODES:
         print(table(record, mode) + "\n")
