@@ -4,7 +4,7 @@
 
 Reads the pipelines that ``bench/conll_benchmark.py SYSTEM --seed N`` trained
 (training/bench_NAME_SYSTEM[_seedN]/training) for the default (``ner_plus``) and
-each variant, and scores them all the same way, in one run, on the corpus the
+each variant (``--default SYSTEM`` names another default), and scores them all the same way, in one run, on the corpus the
 benchmark converted (corpus/bench_NAME): each checkpoint predicts dev and test
 once with ``join_touching`` off, and its entities are scored as decoded
 ("tags") and with each run of touching entities of one type joined ("join",
@@ -73,7 +73,8 @@ def score_system(training: Path, corpus: Path) -> dict:
 
 def table(record: dict, mode: str) -> str:
     systems = record["systems"]
-    base = systems["ner_plus"][mode]
+    default = record.get("default", "ner_plus")
+    base = systems[default][mode]
     types = sorted(base["per_type"])
     lines = [
         f"| system ({mode}) | checkpoint | F1 | P | R | " + " | ".join(f"F1 {t}" for t in types) + " | F1 vs default |",
@@ -82,10 +83,10 @@ def table(record: dict, mode: str) -> str:
     for system, by_mode in systems.items():
         r = by_mode[mode]
         cells = " | ".join(
-            f"{100 * r['per_type'][t]['f1']:.2f}" + ("" if system == "ner_plus" else f" ({100 * (r['per_type'][t]['f1'] - base['per_type'][t]['f1']):+.2f})")
+            f"{100 * r['per_type'][t]['f1']:.2f}" + ("" if system == default else f" ({100 * (r['per_type'][t]['f1'] - base['per_type'][t]['f1']):+.2f})")
             for t in types
         )
-        delta = "-" if system == "ner_plus" else f"{100 * (r['f1'] - base['f1']):+.2f}"
+        delta = "-" if system == default else f"{100 * (r['f1'] - base['f1']):+.2f}"
         lines.append(f"| {system} | {r['checkpoint']} | {100 * r['f1']:.2f} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | {cells} | {delta} |")
     return "\n".join(lines)
 
@@ -112,7 +113,7 @@ def summary(name: str, variants: list) -> str:
         if not runs:
             sys.exit(f"{variant}: in no bench/results/variants_{name}[_seedN].json")
         for mode in MODES:
-            pairs = [(r["seed"], r["systems"]["ner_plus"][mode], r["systems"][variant][mode]) for r in runs]
+            pairs = [(r["seed"], r["systems"][r.get("default", "ner_plus")][mode], r["systems"][variant][mode]) for r in runs]
             dev = [100 * (v["dev_f1"] - d["dev_f1"]) for _, d, v in pairs]
             default, ours = [100 * d["f1"] for _, d, _ in pairs], [100 * v["f1"] for _, _, v in pairs]
             lines.append(
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="systems of bench/conll_benchmark.py, e.g. ner_plus_inverse")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default", default="ner_plus", help="the system the variants are compared with (a pipeline trained with the workflow config before ner_plus followed it, e.g. ner_plus_bioes)")
     parser.add_argument("--tag", default="", help="records go to variants_NAME_TAG[_seedN].json (and --summary reads those)")
     parser.add_argument("--summary", action="store_true", help="print the variants against the default over the seeds already scored")
     args = parser.parse_args()
@@ -137,7 +139,7 @@ def main() -> None:
         return
     suffix = f"_seed{args.seed}" if args.seed else ""
     corpus = ROOT / "corpus" / f"bench_{args.name}"
-    systems = ["ner_plus", *args.variants]
+    systems = [args.default, *args.variants]
     missing = [s for s in systems if not (ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training" / "model-last").exists()]
     if missing or not (corpus / "test.spacy").exists():
         sys.exit(f"not trained or not converted: {', '.join(missing) or corpus}; run bench/conll_benchmark.py SYSTEM --name {args.name} --seed {args.seed} first")
@@ -145,6 +147,7 @@ def main() -> None:
     record = {
         "name": args.name,
         "seed": args.seed,
+        "default": args.default,
         "systems": {s: score_system(ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training", corpus) for s in systems},
         "trained_by": {s: json.loads(p.read_text()).get("command") for s in systems if (p := RESULTS / f"{args.name}_{s}{suffix}.json").exists()},
         "command": " ".join(["python", "bench/variants.py", *sys.argv[1:]]),
