@@ -71,9 +71,14 @@ def score_system(training: Path, corpus: Path) -> dict:
     return result
 
 
+def default_system(record: dict) -> str:
+    """The system a record's variants were compared with (records before --default: ner_plus)."""
+    return record.get("default", "ner_plus")
+
+
 def table(record: dict, mode: str) -> str:
     systems = record["systems"]
-    default = record.get("default", "ner_plus")
+    default = default_system(record)
     base = systems[default][mode]
     types = sorted(base["per_type"])
     lines = [
@@ -113,7 +118,7 @@ def summary(name: str, variants: list) -> str:
         if not runs:
             sys.exit(f"{variant}: in no bench/results/variants_{name}[_seedN].json")
         for mode in MODES:
-            pairs = [(r["seed"], r["systems"][r.get("default", "ner_plus")][mode], r["systems"][variant][mode]) for r in runs]
+            pairs = [(r["seed"], r["systems"][default_system(r)][mode], r["systems"][variant][mode]) for r in runs]
             dev = [100 * (v["dev_f1"] - d["dev_f1"]) for _, d, v in pairs]
             default, ours = [100 * d["f1"] for _, d, _ in pairs], [100 * v["f1"] for _, _, v in pairs]
             lines.append(

@@ -353,6 +353,17 @@ class TypeCalibration:
         }
 
 
+def _identity_fallback(correct: Sequence[bool], min_spans: int) -> Optional[str]:
+    """Why a type keeps the identity map (too few DEV predictions, or all right or
+    all wrong), or None when its calibrator can be fitted."""
+    correct = numpy.asarray(correct, dtype=bool)
+    if len(correct) < min_spans:
+        return f"{len(correct)} DEV predictions (< {min_spans}): raw confidence kept (identity map)"
+    if correct.all() or not correct.any():
+        return "DEV predictions are all right or all wrong: raw confidence kept (identity map)"
+    return None
+
+
 def calibrate_type(
     label: str,
     raw: Sequence[float],
@@ -378,12 +389,10 @@ def calibrate_type(
     raw = numpy.asarray(raw, dtype="float64")
     correct = numpy.asarray(correct, dtype=bool)
     notes: List[str] = []
-    if len(raw) < min_spans:
+    fallback = _identity_fallback(correct, min_spans)
+    if fallback:
         calibrator = Calibrator()
-        notes.append(f"{len(raw)} DEV predictions (< {min_spans}): raw confidence kept (identity map)")
-    elif correct.all() or not correct.any():
-        calibrator = Calibrator()
-        notes.append("DEV predictions are all right or all wrong: raw confidence kept (identity map)")
+        notes.append(fallback)
     else:
         calibrator = fitted if fitted is not None else fit_calibrator(raw, correct, method, lengths)
     calibrated = calibrator(raw, lengths)
@@ -423,7 +432,7 @@ def calibrate_predictions(
         fit = {
             label: (p.raw, p.correct, p.lengths or None)
             for label, p in predictions.items()
-            if p.n_gold and len(p.raw) >= min_spans and 0 < sum(p.correct) < len(p.correct)
+            if p.n_gold and not _identity_fallback(p.correct, min_spans)
         }
         pooled = fit_pooled_logistic(fit) if fit else {}
     for label, p in predictions.items():

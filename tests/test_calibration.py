@@ -205,14 +205,15 @@ def test_gold_entities_set_by_a_component_before_ner_plus_are_not_its_to_find(tr
     assert all(not (s.start < 4 and 3 < s.end) for doc in nlp.pipe(["Mary lives in Paris ."]) for s in doc.spans["ner_plus"])
 
 
-def length_sample(n, seed):
+def length_sample(n, seed, score_weight=1.0, length_weight=1.5, intercept=0.0):
     """Span scores whose meaning depends on the span's length: the chance that a
-    span is right is sigmoid(logit(raw) + 1.5 log(length)), so a 5-token span
-    with raw 0.3 is right more often than a 1-token one."""
+    span is right is sigmoid(score_weight logit(raw) + length_weight log(length)
+    + intercept), so (by default) a 5-token span with raw 0.3 is right more often
+    than a 1-token one."""
     rng = numpy.random.RandomState(seed)
     lengths = rng.choice([1, 2, 3, 5], size=n)
     raw = sig(rng.normal(0, 2, size=n))
-    correct = rng.uniform(size=n) < sig(numpy.log(raw / (1 - raw)) + 1.5 * numpy.log(lengths))
+    correct = rng.uniform(size=n) < sig(score_weight * numpy.log(raw / (1 - raw)) + length_weight * numpy.log(lengths) + intercept)
     return raw, lengths, correct
 
 
@@ -307,11 +308,7 @@ def test_max_f1_with_bootstrap_never_costs_f1_on_new_data_and_keeps_a_clear_gain
 
 
 def pooled_sample(n, intercept, seed):
-    rng = numpy.random.RandomState(seed)
-    lengths = rng.choice([1, 2, 3, 5], size=n)
-    raw = sig(rng.normal(0, 2, size=n))
-    correct = rng.uniform(size=n) < sig(0.8 * numpy.log(raw / (1 - raw)) + 1.0 * numpy.log(lengths) + intercept)
-    return raw, lengths, correct
+    return length_sample(n, seed, score_weight=0.8, length_weight=1.0, intercept=intercept)
 
 
 def test_pooled_logistic_shares_the_slopes_and_fits_one_intercept_per_type():
