@@ -146,6 +146,7 @@ if not Span.has_extension("confidence"):
         "scheme": "BIO",
         "window": 128,
         "stride": 112,
+        "sentence_windows": False,
         "window_batch_size": 32,
         "sort_buffer_tokens": 16384,
         "class_weights": "none",
@@ -166,6 +167,7 @@ def make_ner_plus(
     scheme: str,
     window: int,
     stride: int,
+    sentence_windows: bool,
     window_batch_size: int,
     sort_buffer_tokens: int,
     class_weights: Union[str, Dict[str, float]],
@@ -188,6 +190,13 @@ def make_ner_plus(
     scheme (str): the tag scheme the model predicts, "BIO" (IOB2) or "BIOES".
     window (int): most tokens per window; longer Docs are split.
     stride (int): most tokens between two window starts (window - stride overlap).
+    sentence_windows (bool): in a Doc with sentence boundaries (``doc.sents``:
+        from the converter, a ``sentencizer`` or a parser), window each
+        sentence on its own, so a model trained on single sentences predicts
+        a whole document as it predicts sentences; False lets windows run
+        across sentences (context, for models trained on multi-sentence Docs).
+        Training windows follow it too. A Doc without sentence boundaries is
+        windowed as a whole either way.
     window_batch_size (int): windows per forward pass at prediction. Scores
         depend on which windows share a forward pass in the last bits of
         float32 (about 1e-6); 1 runs each window alone, so its scores are
@@ -227,6 +236,7 @@ def make_ner_plus(
         scheme=scheme,
         window=window,
         stride=stride,
+        sentence_windows=sentence_windows,
         window_batch_size=window_batch_size,
         sort_buffer_tokens=sort_buffer_tokens,
         class_weights=class_weights,
@@ -282,6 +292,7 @@ class NerPlus(TrainablePipe):
         quantize: bool,
         overwrite_ents: bool,
         join_touching: bool = False,
+        sentence_windows: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -303,6 +314,7 @@ class NerPlus(TrainablePipe):
         self.scorer = scorer
         self.window = window
         self.stride = stride
+        self.sentence_windows = bool(sentence_windows)
         self.window_batch_size = window_batch_size
         self.sort_buffer_tokens = sort_buffer_tokens
         self.class_weights = class_weights
@@ -379,8 +391,13 @@ class NerPlus(TrainablePipe):
             counts = [len(p) for p in pieces[offset : offset + len(doc)]]
             offset += len(doc)
             cumulative = numpy.cumsum([0] + counts)
-            sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
-            for start, end in windowing.make_windows(counts, self.window, self.stride, budget, sent_starts):
+            if doc.has_annotation("SENT_START"):
+                sent_starts = [bool(t.is_sent_start) for t in doc]
+                make = windowing.sentence_windows if self.sentence_windows else windowing.make_windows
+                doc_windows = make(counts, self.window, self.stride, budget, sent_starts)
+            else:
+                doc_windows = windowing.make_windows(counts, self.window, self.stride, budget)
+            for start, end in doc_windows:
                 spans.append(doc[start:end])
                 owners.append((i, start, end))
                 n_pieces.append(int(cumulative[end] - cumulative[start]))

@@ -5,6 +5,9 @@ tokens and at most ``max_wordpieces`` wordpieces; consecutive windows start
 at most ``stride`` tokens apart (less when the wordpiece budget shortens a
 window, so they always overlap by the same share), and a window's start moves
 back to a sentence start when one lies in the last half-stride before it.
+``sentence_windows`` windows each sentence on its own instead, so no window
+crosses a sentence boundary (a sentence longer than a window is split as a
+Doc would be).
 
 Merge rule: each window votes for its tokens' tag distributions with weight
 equal to the token's distance (in tokens, >= 1) to the nearest *inner* edge
@@ -63,6 +66,30 @@ def make_windows(
                     next_start = i
                     break
         start = next_start
+
+
+def sentence_windows(
+    wordpieces: Sequence[int],
+    window: int,
+    stride: int,
+    max_wordpieces: int,
+    sent_starts: Sequence[bool],
+) -> List[Window]:
+    """Windows that never cross a sentence boundary: ``make_windows`` of each sentence.
+
+    A model trained on single sentences sees, on a whole document, windows
+    like those it was trained on; the merge is unchanged (windows of
+    different sentences do not overlap).
+
+    sent_starts (Sequence[bool]): sentence starts, one per token (the first
+        token always starts one).
+    RETURNS (List[Window]): (start, end) ranges, in Doc order.
+    """
+    starts = [i for i, is_start in enumerate(sent_starts) if is_start or i == 0]
+    windows: List[Window] = []
+    for start, end in zip(starts, starts[1:] + [len(wordpieces)]):
+        windows.extend((start + a, start + b) for a, b in make_windows(wordpieces[start:end], window, stride, max_wordpieces))
+    return windows
 
 
 def token_weights(start: int, end: int, n_tokens: int) -> numpy.ndarray:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_ner_plus.windowing import make_windows, merge_windows, token_weights
+from spacy_ner_plus.windowing import make_windows, merge_windows, sentence_windows, token_weights
 
 
 @st.composite
@@ -33,6 +33,33 @@ def test_windows_cover_every_token_within_budgets(doc):
     assert starts == sorted(set(starts))
     # consecutive windows touch or overlap: no gap, so nothing is lost at an edge
     assert all(b[0] <= a[1] for a, b in zip(windows, windows[1:]))
+
+
+@given(doc=documents())
+@settings(max_examples=300, deadline=None)
+def test_sentence_windows_stay_inside_sentences_and_cover_every_token(doc):
+    pieces, window, stride, budget, sents = doc
+    sents = sents or [False] * len(pieces)
+    windows = sentence_windows(pieces, window, stride, budget, sents)
+    boundaries = [i for i, start in enumerate(sents) if start or i == 0] + [len(pieces)]
+    covered = numpy.zeros(len(pieces), dtype=bool)
+    for start, end in windows:
+        sentence = max(b for b in boundaries if b <= start)
+        assert end <= min(b for b in boundaries if b > start), "a window crosses a sentence start"
+        assert end - start <= window and sum(pieces[start:end]) <= budget
+        covered[start:end] = True
+        # each sentence is windowed as if it were a Doc of its own
+        own = make_windows(pieces[sentence : boundaries[boundaries.index(sentence) + 1]], window, stride, budget)
+        assert (start - sentence, end - sentence) in own
+    assert covered.all()
+    assert windows == sorted(windows)
+
+
+def test_sentence_windows_split_only_a_sentence_longer_than_a_window():
+    pieces = [1] * 60
+    sents = [i in (0, 10, 50) for i in range(60)]
+    assert sentence_windows(pieces, 30, 20, 512, sents) == [(0, 10), (10, 40), (30, 50), (50, 60)]
+    assert make_windows(pieces, 30, 20, 512, sents) == [(0, 30), (10, 40), (30, 60)]
 
 
 def test_windows_overlap_and_prefer_sentence_starts():
