@@ -191,12 +191,13 @@ def make_ner_plus(
     window (int): most tokens per window; longer Docs are split.
     stride (int): most tokens between two window starts (window - stride overlap).
     sentence_windows (bool): in a Doc with sentence boundaries (``doc.sents``:
-        from the converter, a ``sentencizer`` or a parser), window each
-        sentence on its own, so a model trained on single sentences predicts
-        a whole document as it predicts sentences; False lets windows run
+        from the converter, a ``sentencizer`` or a parser), window, decode and
+        score each sentence on its own, so a model trained on single sentences
+        predicts a whole document as it predicts each sentence alone, and no
+        entity crosses a sentence start; False lets windows and entities run
         across sentences (context, for models trained on multi-sentence Docs).
         Training windows follow it too. A Doc without sentence boundaries is
-        windowed as a whole either way.
+        one unit either way.
     window_batch_size (int): windows per forward pass at prediction. Scores
         depend on which windows share a forward pass in the last bits of
         float32 (about 1e-6); 1 runs each window alone, so its scores are
@@ -448,14 +449,28 @@ class NerPlus(TrainablePipe):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
             probs = windowing.merge_windows(ranges, [_softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
             preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
-            spans = decoding.decode(probs, tags, constraints, fixed_outside=preset, no_edge=[t.is_space for t in doc])
-            if self.join_touching:
-                spans = decoding.join_touching(spans)
-                confidences = [decoding.run_confidence(probs, s, columns) for s in spans]
-            else:
-                confidences = [decoding.span_confidence(probs, s, tag_index, self.cfg["scheme"]) for s in spans]
+            no_edge = [t.is_space for t in doc]
+            spans, confidences = [], []
+            # With sentence_windows each sentence is also decoded, joined and scored on its own,
+            # as if it were a Doc: no entity crosses a sentence start.
+            for a, b in self._segments(doc):
+                fixed = [(start - a, end - a) for start, end in preset if start < b and end > a]
+                found = decoding.decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=no_edge[a:b])
+                if self.join_touching:
+                    found = decoding.join_touching(found)
+                    scores = [decoding.run_confidence(probs[a:b], s, columns) for s in found]
+                else:
+                    scores = [decoding.span_confidence(probs[a:b], s, tag_index, self.cfg["scheme"]) for s in found]
+                spans.extend((start + a, end + a, label) for start, end, label in found)
+                confidences.extend(scores)
             predictions.append(DocPrediction(spans, confidences))
         return predictions
+
+    def _segments(self, doc: Doc) -> List[windowing.Window]:
+        """Token ranges decoded on their own: the sentences with ``sentence_windows``, else the Doc."""
+        if self.sentence_windows and doc.has_annotation("SENT_START"):
+            return windowing.sentence_ranges([bool(t.is_sent_start) for t in doc])
+        return [(0, len(doc))]
 
     def _threads_after_fork(self) -> None:
         """In a process forked after this pipe was made (``nlp.pipe(n_process=N)``

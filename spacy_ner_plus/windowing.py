@@ -68,6 +68,12 @@ def make_windows(
         start = next_start
 
 
+def sentence_ranges(sent_starts: Sequence[bool]) -> List[Window]:
+    """(start, end) token range of each sentence; the first token always starts one."""
+    starts = [i for i, is_start in enumerate(sent_starts) if is_start or i == 0]
+    return list(zip(starts, starts[1:] + [len(sent_starts)]))
+
+
 def sentence_windows(
     wordpieces: Sequence[int],
     window: int,
@@ -85,9 +91,8 @@ def sentence_windows(
         token always starts one).
     RETURNS (List[Window]): (start, end) ranges, in Doc order.
     """
-    starts = [i for i, is_start in enumerate(sent_starts) if is_start or i == 0]
     windows: List[Window] = []
-    for start, end in zip(starts, starts[1:] + [len(wordpieces)]):
+    for start, end in sentence_ranges(sent_starts):
         windows.extend((start + a, start + b) for a, b in make_windows(wordpieces[start:end], window, stride, max_wordpieces))
     return windows
 

@@ -249,3 +249,38 @@ def test_component_merges_disagreeing_windows_by_distance(untrained_nlp, monkeyp
     assert decoding.decode(merge_windows(windows, probs, len(doc)), tags, constraints) == predicted
     assert decoding.decode(uniform_average(windows, probs, len(doc)), tags, constraints) == []
     assert decoding.decode(first_window_wins(windows, probs, len(doc)), tags, constraints) == [(112, 128, "LOC")]
+
+
+class TagByWordModel(DisagreeingModel):
+    """Stand-in model: a token reads B-LOC where its word is "B", I-LOC where it is "I", else O."""
+
+    def predict(self, windows):
+        out = []
+        for span in windows:
+            logits = numpy.full((len(span), len(self.tags)), -4.0, dtype="float32")
+            for i, token in enumerate(span):
+                logits[i, self.tags.index({"B": "B-LOC", "I": "I-LOC"}.get(token.text, "O"))] = 4.0
+            out.append(logits)
+        return out
+
+
+@pytest.mark.parametrize("join_touching", [False, True])
+def test_component_keeps_entities_inside_sentences_with_sentence_windows(untrained_nlp, monkeypatch, join_touching):
+    from spacy.tokens import Doc
+
+    nlp = untrained_nlp
+    ner = nlp.get_pipe("ner_plus")
+    monkeypatch.setattr(ner, "model", TagByWordModel(ner.model, list(ner.tags)))
+    monkeypatch.setattr(ner, "join_touching", join_touching)
+    words = ["B", "I", "I", "I", "x"]
+
+    def ents(sentence_windows, sent_starts):
+        monkeypatch.setattr(ner, "sentence_windows", sentence_windows)
+        return [(e.start, e.end) for e in nlp(Doc(nlp.vocab, words=words, sent_starts=sent_starts)).ents]
+
+    starts = [True, False, True, False, False]
+    # across sentences the run is one entity; inside them the second sentence starts its own,
+    # and join_touching does not glue it back across the sentence start
+    assert ents(False, starts) == [(0, 4)]
+    assert ents(True, starts) == [(0, 2), (2, 4)]
+    assert ents(True, None) == [(0, 4)]
