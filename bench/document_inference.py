@@ -1,17 +1,16 @@
-"""Whole documents with one model: windows across sentences against windows within sentences.
+"""Whole documents with one model: what stays inside sentences (ner_plus's ``within_sentences``).
 
 For each trained pipeline and each split (a BIO/IOB column file with
 -DOCSTART- markers), strict entity F1 of:
 
 - sentences: every sentence its own Doc (how CoNLL is usually scored);
-- documents, windows: whole documents, gold sentence starts, windows that run
-  across sentences (``sentence_windows = false``; the sentences only place the
-  window starts);
-- documents, sentence windows: whole documents, gold sentence starts, each
-  sentence windowed on its own (``sentence_windows = true``);
-- documents, sentencizer: whole documents as raw text would come: the gold
-  sentence starts dropped, spaCy's rule-based ``sentencizer`` sets them, then
-  sentence windows (what a packaged pipeline with a sentencizer does on text).
+- none, entities, windows: whole documents with their gold sentence starts,
+  predicted with ``within_sentences`` set so: "none" lets windows and
+  entities run across sentences, "entities" keeps entities inside sentences
+  (windows still see the context), "windows" predicts each sentence alone;
+- sentencizer_entities, sentencizer_windows: whole documents as raw text
+  would come: the gold sentence starts dropped, spaCy's rule-based
+  ``sentencizer`` sets them (what a pipeline with a sentencizer first does).
 
 Each row also gives the seconds of one prediction pass over the split (the
 split's words are wordpiece-tokenized once before any pass) and how many
@@ -39,7 +38,7 @@ from spacy_ner_plus.evaluate import strict_scores
 from spacy_ner_plus.layers.transformer import word_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("sentences", "windows", "sentence_windows", "sentencizer")
+MODES = ("sentences", "none", "entities", "windows", "sentencizer_entities", "sentencizer_windows")
 
 
 def inputs_for(nlp, gold: List[Doc], sent_starts: str, sentencizer=None) -> List[Doc]:
@@ -79,15 +78,15 @@ def main() -> None:
             documents = result_to_docs(result, nlp.vocab, "document")
             word_pieces(ner._encoder(), [t.text for d in documents for t in d])
             found = sum(len(list(sentencizer(Doc(nlp.vocab, words=[t.text for t in d])).sents)) for d in documents)
-            row = {"model": model, "split": split, "documents": len(documents), "sentences": len(sentences),
-                   "sentencizer_sentences": found}
+            row = {"model": model, "split": split, "n_documents": len(documents), "n_sentences": len(sentences),
+                   "n_sentencizer_sentences": found}
             for mode in MODES:
-                ner.sentence_windows = mode in ("sentence_windows", "sentencizer")
                 if mode == "sentences":
                     row[mode] = score(nlp, inputs_for(nlp, sentences, "gold"), sentences)
                 else:
-                    starts = "none" if mode == "sentencizer" else "gold"
-                    row[mode] = score(nlp, inputs_for(nlp, documents, starts, sentencizer if mode == "sentencizer" else None), documents)
+                    ner.within_sentences = mode.split("_")[-1]
+                    splitter = sentencizer if mode.startswith("sentencizer") else None
+                    row[mode] = score(nlp, inputs_for(nlp, documents, "none" if splitter else "gold", splitter), documents)
                 print(json.dumps({"model": model, "split": split, "mode": mode, **row[mode]}), flush=True)
             rows.append(row)
     out = ROOT / "bench" / "results" / args.output

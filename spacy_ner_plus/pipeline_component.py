@@ -59,6 +59,7 @@ rows = 5000
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
+WITHIN_SENTENCES = ("none", "entities", "windows")
 SPAN_SCORES = "scores"
 SPAN_RAW_SCORES = "raw_scores"
 # Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
@@ -146,7 +147,7 @@ if not Span.has_extension("confidence"):
         "scheme": "BIO",
         "window": 128,
         "stride": 112,
-        "sentence_windows": False,
+        "within_sentences": "none",
         "window_batch_size": 32,
         "sort_buffer_tokens": 16384,
         "class_weights": "none",
@@ -167,7 +168,7 @@ def make_ner_plus(
     scheme: str,
     window: int,
     stride: int,
-    sentence_windows: bool,
+    within_sentences: str,
     window_batch_size: int,
     sort_buffer_tokens: int,
     class_weights: Union[str, Dict[str, float]],
@@ -190,14 +191,17 @@ def make_ner_plus(
     scheme (str): the tag scheme the model predicts, "BIO" (IOB2) or "BIOES".
     window (int): most tokens per window; longer Docs are split.
     stride (int): most tokens between two window starts (window - stride overlap).
-    sentence_windows (bool): in a Doc with sentence boundaries (``doc.sents``:
-        from the converter, a ``sentencizer`` or a parser), window, decode and
-        score each sentence on its own, so a model trained on single sentences
-        predicts a whole document as it predicts each sentence alone, and no
-        entity crosses a sentence start; False lets windows and entities run
-        across sentences (context, for models trained on multi-sentence Docs).
-        Training windows follow it too. A Doc without sentence boundaries is
-        one unit either way.
+    within_sentences (str): what stays inside the sentences of a Doc that has
+        sentence boundaries (``doc.sents``: from the converter, a
+        ``sentencizer`` or a parser). "none": windows and entities may run
+        across sentences (the sentences only place window starts).
+        "entities": windows run across sentences (the model sees the
+        context) but each sentence is decoded on its own, so no entity
+        crosses a sentence start. "windows": each sentence is windowed,
+        decoded and scored on its own, so a model trained on single sentences
+        predicts a whole document as it predicts each sentence alone (training
+        windows follow it too). A Doc without sentence boundaries is one unit
+        whatever the setting.
     window_batch_size (int): windows per forward pass at prediction. Scores
         depend on which windows share a forward pass in the last bits of
         float32 (about 1e-6); 1 runs each window alone, so its scores are
@@ -237,7 +241,7 @@ def make_ner_plus(
         scheme=scheme,
         window=window,
         stride=stride,
-        sentence_windows=sentence_windows,
+        within_sentences=within_sentences,
         window_batch_size=window_batch_size,
         sort_buffer_tokens=sort_buffer_tokens,
         class_weights=class_weights,
@@ -293,7 +297,7 @@ class NerPlus(TrainablePipe):
         quantize: bool,
         overwrite_ents: bool,
         join_touching: bool = False,
-        sentence_windows: bool = False,
+        within_sentences: str = "none",
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -301,6 +305,8 @@ class NerPlus(TrainablePipe):
             raise ValueError("ner_plus predicts BIO (IOB2) or BIOES, not IOB1")
         if not 0 < stride <= window:
             raise ValueError(f"ner_plus needs 0 < stride <= window, got stride={stride}, window={window}")
+        if within_sentences not in WITHIN_SENTENCES:
+            raise ValueError(f"within_sentences must be one of {', '.join(WITHIN_SENTENCES)}, not '{within_sentences}'")
         if window_batch_size < 1:
             raise ValueError(f"window_batch_size must be >= 1, got {window_batch_size}")
         if isinstance(class_weights, str) and class_weights not in ("none", "inverse_frequency", "sqrt_inverse_frequency"):
@@ -315,7 +321,7 @@ class NerPlus(TrainablePipe):
         self.scorer = scorer
         self.window = window
         self.stride = stride
-        self.sentence_windows = bool(sentence_windows)
+        self.within_sentences = within_sentences
         self.window_batch_size = window_batch_size
         self.sort_buffer_tokens = sort_buffer_tokens
         self.class_weights = class_weights
@@ -394,7 +400,7 @@ class NerPlus(TrainablePipe):
             cumulative = numpy.cumsum([0] + counts)
             if doc.has_annotation("SENT_START"):
                 sent_starts = [bool(t.is_sent_start) for t in doc]
-                make = windowing.sentence_windows if self.sentence_windows else windowing.make_windows
+                make = windowing.sentence_windows if self.within_sentences == "windows" else windowing.make_windows
                 doc_windows = make(counts, self.window, self.stride, budget, sent_starts)
             else:
                 doc_windows = windowing.make_windows(counts, self.window, self.stride, budget)
@@ -451,8 +457,8 @@ class NerPlus(TrainablePipe):
             preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
             no_edge = [t.is_space for t in doc]
             spans, confidences = [], []
-            # With sentence_windows each sentence is also decoded, joined and scored on its own,
-            # as if it were a Doc: no entity crosses a sentence start.
+            # within_sentences "entities" or "windows": each sentence is decoded, joined and
+            # scored on its own, as if it were a Doc, so no entity crosses a sentence start.
             for a, b in self._segments(doc):
                 fixed = [(start - a, end - a) for start, end in preset if start < b and end > a]
                 found = decoding.decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=no_edge[a:b])
@@ -467,8 +473,8 @@ class NerPlus(TrainablePipe):
         return predictions
 
     def _segments(self, doc: Doc) -> List[windowing.Window]:
-        """Token ranges decoded on their own: the sentences with ``sentence_windows``, else the Doc."""
-        if self.sentence_windows and doc.has_annotation("SENT_START"):
+        """Token ranges decoded on their own: the sentences unless ``within_sentences`` is "none", else the Doc."""
+        if self.within_sentences != "none" and doc.has_annotation("SENT_START"):
             return windowing.sentence_ranges([bool(t.is_sent_start) for t in doc])
         return [(0, len(doc))]
 

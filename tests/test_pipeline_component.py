@@ -126,8 +126,8 @@ def test_same_entities_and_scores_whatever_the_batch_size(trained, monkeypatch, 
                     assert a[3] == pytest.approx(b[3], abs=1e-5)
 
 
-def test_sentence_windows_predict_a_document_as_its_sentences(trained, monkeypatch):
-    """With sentence_windows, a Doc of several sentences gets, bit for bit (one
+def test_windows_within_sentences_predict_a_document_as_its_sentences(trained, monkeypatch):
+    """With within_sentences = "windows", a Doc of several sentences gets, bit for bit (one
     window per forward pass), the entities and scores each sentence gets alone;
     without it the windows run across sentences. A Doc without sentence
     boundaries is windowed as a whole either way."""
@@ -140,13 +140,14 @@ def test_sentence_windows_predict_a_document_as_its_sentences(trained, monkeypat
     offsets = numpy.cumsum([0] + [len(s) for s in sentences])
     alone = [(o + e.start, o + e.end, e.label_, e._.confidence) for o, d in zip(offsets, nlp.pipe(sentences)) for e in d.ents]
     assert alone
-    monkeypatch.setattr(ner, "sentence_windows", True)
+    monkeypatch.setattr(ner, "within_sentences", "windows")
     document = nlp(Doc(nlp.vocab, words=words, sent_starts=starts))
     assert ner.doc_windows(document) == list(zip(offsets[:-1], offsets[1:]))
     assert [(e.start, e.end, e.label_, e._.confidence) for e in document.ents] == alone
     assert ner.doc_windows(Doc(nlp.vocab, words=words)) == [(0, len(words))]
-    monkeypatch.setattr(ner, "sentence_windows", False)
-    assert ner.doc_windows(Doc(nlp.vocab, words=words, sent_starts=starts)) == [(0, len(words))]
+    for setting in ("entities", "none"):
+        monkeypatch.setattr(ner, "within_sentences", setting)
+        assert ner.doc_windows(Doc(nlp.vocab, words=words, sent_starts=starts)) == [(0, len(words))]
 
 
 def test_to_disk_and_to_bytes_give_identical_entities_and_scores(trained, tmp_path):

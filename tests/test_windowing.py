@@ -265,7 +265,7 @@ class TagByWordModel(DisagreeingModel):
 
 
 @pytest.mark.parametrize("join_touching", [False, True])
-def test_component_keeps_entities_inside_sentences_with_sentence_windows(untrained_nlp, monkeypatch, join_touching):
+def test_component_keeps_entities_inside_sentences_unless_told_not_to(untrained_nlp, monkeypatch, join_touching):
     from spacy.tokens import Doc
 
     nlp = untrained_nlp
@@ -274,13 +274,20 @@ def test_component_keeps_entities_inside_sentences_with_sentence_windows(untrain
     monkeypatch.setattr(ner, "join_touching", join_touching)
     words = ["B", "I", "I", "I", "x"]
 
-    def ents(sentence_windows, sent_starts):
-        monkeypatch.setattr(ner, "sentence_windows", sentence_windows)
+    def ents(within_sentences, sent_starts):
+        monkeypatch.setattr(ner, "within_sentences", within_sentences)
         return [(e.start, e.end) for e in nlp(Doc(nlp.vocab, words=words, sent_starts=sent_starts)).ents]
 
     starts = [True, False, True, False, False]
     # across sentences the run is one entity; inside them the second sentence starts its own,
     # and join_touching does not glue it back across the sentence start
-    assert ents(False, starts) == [(0, 4)]
-    assert ents(True, starts) == [(0, 2), (2, 4)]
-    assert ents(True, None) == [(0, 4)]
+    assert ents("none", starts) == [(0, 4)]
+    assert ents("entities", starts) == ents("windows", starts) == [(0, 2), (2, 4)]
+    assert ents("entities", None) == ents("windows", None) == [(0, 4)]
+
+
+def test_within_sentences_must_be_a_known_setting():
+    import spacy
+
+    with pytest.raises(ValueError, match="within_sentences must be one of none, entities, windows"):
+        spacy.blank("en").add_pipe("ner_plus", config={"within_sentences": "sentences"})
