@@ -22,7 +22,9 @@ CoNLL++ test set sentence by sentence with the same scorer
                    (the last is the default config itself since 429c7f0)
 - ner_plus_mixed:  the same config trained on `--doc-mode mixed` (the 128-token
                    chunks, every other one split into sentences), batches of
-                   round(32 x docs / sentences) docs (the steps of 32 sentences)
+                   round(32 x docs / sentences) docs (the steps of 32 sentences),
+                   within_sentences = "entities" (context windows, entities kept
+                   inside sentences; runs before 2026-12-05 predicted with "none")
 - ner_plus_holdout: the default config trained without a held-out slice of
                    train (15% of its -DOCSTART- documents, drawn with seed 0:
                    corpus/bench_NAME/train_holdout.spacy, one Doc per sentence),
@@ -222,7 +224,7 @@ SYSTEMS = {
     "ner_plus": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=True),
     "ner_plus_nolex": lambda p, w, e, t: run_ner_plus(p, w, e, t, lexical=False),
     "ner_plus_context": lambda p, w, e, t: run_ner_plus(p, w, e, t, context=True),
-    "ner_plus_mixed": lambda p, w, e, t: run_ner_plus(p, w, e, t, mixed=True),
+    "ner_plus_mixed": lambda p, w, e, t: run_ner_plus(p, w, e, t, mixed=True, component={"within_sentences": "entities"}),
     "ner_plus_inverse": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"class_weights": "inverse_frequency"}),
     "ner_plus_sqrt_inverse": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"class_weights": "sqrt_inverse_frequency"}),
     "ner_plus_focal1": lambda p, w, e, t: run_ner_plus(p, w, e, t, component={"focal_gamma": 1.0}),
