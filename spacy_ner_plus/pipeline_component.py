@@ -268,7 +268,8 @@ class NerPlus(TrainablePipe):
 
     ``predict`` splits each Doc into windows (windowing.make_windows), runs
     the model on them in length-sorted batches, merges the per-token
-    distributions (windowing.merge_windows), decodes the Doc once with a
+    distributions (windowing.merge_windows), decodes the Doc (or each of its
+    sentences, by ``within_sentences``) once with a
     constrained Viterbi (decoding.decode) around the entities already set and
     scores each entity (decoding.span_confidence). ``set_annotations`` writes
     ``doc.ents`` (the entities at or above their type's threshold, beside the
