@@ -399,13 +399,10 @@ class NerPlus(TrainablePipe):
             counts = [len(p) for p in pieces[offset : offset + len(doc)]]
             offset += len(doc)
             cumulative = numpy.cumsum([0] + counts)
-            if doc.has_annotation("SENT_START"):
-                sent_starts = [bool(t.is_sent_start) for t in doc]
-                make = windowing.sentence_windows if self.within_sentences == "windows" else windowing.make_windows
-                doc_windows = make(counts, self.window, self.stride, budget, sent_starts)
-            else:
-                doc_windows = windowing.make_windows(counts, self.window, self.stride, budget)
-            for start, end in doc_windows:
+            sent_starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("SENT_START") else None
+            by_sentence = sent_starts is not None and self.within_sentences == "windows"
+            make = windowing.sentence_windows if by_sentence else windowing.make_windows
+            for start, end in make(counts, self.window, self.stride, budget, sent_starts):
                 spans.append(doc[start:end])
                 owners.append((i, start, end))
                 n_pieces.append(int(cumulative[end] - cumulative[start]))
