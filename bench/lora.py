@@ -23,6 +23,10 @@ same 32-sentence batches of the train split and `nlp.pipe` on the same dev
 sentences, alternating the systems in each round (machine noise hits both);
 it reports the ratio LoRA / full per round.
 
+`--scheme BIO|BIOES` trains every system with that tagging scheme instead of
+its config's (``components.ner_plus.scheme``); the work directory and the
+result file then end in ``_bio``/``_bioes``.
+
 Writes bench/results/lora_sweep_<name>.json, bench/results/lora_<name>.json or
 bench/results/lora_speed_<name>.json.
 """
@@ -50,6 +54,8 @@ from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E4
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CONFIGS = {"full": ROOT / "configs" / "ner_plus.cfg", "lora": ROOT / "configs" / "ner_plus_lora.cfg"}
+# config overrides every system gets (--scheme)
+OVERRIDES: Dict[str, str] = {}
 
 
 def start_training(system: str, train: Path, dev: Path, out: Path, epochs: int, seed: int, lr: Optional[float], threads: Optional[int]):
@@ -63,6 +69,8 @@ def start_training(system: str, train: Path, dev: Path, out: Path, epochs: int, 
     ]
     if lr is not None:
         cmd += ["--training.optimizer.learn_rate.initial_rate", str(lr)]
+    for key, value in OVERRIDES.items():
+        cmd += [f"--{key}", value]
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -83,7 +91,7 @@ def wait_training(proc, started: float, out: Path) -> Dict[str, float]:
 
 def trainable_parameters(system: str, train: Path) -> Dict[str, int]:
     """Parameters that get gradients, counted on a pipeline initialized as training does."""
-    config = load_config(CONFIGS[system], overrides={"paths.train": str(train), "paths.dev": str(train)}, interpolate=True)
+    config = load_config(CONFIGS[system], overrides={"paths.train": str(train), "paths.dev": str(train), **OVERRIDES}, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
     docs = list(DocBin().from_disk(train).get_docs(nlp.vocab))[:32]
     nlp.initialize(lambda: [Example(nlp.make_doc(d.text), d) for d in docs])
@@ -123,6 +131,7 @@ def run_systems(systems: List[str], train: Path, dev: Path, test: Optional[Path]
             "system": system,
             "learning_rate": lrs[system] if lrs[system] is not None else load_config(CONFIGS[system])["training"]["optimizer"]["learn_rate"]["initial_rate"],
             "checkpoint": checkpoint.name,
+            "scheme": spacy.load(checkpoint).get_pipe("ner_plus").cfg["scheme"],
             "dev_f1": dev_metrics["f1"],
             **timing,
             "seconds_per_epoch": round(timing["train_seconds"] / args.epochs, 1),
@@ -148,7 +157,7 @@ def speed(paths: Dict[str, Path], args) -> Dict[str, Any]:
     nlps, optimizers = {}, {}
     train_docs = None
     for system in ("full", "lora"):
-        config = load_config(CONFIGS[system], overrides={"paths.train": str(paths["train"]), "paths.dev": str(paths["dev"])}, interpolate=True)
+        config = load_config(CONFIGS[system], overrides={"paths.train": str(paths["train"]), "paths.dev": str(paths["dev"]), **OVERRIDES}, interpolate=True)
         nlp = spacy.util.load_model_from_config(config, auto_fill=True)
         if train_docs is None:
             train_docs = list(DocBin().from_disk(paths["train"]).get_docs(nlp.vocab))
@@ -199,13 +208,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="speed: timed updates per system and round")
     parser.add_argument("--threads", type=int, default=2, help="speed: torch threads")
     parser.add_argument("--predict-sentences", type=int, default=500, help="speed: dev sentences predicted per system and round")
+    parser.add_argument("--scheme", choices=["BIO", "BIOES"], default=None, help="tagging scheme of every system (default: each config's)")
     args = parser.parse_args()
+    suffix = ""
+    if args.scheme:
+        OVERRIDES["components.ner_plus.scheme"] = args.scheme
+        suffix = "_" + args.scheme.lower()
 
     paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
-    work = ROOT / "training" / "bench_lora" / args.name / args.mode
+    work = ROOT / "training" / "bench_lora" / args.name / (args.mode + suffix)
     if args.mode == "speed":
         result = speed(paths, args)
-        result_path = RESULTS / f"lora_speed_{args.name}.json"
+        result_path = RESULTS / f"lora_speed_{args.name}{suffix}.json"
     elif args.mode == "sweep":
         rng = random.Random(args.seed)
         train = work / f"train_{args.train_sample}.spacy"
@@ -217,7 +231,7 @@ def main() -> None:
             records += run_systems(["lora"], train, dev, None, work, args, {"lora": lr})
         result = {"mode": "sweep", "train_sample": args.train_sample, "dev_sample": args.dev_limit,
                   "best_learning_rate": max(records, key=lambda r: r["dev_f1"])["learning_rate"], "runs": records}
-        result_path = RESULTS / f"lora_sweep_{args.name}.json"
+        result_path = RESULTS / f"lora_sweep_{args.name}{suffix}.json"
     else:
         lrs = {"full": None, "lora": args.lora_lr}
         records = run_systems(args.systems, paths["train"], paths["dev"], paths["test"], work, args, lrs)
@@ -230,9 +244,9 @@ def main() -> None:
                 "peak_memory_ratio": round(by["lora"]["peak_rss_mb"] / by["full"]["peak_rss_mb"], 3),
                 "trainable_parameter_ratio": round(by["lora"]["parameters"]["trainable"] / by["full"]["parameters"]["trainable"], 4),
             }
-        result_path = RESULTS / f"lora_{args.name}{'_' + '_'.join(args.systems) if set(args.systems) != set(CONFIGS) else ''}.json"
+        result_path = RESULTS / f"lora_{args.name}{'_' + '_'.join(args.systems) if set(args.systems) != set(CONFIGS) else ''}{suffix}.json"
     result.update(
-        data=str(args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel,
+        data=str(args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel, scheme=args.scheme,
         command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
         commit=provenance.commit(),
         machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
