@@ -1,6 +1,7 @@
 """BIOES against BIO for the PII pipeline (issue 14 part 4: the scheme on the PII config).
 
     python bench/pii_scheme.py BIOES --seed 0
+    python bench/pii_scheme.py BIOES --seed 0 --score-only   # score the trained pipeline again
     python bench/pii_scheme.py --summary
 
 Trains configs/ner_plus_pii.cfg as the ``pii`` workflow does (``pii-train``:
@@ -12,7 +13,8 @@ do, scores model-best on the test split with every decoded entity kept, and
 after calibrating it on dev (project.yml's ``calibration_method``,
 ``calibration_bootstrap`` and ``pii_threshold_policy``, F2 by default):
 strict entity-level precision, recall, F1 and F2 (beta 2, what a redaction
-service maximises), overall and per type. The corpus is the workflow's
+service maximises), overall and per type; the same on dev with every entity
+kept, where a scheme can be chosen without test. The corpus is the workflow's
 (``spacy project run pii-convert``: corpus/pii).
 
 Writes bench/results/pii_scheme_SCHEME_seedN.json; ``--summary`` reads every
@@ -54,7 +56,7 @@ def scores(nlp, docs) -> dict:
     return {**summary(s), "per_type": {label: summary(v) for label, v in s["per_type"].items()}}
 
 
-def run(scheme: str, seed: int) -> dict:
+def run(scheme: str, seed: int, train: bool = True) -> dict:
     project = srsly.read_yaml(ROOT / "project.yml")["vars"]
     for split in ("train", "dev", "test"):
         if not (CORPUS / f"{split}.spacy").exists():
@@ -67,20 +69,25 @@ def run(scheme: str, seed: int) -> dict:
         "--training.max_epochs", str(project["pii_max_epochs"]), "--training.eval_frequency", str(project["pii_eval_frequency"]),
         "--components.ner_plus.scheme", scheme, "--system.seed", str(seed), "--gpu-id", "-1",
     ]
-    print("+", " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    seconds = time.perf_counter() - start
+    record_path = RESULTS / f"pii_scheme_{scheme}_seed{seed}.json"
+    if train:
+        print("+", " ".join(cmd), flush=True)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        seconds, train_commit = time.perf_counter() - start, commit
+    else:
+        earlier = json.loads(record_path.read_text())
+        seconds, train_commit = earlier["train_seconds"], earlier.get("train_commit", earlier["commit"])
     nlp = spacy.load(work / "model-best")
     dev = list(DocBin().from_disk(CORPUS / "dev.spacy").get_docs(nlp.vocab))
     test = list(DocBin().from_disk(CORPUS / "test.spacy").get_docs(nlp.vocab))
-    all_kept = scores(nlp, test)
+    all_kept, dev_all_kept = scores(nlp, test), scores(nlp, dev)
     calibrate_pipeline(nlp, dev, method=project["calibration_method"], policy=project["pii_threshold_policy"], bootstrap=project["calibration_bootstrap"])
     return {
         "scheme": scheme, "seed": seed, "train_seconds": round(seconds, 1),
-        "test_all_kept": all_kept, "test_calibrated": scores(nlp, test), "dev_calibrated": scores(nlp, dev),
+        "test_all_kept": all_kept, "test_calibrated": scores(nlp, test), "dev_all_kept": dev_all_kept, "dev_calibrated": scores(nlp, dev),
         "calibration": {"method": project["calibration_method"], "policy": project["pii_threshold_policy"], "bootstrap": project["calibration_bootstrap"]},
-        "command": "python bench/pii_scheme.py " + " ".join(sys.argv[1:]), "commit": commit,
+        "command": "python bench/pii_scheme.py " + " ".join(a for a in sys.argv[1:] if a != "--score-only"), "commit": commit, "train_commit": train_commit,
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
         + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),
     }
@@ -91,7 +98,7 @@ def summary() -> None:
     for path in sorted(RESULTS.glob("pii_scheme_*_seed*.json")):
         r = json.loads(path.read_text())
         records[(r["scheme"], r["seed"])] = r
-    rows = [("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
+    rows = [("dev F1, all kept", "dev_all_kept", "f1"), ("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
             ("test F1, calibrated", "test_calibrated", "f1"), ("test F2, calibrated", "test_calibrated", "f2"),
             ("dev F2, calibrated", "dev_calibrated", "f2")]
     print("| measure | " + " | ".join(SCHEMES) + " | BIOES - BIO (paired seeds) |")
@@ -99,10 +106,10 @@ def summary() -> None:
     for title, part, key in rows:
         cells = []
         for scheme in SCHEMES:
-            values = {seed: 100 * r[part][key] for (s, seed), r in sorted(records.items()) if s == scheme}
+            values = {seed: 100 * r[part][key] for (s, seed), r in sorted(records.items()) if s == scheme and part in r}
             spread = f" ± {statistics.stdev(values.values()):.2f}" if len(values) > 1 else ""
             cells.append(f"{statistics.mean(values.values()):.2f}{spread} (" + ", ".join(f"{s}: {v:.2f}" for s, v in values.items()) + ")" if values else "")
-        paired = sorted(seed for (s, seed) in records if s == "BIOES" and ("BIO", seed) in records)
+        paired = sorted(seed for (s, seed), r in records.items() if s == "BIOES" and part in r and part in records.get(("BIO", seed), {}))
         diffs = [100 * (records[("BIOES", seed)][part][key] - records[("BIO", seed)][part][key]) for seed in paired]
         cells.append(f"{statistics.mean(diffs):+.2f} over {len(diffs)} (" + ", ".join(f"{d:+.2f}" for d in diffs) + ")" if diffs else "")
         print(f"| {title} | " + " | ".join(cells) + " |")
@@ -120,13 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scheme", nargs="?", choices=SCHEMES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-only", action="store_true", help="score the pipeline an earlier run trained; keep its training time")
     parser.add_argument("--summary", action="store_true", help="print the table of every pii_scheme record; train nothing")
     args = parser.parse_args()
     if args.summary:
         return summary()
     if args.scheme is None:
         parser.error("give a scheme, or --summary")
-    record = run(args.scheme, args.seed)
+    record = run(args.scheme, args.seed, train=not args.score_only)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"pii_scheme_{args.scheme}_seed{args.seed}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
