@@ -23,6 +23,9 @@ same 32-sentence batches of the train split and `nlp.pipe` on the same dev
 sentences, alternating the systems in each round (machine noise hits both);
 it reports the ratio LoRA / full per round.
 
+`--corpus DIR` takes train.spacy, dev.spacy and test.spacy from DIR instead of
+converting `--data` (e.g. corpus/mini, written by `spacy project run mini-convert`).
+
 `--scheme BIO|BIOES` trains every system with that tagging scheme instead of
 its config's (``components.ner_plus.scheme``); the work directory and the
 result file then end in ``_bio``/``_bioes``.
@@ -209,13 +212,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="speed: torch threads")
     parser.add_argument("--predict-sentences", type=int, default=500, help="speed: dev sentences predicted per system and round")
     parser.add_argument("--scheme", choices=["BIO", "BIOES"], default=None, help="tagging scheme of every system (default: each config's)")
+    parser.add_argument("--corpus", type=Path, default=None, help="train/dev/test.spacy already converted (instead of --data)")
     args = parser.parse_args()
     suffix = ""
     if args.scheme:
         OVERRIDES["components.ner_plus.scheme"] = args.scheme
         suffix = "_" + args.scheme.lower()
 
-    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
+    if args.corpus is not None:
+        paths = {split: args.corpus / f"{split}.spacy" for split in ("train", "dev", "test")}
+        missing = [str(p) for p in paths.values() if not p.exists()]
+        if missing:
+            sys.exit(f"--corpus {args.corpus}: missing {', '.join(missing)}")
+    else:
+        paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}")
     work = ROOT / "training" / "bench_lora" / args.name / (args.mode + suffix)
     if args.mode == "speed":
         result = speed(paths, args)
@@ -246,7 +256,7 @@ def main() -> None:
             }
         result_path = RESULTS / f"lora_{args.name}{'_' + '_'.join(args.systems) if set(args.systems) != set(CONFIGS) else ''}{suffix}.json"
     result.update(
-        data=str(args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel, scheme=args.scheme,
+        data=str(args.corpus if args.corpus is not None else args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel, scheme=args.scheme,
         command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
         commit=provenance.commit(),
         machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
