@@ -98,7 +98,7 @@ def summary() -> None:
     for path in sorted(RESULTS.glob("pii_scheme_*_seed*.json")):
         r = json.loads(path.read_text())
         records[(r["scheme"], r["seed"])] = r
-    rows = [("dev F1, all kept", "dev_all_kept", "f1"), ("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
+    rows = [("dev F1, calibrated (thresholds fitted on dev)", "dev_calibrated", "f1"), ("dev F1, all kept", "dev_all_kept", "f1"), ("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
             ("test F1, calibrated", "test_calibrated", "f1"), ("test F2, calibrated", "test_calibrated", "f2"),
             ("dev F2, calibrated", "dev_calibrated", "f2")]
     print("| measure | " + " | ".join(SCHEMES) + " | BIOES - BIO (paired seeds) |")
@@ -114,14 +114,16 @@ def summary() -> None:
         cells.append(f"{statistics.mean(diffs):+.2f} over {len(diffs)} (" + ", ".join(f"{d:+.2f}" for d in diffs) + ")" if diffs else "")
         print(f"| {title} | " + " | ".join(cells) + " |")
     types = sorted({t for r in records.values() for t in r["test_calibrated"]["per_type"]})
-    print("\nper type, test F2 calibrated, mean over seeds: | type | " + " | ".join(SCHEMES) + " |")
+    columns = [("dev_calibrated", "f1"), ("test_calibrated", "f1"), ("test_calibrated", "f2")]
+    print("\nper type, calibrated, mean over seeds: | type | "
+          + " | ".join(f"{scheme} {part.split('_')[0]} {key.upper()}" for part, key in columns for scheme in SCHEMES) + " |")
     for t in types:
         means = []
-        for scheme in SCHEMES:
-            values = [100 * r["test_calibrated"]["per_type"][t]["f2"] for (s, _), r in records.items() if s == scheme and t in r["test_calibrated"]["per_type"]]
-            means.append(f"{statistics.mean(values):.2f}" if values else "")
+        for part, key in columns:
+            for scheme in SCHEMES:
+                values = [100 * r[part]["per_type"][t][key] for (s, _), r in records.items() if s == scheme and t in r[part]["per_type"]]
+                means.append(f"{statistics.mean(values):.2f}" if values else "")
         print(f"| {t} | " + " | ".join(means) + " |")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
