@@ -55,7 +55,7 @@ def main(
         for span in g:
             if span[2] not in found:
                 continue
-            key = "".join(name for name, preds in (("ours", o), ("bare", b), ("presidio", p)) if span in preds) or "none"
+            key = "+".join(name for name, preds in (("ours", o), ("bare", b), ("presidio", p)) if span in preds) or "none"
             found[span[2]][key] += 1
             if key == "ours":
                 instead = [(text[s:e], label) for s, e, label in b if s < span[1] and span[0] < e]
