@@ -28,7 +28,8 @@ converting `--data` (e.g. corpus/mini, written by `spacy project run mini-conver
 
 `--scheme BIO|BIOES` trains every system with that tagging scheme instead of
 its config's (``components.ner_plus.scheme``); the work directory and the
-result file then end in ``_bio``/``_bioes``.
+result file then end in ``_bio``/``_bioes``; with ``--seed N`` (N > 0) they also end
+in ``_seedN``.
 
 Writes bench/results/lora_sweep_<name>.json, bench/results/lora_<name>.json or
 bench/results/lora_speed_<name>.json.
@@ -218,6 +219,8 @@ def main() -> None:
     if args.scheme:
         OVERRIDES["components.ner_plus.scheme"] = args.scheme
         suffix = "_" + args.scheme.lower()
+    if args.seed != 0:  # seed 0's files keep the names they had before --seed was part of them
+        suffix += f"_seed{args.seed}"
 
     if args.corpus is not None:
         paths = {split: args.corpus / f"{split}.spacy" for split in ("train", "dev", "test")}
