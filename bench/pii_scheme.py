@@ -98,7 +98,8 @@ def summary() -> None:
     for path in sorted(RESULTS.glob("pii_scheme_*_seed*.json")):
         r = json.loads(path.read_text())
         records[(r["scheme"], r["seed"])] = r
-    rows = [("dev F1, calibrated (thresholds fitted on dev)", "dev_calibrated", "f1"), ("dev F1, all kept", "dev_all_kept", "f1"), ("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
+    rows = [("dev F1, calibrated (thresholds fitted on dev)", "dev_calibrated", "f1"), ("dev F1, all kept", "dev_all_kept", "f1"),
+            ("test F1, all kept", "test_all_kept", "f1"), ("test F2, all kept", "test_all_kept", "f2"),
             ("test F1, calibrated", "test_calibrated", "f1"), ("test F2, calibrated", "test_calibrated", "f2"),
             ("dev F2, calibrated", "dev_calibrated", "f2")]
     print("| measure | " + " | ".join(SCHEMES) + " | BIOES - BIO (paired seeds) |")
@@ -124,6 +125,7 @@ def summary() -> None:
                 values = [100 * r[part]["per_type"][t][key] for (s, _), r in records.items() if s == scheme and t in r[part]["per_type"]]
                 means.append(f"{statistics.mean(values):.2f}" if values else "")
         print(f"| {t} | " + " | ".join(means) + " |")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
