@@ -215,6 +215,7 @@ def main() -> None:
     parser.add_argument("--scheme", choices=["BIO", "BIOES"], default=None, help="tagging scheme of every system (default: each config's)")
     parser.add_argument("--corpus", type=Path, default=None, help="train/dev/test.spacy already converted (instead of --data)")
     args = parser.parse_args()
+    commit = provenance.commit()  # before the trainings: the tree may change while they run
     suffix = ""
     if args.scheme:
         OVERRIDES["components.ner_plus.scheme"] = args.scheme
@@ -261,7 +262,7 @@ def main() -> None:
     result.update(
         data=str(args.corpus if args.corpus is not None else args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel, scheme=args.scheme,
         command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
-        commit=provenance.commit(),
+        commit=commit,
         machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
