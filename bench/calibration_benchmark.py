@@ -98,17 +98,23 @@ def _subset(p, mask):
                            [v for v, m in zip(p.lengths, mask) if m])
 
 
-def dev_cross_fitted_ece(dev, method, folds=5):
-    """ECE on dev, overall and per type, of maps fitted without the predictions they map."""
-    rng = numpy.random.default_rng(0)
+def fitted_by(method):
+    """fit(type predictions) -> {label: map(raw, lengths)}: ``calibrate``'s calibrators of METHOD."""
+    return lambda dev: {label: r.calibrator for label, r in calibrate_predictions(dev, method, "max_f1", {}, 30, 0.5).items()}
+
+
+def dev_cross_fitted_ece(dev, fit, folds=5, seed=0):
+    """ECE on dev, overall and per type, of maps fitted without the predictions they map:
+    each fifth of every type's predictions is mapped by ``fit`` of the other four
+    (folds drawn with ``seed``)."""
+    rng = numpy.random.default_rng(seed)
     fold = {label: rng.integers(0, folds, len(p.raw)) for label, p in dev.items()}
     scores = {label: numpy.zeros(len(p.raw)) for label, p in dev.items()}
     for k in range(folds):
-        fit = {label: _subset(p, fold[label] != k) for label, p in dev.items()}
-        results = calibrate_predictions(fit, method, "max_f1", {}, 30, 0.5)
+        maps = fit({label: _subset(p, fold[label] != k) for label, p in dev.items()})
         for label, p in dev.items():
             mask = fold[label] == k
-            scores[label][mask] = results[label].calibrator(numpy.asarray(p.raw)[mask], numpy.asarray(p.lengths)[mask])
+            scores[label][mask] = maps[label](numpy.asarray(p.raw)[mask], numpy.asarray(p.lengths)[mask])
     correct = {label: numpy.asarray(p.correct, dtype=bool) for label, p in dev.items()}
     return {
         "overall": ece(numpy.concatenate(list(scores.values())), numpy.concatenate(list(correct.values()))),
@@ -133,7 +139,7 @@ def main() -> None:
     test_pred = collect_predictions(nlp, "ner_plus", test)
     runs = {}
     methods = ("isotonic", "temperature", "logistic", "logistic_pooled")
-    dev_cv = {method: dev_cross_fitted_ece(dev_pred, method) for method in methods}
+    dev_cv = {method: dev_cross_fitted_ece(dev_pred, fitted_by(method)) for method in methods}
     for method in methods:
         for policy in ("max_f1", "precision:0.95"):
             for bootstrap in (0, 1000):

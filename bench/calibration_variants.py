@@ -42,6 +42,7 @@ import spacy
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
+from calibration_benchmark import dev_cross_fitted_ece  # bench/calibration_benchmark.py
 from spacy_ner_plus.calibration import (
     TypePredictions,
     _identity_fallback,
@@ -66,6 +67,10 @@ def _then_isotonic(first: Dict[str, Map], dev: Dict[str, TypePredictions]) -> Di
     return out
 
 
+def _identity(raw: numpy.ndarray, lengths: numpy.ndarray) -> numpy.ndarray:
+    return numpy.asarray(raw, dtype="float64")
+
+
 def _per_token(raw: numpy.ndarray, lengths: numpy.ndarray) -> numpy.ndarray:
     return numpy.asarray(raw, dtype="float64") ** (1.0 / numpy.asarray(lengths, dtype="float64"))
 
@@ -86,29 +91,10 @@ def fit_maps(dev: Dict[str, TypePredictions], name: str) -> Dict[str, Map]:
             maps[label] = lambda raw, lengths, iso=iso: iso(_per_token(raw, lengths))
     else:
         raise ValueError(f"unknown map {name}")
-    identity = lambda raw, lengths: numpy.asarray(raw, dtype="float64")  # noqa: E731
-    return {label: identity if _identity_fallback(p.correct, MIN_SPANS) else maps[label] for label, p in dev.items()}
+    return {label: _identity if _identity_fallback(p.correct, MIN_SPANS) else maps[label] for label, p in dev.items()}
 
 
 MAPS = ("isotonic", "logistic_pooled", "logistic_pooled+isotonic", "logistic+isotonic", "isotonic_per_token")
-
-
-def _subset(p: TypePredictions, mask: numpy.ndarray) -> TypePredictions:
-    keep = numpy.flatnonzero(mask)
-    return TypePredictions([p.raw[i] for i in keep], [p.correct[i] for i in keep], p.n_gold, [p.lengths[i] for i in keep])
-
-
-def cross_fitted_ece(dev: Dict[str, TypePredictions], name: str, seed: int, folds: int = 5) -> float:
-    """Overall dev ECE of maps each fitted without the fifth of every type's predictions it maps."""
-    rng = numpy.random.default_rng(seed)
-    fold = {label: rng.integers(0, folds, len(p.raw)) for label, p in dev.items()}
-    scores = {label: numpy.zeros(len(p.raw)) for label, p in dev.items()}
-    for k in range(folds):
-        maps = fit_maps({label: _subset(p, fold[label] != k) for label, p in dev.items()}, name)
-        for label, p in dev.items():
-            mask = fold[label] == k
-            scores[label][mask] = maps[label](numpy.asarray(p.raw)[mask], numpy.asarray(p.lengths)[mask])
-    return ece(numpy.concatenate(list(scores.values())), numpy.concatenate([p.correct for p in dev.values()]).astype(bool))
 
 
 def test_scores(maps: Dict[str, Map], test: Dict[str, TypePredictions]) -> dict:
@@ -146,7 +132,8 @@ def main() -> None:
     test = collect_predictions(nlp, "ner_plus", list(DocBin().from_disk(args.test_path).get_docs(nlp.vocab)))
     dev = {label: p for label, p in dev.items() if p.n_gold}
     test = {label: test[label] for label in dev}
-    draws = {name: [cross_fitted_ece(dev, name, seed) for seed in range(args.fold_draws)] for name in MAPS}
+    draws = {name: [dev_cross_fitted_ece(dev, lambda d, name=name: fit_maps(d, name), seed=seed)["overall"] for seed in range(args.fold_draws)]
+             for name in MAPS}
     maps = {}
     for name in MAPS:
         diff = numpy.asarray(draws[name]) - numpy.asarray(draws["isotonic"])
@@ -155,7 +142,7 @@ def main() -> None:
                                      "minus_isotonic_mean": float(diff.mean()), "minus_isotonic_sd": float(numpy.std(diff, ddof=1))},
             "test": test_scores(fit_maps(dev, name), test),
         }
-    raw = test_scores({label: (lambda raw, lengths: numpy.asarray(raw, dtype="float64")) for label in test}, test)
+    raw = test_scores({label: _identity for label in test}, test)
     record = {"model": str(args.model), "dev": str(args.dev_path), "test": str(args.test_path),
               "join_touching": nlp.get_pipe("ner_plus").join_touching, "fold_draws": args.fold_draws,
               "test_raw": raw, "maps": maps, "commit": commit,
