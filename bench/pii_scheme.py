@@ -31,11 +31,13 @@ import subprocess
 import sys
 import time
 
+import numpy
 import spacy
 import srsly
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
+from spacy_ner_plus.calibration import _fbeta
 from spacy_ner_plus.evaluate import predict_examples, strict_scores
 from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
 
@@ -45,14 +47,9 @@ CORPUS = ROOT / "corpus" / "pii"
 SCHEMES = ("BIO", "BIOES")
 
 
-def f_beta(precision: float, recall: float, beta: float = 2.0) -> float:
-    b2 = beta * beta
-    return (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall else 0.0
-
-
 def scores(nlp, docs) -> dict:
     s = strict_scores(predict_examples(nlp, docs))
-    summary = lambda d: {**{k: d[k] for k in ("precision", "recall", "f1", "support", "predicted")}, "f2": f_beta(d["precision"], d["recall"])}  # noqa: E731
+    summary = lambda d: {**{k: d[k] for k in ("precision", "recall", "f1", "support", "predicted")}, "f2": float(_fbeta(numpy.float64(d["precision"]), numpy.float64(d["recall"]), 2.0))}  # noqa: E731
     return {**summary(s), "per_type": {label: summary(v) for label, v in s["per_type"].items()}}
 
 
