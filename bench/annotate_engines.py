@@ -1,6 +1,6 @@
 """`annotate --engine local` against `--engine ray`, in one run, same input, same model.
 
-Input: the CoNLL++ test documents (231, read with spacy_ner_plus.corpus),
+Input: the CoNLL++ test documents (231, read with spacy_ner_plus.training.corpus),
 each a JSONL record {"id", "text"} (tokens joined by spaces), repeated until
 the input holds --words words (CoNLL tokens; default 1,000,000).
 Systems, each in its own process, started afresh:
@@ -52,7 +52,7 @@ ACTOR_MARK = "PipelineActor"  # in the process title of Ray Data's actors: ray::
 
 def write_input(test: Path, words: int, path: Path) -> Dict[str, int]:
     """Write the repeated documents as JSONL; return the counts."""
-    from spacy_ner_plus.corpus import read_conll
+    from spacy_ner_plus.training.corpus import read_conll
 
     docs = [[w for s in doc for w in s.words] for doc in read_conll(test).documents]
     n_words = n_docs = 0
@@ -76,7 +76,7 @@ def run_one(system: str, model: str, src: Path, out: Path, batch_size: int) -> d
     if system == "local":
         import spacy
 
-        from spacy_ner_plus.annotate import annotate_files
+        from spacy_ner_plus.annotate.local import annotate_files
 
         torch.set_num_threads(2)
         nlp = spacy.load(model)
@@ -84,7 +84,7 @@ def run_one(system: str, model: str, src: Path, out: Path, batch_size: int) -> d
         stats = annotate_files(nlp, [src], out, model=model, batch_size=batch_size, progress=False)
         first = load_s + stats.seconds_to_first_record
     else:
-        from spacy_ner_plus.annotate_ray import annotate_with_ray
+        from spacy_ner_plus.annotate.ray_engine import annotate_with_ray
 
         workers, cpus = SYSTEMS[system]
         stats = annotate_with_ray(model, [src], out, workers=workers, cpus_per_worker=cpus, batch_size=batch_size, progress=False)

@@ -46,7 +46,7 @@ import conll_benchmark  # noqa: E402  (its convert / score_pipeline / best_check
 import provenance  # noqa: E402  (bench/provenance.py)
 from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
 
-from spacy_ner_plus.augment import create_mention_replace_augmenter  # noqa: E402
+from spacy_ner_plus.training.augment import create_mention_replace_augmenter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

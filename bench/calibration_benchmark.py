@@ -34,9 +34,10 @@ import spacy
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.calibration import TypePredictions, calibrate_predictions, ece
-from spacy_ner_plus.pipeline_calibration import collect_predictions
-from spacy_ner_plus.evaluate import confidence_summary, prf
+from spacy_ner_plus.calibration import TypePredictions, calibrate_predictions
+from spacy_ner_plus.evaluation.calibrate import collect_predictions
+from spacy_ner_plus.evaluation.evaluate import confidence_summary
+from spacy_ner_plus.metrics import ece, prf
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -51,7 +51,7 @@ from spacy_ner_plus.calibration import (
     ece,
     fit_calibrator,
 )
-from spacy_ner_plus.pipeline_calibration import collect_predictions
+from spacy_ner_plus.evaluation.calibrate import collect_predictions
 
 MIN_SPANS = 30  # calibrate's default
 Map = Callable[[numpy.ndarray, numpy.ndarray], numpy.ndarray]

@@ -4,7 +4,7 @@ Every system fine-tunes the same backbone (the embedded MiniLM-L6-H384) on
 the same sentences (CoNLL-2003 train, one Doc per sentence) for the same
 number of epochs, keeps its best checkpoint on dev, and is scored on the
 CoNLL++ test set sentence by sentence with the same scorer
-(spacy_ner_plus.evaluate: seqeval strict, IOB2):
+(spacy_ner_plus.evaluation.evaluate: seqeval strict, IOB2):
 
 - ner_plus:        configs/ner_plus.cfg (lexical features on, the default;
                    scheme BIOES since 429c7f0, BIO before: a record's
@@ -67,8 +67,8 @@ from spacy.util import load_config
 from spacy.vocab import Vocab
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.corpus import read_conll, result_to_docs
-from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
+from spacy_ner_plus.training.corpus import read_conll, result_to_docs
+from spacy_ner_plus.evaluation.evaluate import evaluate_examples, predict_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

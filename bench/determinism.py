@@ -32,7 +32,7 @@ CONLLPP = ROOT.parent / "shared" / "data" / "conll2003" / "test.iob"  # CoNLL++,
 
 
 def default_texts():
-    from spacy_ner_plus.corpus import read_conll
+    from spacy_ner_plus.training.corpus import read_conll
 
     result = read_conll(CONLLPP)
     sentences = [" ".join(s.words) for doc in result.documents for s in doc]

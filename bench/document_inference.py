@@ -33,9 +33,9 @@ from spacy.training import Example
 
 import spacy_ner_plus  # noqa: F401
 import provenance  # bench/provenance.py
-from spacy_ner_plus.corpus import read_conll, result_to_docs
-from spacy_ner_plus.evaluate import strict_scores
-from spacy_ner_plus.layers.transformer import word_pieces
+from spacy_ner_plus.training.corpus import read_conll, result_to_docs
+from spacy_ner_plus.evaluation.evaluate import strict_scores
+from spacy_ner_plus.ml.transformer import word_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("sentences", "none", "entities", "windows", "sentencizer_entities", "sentencizer_windows")

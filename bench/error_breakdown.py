@@ -29,7 +29,8 @@ import spacy
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.evaluate import analyse_errors, doc_spans, join_touching_examples, predict_examples, prf, strict_scores
+from spacy_ner_plus.evaluation.evaluate import analyse_errors, doc_spans, join_touching_examples, predict_examples, strict_scores
+from spacy_ner_plus.metrics import prf
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = ("1", "2", "3", "4+")

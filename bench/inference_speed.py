@@ -47,7 +47,7 @@ LABELS = ["LOC", "MISC", "ORG", "PER"]
 
 
 def load_texts(test: Path, mode: str):
-    from spacy_ner_plus.corpus import read_conll
+    from spacy_ner_plus.training.corpus import read_conll
 
     result = read_conll(test)
     if mode == "sentences":
@@ -87,7 +87,7 @@ def run_system(system: str, texts, trained, stride=None):
     import torch
 
     import spacy_ner_plus  # noqa: F401
-    from spacy_ner_plus.backbone import embedded_backbone_path
+    from spacy_ner_plus.ml.backbone import embedded_backbone_path
 
     words = sum(len(d) for d in spacy.blank("en").pipe(texts))
     windows = None  # ner_plus's window/stride

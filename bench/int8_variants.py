@@ -32,7 +32,7 @@ from spacy.tokens import DocBin
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.evaluate import predict_examples, strict_scores
+from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 

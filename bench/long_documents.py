@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def f1_of(nlp, gold):
-    from spacy_ner_plus.evaluate import predict_examples, strict_scores
+    from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
 
     return strict_scores(predict_examples(nlp, gold))["f1"]
 
@@ -30,7 +30,7 @@ def f1_of(nlp, gold):
 def scaling_run(model: str, n_chars: int, test: Path) -> dict:
     import spacy
 
-    from spacy_ner_plus.corpus import read_conll
+    from spacy_ner_plus.training.corpus import read_conll
 
     result = read_conll(test)
     text = "\n\n".join(" ".join(w for s in doc for w in s.words) for doc in result.documents)
@@ -51,7 +51,7 @@ def hf_pipeline_f1(hf_model: Path, gold) -> float:
     from spacy.training import Example
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
-    from spacy_ner_plus.evaluate import strict_scores
+    from spacy_ner_plus.evaluation.evaluate import strict_scores
 
     pipe = pipeline("token-classification", model=AutoModelForTokenClassification.from_pretrained(hf_model),
                     tokenizer=AutoTokenizer.from_pretrained(hf_model), aggregation_strategy="first", stride=128, device=-1)
@@ -83,7 +83,7 @@ def main() -> None:
         return
     import spacy
 
-    from spacy_ner_plus.corpus import read_conll, result_to_docs
+    from spacy_ner_plus.training.corpus import read_conll, result_to_docs
 
     nlp = spacy.load(args.model)
     result = read_conll(args.test)

@@ -21,8 +21,8 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.entity_filter import rules_from_dropped_types
-from spacy_ner_plus.evaluate import doc_spans, predict_examples, strict_scores
+from spacy_ner_plus.pipeline.entity_filter import rules_from_dropped_types
+from spacy_ner_plus.evaluation.evaluate import doc_spans, predict_examples, strict_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"MISC only": ["MISC"], "LOC only": ["LOC"], "LOC or MISC": []}

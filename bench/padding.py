@@ -14,8 +14,8 @@ from pathlib import Path
 import spacy
 from transformers import AutoTokenizer
 
-from spacy_ner_plus.backbone import embedded_backbone_path
-from spacy_ner_plus.corpus import read_conll
+from spacy_ner_plus.ml.backbone import embedded_backbone_path
+from spacy_ner_plus.training.corpus import read_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 

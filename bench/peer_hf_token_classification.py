@@ -6,7 +6,7 @@ split into wordpieces with is_split_into_words, labels on first subwords and
 LayerNorm), 10% linear warm-up then linear decay, gradient clipping 1.0,
 batches of 32 sentences, best epoch on dev strict F1. Predictions are read
 at first subwords and decoded leniently (conlleval), then scored by
-spacy_ner_plus.evaluate like every other system.
+spacy_ner_plus.evaluation.evaluate like every other system.
 
     python bench/peer_hf_token_classification.py train.spacy dev.spacy test.spacy --epochs 3 --output m.json
 """
@@ -22,8 +22,8 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-from spacy_ner_plus.backbone import embedded_backbone_path
-from spacy_ner_plus.evaluate import evaluate_examples, strict_scores
+from spacy_ner_plus.ml.backbone import embedded_backbone_path
+from spacy_ner_plus.evaluation.evaluate import evaluate_examples, strict_scores
 from spacy_ner_plus.schemes import spans_to_tags, tags_to_spans
 
 VOCAB = Vocab()

@@ -37,9 +37,9 @@ import srsly
 from spacy.tokens import DocBin
 
 import provenance  # bench/provenance.py
-from spacy_ner_plus.calibration import _fbeta
-from spacy_ner_plus.evaluate import predict_examples, strict_scores
-from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
+from spacy_ner_plus.metrics import fbeta as _fbeta
+from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
+from spacy_ner_plus.evaluation.calibrate import calibrate_pipeline
 
 ROOT = provenance.ROOT
 RESULTS = ROOT / "bench" / "results"

@@ -14,7 +14,7 @@ from pathlib import Path
 import spacy
 
 import spacy_ner_plus  # noqa: F401
-from spacy_ner_plus.corpus import read_conll
+from spacy_ner_plus.training.corpus import read_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -40,7 +40,7 @@ import spacy
 from spacy.tokens import DocBin
 
 import provenance
-from spacy_ner_plus.evaluate import join_touching_examples, predict_examples, strict_scores
+from spacy_ner_plus.evaluation.evaluate import join_touching_examples, predict_examples, strict_scores
 
 ROOT = provenance.ROOT
 RESULTS = ROOT / "bench" / "results"

@@ -20,9 +20,9 @@ import spacy
 
 import spacy_ner_plus  # noqa: F401
 import provenance  # bench/provenance.py
-from spacy_ner_plus.corpus import read_conll, result_to_docs
-from spacy_ner_plus.evaluate import predict_examples, strict_scores
-from spacy_ner_plus.layers.transformer import n_special_tokens, word_pieces
+from spacy_ner_plus.training.corpus import read_conll, result_to_docs
+from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
+from spacy_ner_plus.ml.transformer import n_special_tokens, word_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 

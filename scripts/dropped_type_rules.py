@@ -19,7 +19,7 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 from wasabi import msg
 
-from spacy_ner_plus.entity_filter import rules_from_dropped_types
+from spacy_ner_plus.pipeline.entity_filter import rules_from_dropped_types
 
 
 def main(

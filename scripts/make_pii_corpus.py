@@ -583,13 +583,13 @@ def check_faker_version() -> None:
 def read_column_docs(path: Path, nlp: Language) -> List[Doc]:
     """Docs of a PII column file, one per text, with the original whitespace.
 
-    The file is read strictly by ``spacy_ner_plus.corpus.read_conll`` (every
+    The file is read strictly by ``spacy_ner_plus.training.corpus.read_conll`` (every
     problem as FILE:LINE); escaped tokens are restored and the SPACE column
     sets each token's trailing space.
     RAISES (ConllFormatError): with every FILE:LINE problem.
     """
     from spacy_ner_plus import schemes
-    from spacy_ner_plus.corpus import ConllFormatError, Problem, read_conll
+    from spacy_ner_plus.training.corpus import ConllFormatError, Problem, read_conll
 
     result = read_conll(path, scheme="IOB2")
     errors = list(result.errors)
@@ -653,7 +653,7 @@ def docbin(
     output_path: Path = typer.Argument(..., help="the .spacy file to write"),
 ) -> None:
     """Convert a PII column file to a DocBin, one Doc per text, whitespace restored."""
-    from spacy_ner_plus.corpus import ConllFormatError
+    from spacy_ner_plus.training.corpus import ConllFormatError
 
     nlp = spacy.blank("en")
     try:

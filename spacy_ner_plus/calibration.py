@@ -21,7 +21,8 @@ Methods (per type):
   of fitting its own; stored per type as a ``logistic`` calibrator.
 
 This module is the maths only: it knows no pipeline. Running a pipeline on
-DEV and storing the result in its ner_plus is pipeline_calibration.py.
+DEV and storing the result in its ner_plus is evaluation/calibrate.py; the
+report and plots are evaluation/calibration_report.py.
 
 Fallbacks, each reported: a type with fewer than ``min_spans`` DEV
 predictions (or only right or only wrong ones) keeps the identity map; a type
@@ -49,9 +50,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
 
-from .evaluate import prf
+from .metrics import N_BINS, brier, ece, fbeta, prf
 
-N_BINS = 15
 _EPS = 1e-6
 
 
@@ -170,28 +170,6 @@ def fit_pooled_logistic(data: Dict[str, Tuple[Sequence[float], Sequence[bool], O
     return {label: Calibrator("logistic", coef=[a, b, intercepts[i]]) for i, label in enumerate(labels)}
 
 
-def ece(scores: Sequence[float], correct: Sequence[bool], n_bins: int = N_BINS) -> float:
-    """Expected calibration error with ``n_bins`` equal-width bins over [0, 1]."""
-    scores = numpy.asarray(scores, dtype="float64")
-    y = numpy.asarray(correct, dtype="float64")
-    if len(scores) == 0:
-        return 0.0
-    bins = numpy.minimum((scores * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            total += mask.sum() * abs(scores[mask].mean() - y[mask].mean())
-    return float(total / len(scores))
-
-
-def brier(scores: Sequence[float], correct: Sequence[bool]) -> float:
-    scores = numpy.asarray(scores, dtype="float64")
-    if len(scores) == 0:
-        return 0.0
-    return float(((scores - numpy.asarray(correct, dtype="float64")) ** 2).mean())
-
-
 def parse_policy(text: str) -> Tuple[str, float]:
     """"max_f1" -> ("max_f1", 1.0); "precision:0.95" -> ("precision", 0.95); also recall:R, fbeta:B."""
     name, _, value = text.partition(":")
@@ -251,18 +229,18 @@ def choose_threshold(
     quantile = 1.0 - confidence
     n_missed = n_gold - int(numpy.sum(correct))  # gold entities no prediction found
     if name == "fbeta":
-        score = _fbeta(p, r, value)
+        score = fbeta(p, r, value)
         best = int(score.argmax())  # argmax: the lowest threshold among ties
         if not bootstrap or best == 0:
             return float(t[best]), None
         # Out of bag: choose the threshold on each resample, measure its gain over keeping
         # all on the predictions that resample left out; selection's optimism stays out.
         kept, tp = _counts(scores, correct, t, weights)
-        chosen = _fbeta(_ratio(tp, kept), _ratio(tp, n_missed + tp[:, :1]), value).argmax(axis=1)
+        chosen = fbeta(_ratio(tp, kept), _ratio(tp, n_missed + tp[:, :1]), value).argmax(axis=1)
         out = (weights == 0).astype("int32")
         kept_o, tp_o = _counts(scores, correct, t, out)
         n_gold_o = n_missed * out.mean(axis=1, keepdims=True) + tp_o[:, :1]
-        f_o = _fbeta(_ratio(tp_o, kept_o), _ratio(tp_o, n_gold_o), value)
+        f_o = fbeta(_ratio(tp_o, kept_o), _ratio(tp_o, n_gold_o), value)
         gains = f_o[numpy.arange(bootstrap), chosen] - f_o[:, 0]
         share = float((gains > 0).mean())
         if share < confidence:
@@ -295,12 +273,6 @@ def _ratio(a: numpy.ndarray, b: numpy.ndarray) -> numpy.ndarray:
     a = numpy.asarray(a, dtype="float64")
     b = numpy.asarray(b, dtype="float64")
     return numpy.divide(a, b, out=numpy.zeros(numpy.broadcast(a, b).shape), where=b > 0)
-
-
-def _fbeta(p: numpy.ndarray, r: numpy.ndarray, beta: float) -> numpy.ndarray:
-    b2 = beta * beta
-    denom = b2 * p + r
-    return numpy.divide((1 + b2) * p * r, denom, out=numpy.zeros(numpy.broadcast(p, r).shape), where=denom > 0)
 
 
 def _counts(
@@ -449,114 +421,3 @@ def calibrate_predictions(
                 lengths=p.lengths or None, bootstrap=bootstrap, confidence=confidence, seed=seed, fitted=pooled.get(label),
             )
     return results
-
-
-def report_data(results: Dict[str, TypeCalibration]) -> Dict:
-    """Overall and per-type ECE, Brier, threshold and its precision/recall trade-off on DEV."""
-    raw = numpy.concatenate([r.raw for r in results.values()]) if results else numpy.zeros(0)
-    cal = numpy.concatenate([r.calibrated for r in results.values()]) if results else numpy.zeros(0)
-    ok = numpy.concatenate([r.correct for r in results.values()]) if results else numpy.zeros(0, dtype=bool)
-    return {
-        "n_bins": N_BINS,
-        "overall": {
-            "n_predicted": int(len(raw)),
-            "ece_before": ece(raw, ok),
-            "ece_after": ece(cal, ok),
-            "brier_before": brier(raw, ok),
-            "brier_after": brier(cal, ok),
-        },
-        "per_type": {label: r.summary() for label, r in results.items()},
-    }
-
-
-def plot_reliability(curves: Dict[str, Tuple[numpy.ndarray, numpy.ndarray]], path, data_name: str) -> None:
-    """A reliability diagram (N_BINS equal-width bins): per curve name, (scores, exactly right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k:", label="perfect")
-    for name, (scores, correct) in curves.items():
-        scores = numpy.asarray(scores, dtype="float64")
-        ok = numpy.asarray(correct, dtype="float64")
-        bins = numpy.minimum((scores * N_BINS).astype(int), N_BINS - 1)
-        xs = [scores[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
-        ys = [ok[bins == b].mean() for b in range(N_BINS) if (bins == b).any()]
-        ax.plot(xs, ys, "o-", label=f"{name} (ECE {ece(scores, ok):.3f})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("share of exactly right entities")
-    ax.set_title(f"Reliability on {data_name}, {N_BINS} bins")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
-    """Write calibration.json, calibration.md, reliability.png and thresholds.png to ``out_dir``."""
-    import json
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = report_data(results)
-    (out / "calibration.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
-
-    ok = numpy.concatenate([r.correct for r in results.values()]) if results else numpy.zeros(0, dtype=bool)
-    plot_reliability(
-        {name: (numpy.concatenate([getattr(r, attr) for r in results.values()]), ok) for name, attr in (("before", "raw"), ("after", "calibrated"))},
-        out / "reliability.png",
-        "DEV",
-    )
-
-    n = max(1, len(results))
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.5), squeeze=False)
-    for ax, (label, r) in zip(axes[0], results.items()):
-        if len(r.calibrated):
-            curve = threshold_curve(r.calibrated, r.correct, r.n_gold)
-            for key in ("precision", "recall", "f1"):
-                ax.plot(curve["threshold"], curve[key], label=key)
-        ax.axvline(r.threshold, color="k", linestyle="--", label=f"chosen {r.threshold:.2f}")
-        ax.set_title(f"{label} ({r.policy})")
-        ax.set_xlabel("threshold (calibrated)")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "thresholds.png", dpi=100)
-    plt.close(fig)
-
-    o = data["overall"]
-    lines = [
-        "# Calibration report (DEV)",
-        "",
-        f"ECE ({N_BINS} equal-width bins) {o['ece_before']:.4f} -> {o['ece_after']:.4f}; "
-        f"Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}; {o['n_predicted']} predicted entities.",
-        "",
-        "| type | method | policy | threshold | ECE before | ECE after | Brier before | Brier after | P all -> kept | R all -> kept |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for label, s in data["per_type"].items():
-        lines.append(
-            f"| {label} | {s['method']} | {s['policy']} | {s['threshold']:.3f} | {s['ece_before']:.4f} | {s['ece_after']:.4f} | "
-            f"{s['brier_before']:.4f} | {s['brier_after']:.4f} | {s['precision_all']:.3f} -> {s['precision_kept']:.3f} | "
-            f"{s['recall_all']:.3f} -> {s['recall_kept']:.3f} |"
-        )
-    lines += ["", "## Trade-offs", ""]
-    for label, s in data["per_type"].items():
-        gain = s["precision_kept"] - s["precision_all"]
-        cost = s["recall_all"] - s["recall_kept"]
-        lines.append(
-            f"- **{label}**: entities scoring below {s['threshold']:.3f} leave `doc.ents` (they stay in `doc.spans`). "
-            f"On DEV this raises precision by {gain:+.3f} (to {s['precision_kept']:.3f}) and costs {cost:.3f} recall "
-            f"(to {s['recall_kept']:.3f})." + ("" if not s["notes"] else " Note: " + "; ".join(s["notes"]) + ".")
-        )
-    lines += ["", "![reliability](reliability.png)", "", "![thresholds](thresholds.png)", ""]
-    (out / "calibration.md").write_text("\n".join(lines), encoding="utf8")
-    return data

@@ -69,7 +69,7 @@ def _write_failed(output: Path, err: OSError) -> None:
 
 
 def _load_gold(nlp, path: Path, doc_mode: str):
-    from .corpus import ConllFormatError, read_docs
+    from .training.corpus import ConllFormatError, read_docs
 
     if not path.exists():
         _fail(f"{path}: no such file")
@@ -97,7 +97,7 @@ def convert(
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
-    from .corpus import DOC_MODES, read_conll, result_to_docs, select
+    from .training.corpus import DOC_MODES, read_conll, result_to_docs, select
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
@@ -166,7 +166,7 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Strict entity-level evaluation (seqeval) with an error analysis."""
-    from .evaluate import evaluate_examples, predict_examples
+    from .evaluation.evaluate import evaluate_examples, predict_examples
     from .schemes import normalize_scheme
 
     scheme = normalize_scheme(scheme)
@@ -175,13 +175,13 @@ def evaluate(
     if not data_path.exists():  # before the slow part: loading the pipeline
         _fail(f"{data_path}: no such file")
     nlp = _load_pipeline(model)
-    from .pipeline_component import stale_calibrations
+    from .pipeline.ner_plus import stale_calibrations
 
     for message in stale_calibrations(nlp):
         msg.warn(message)
     gold = _load_gold(nlp, data_path, doc_mode)
     examples = predict_examples(nlp, gold, batch_size=batch_size)
-    from .pipeline_component import ner_plus_pipe_names
+    from .pipeline.ner_plus import ner_plus_pipe_names
 
     names = ner_plus_pipe_names(nlp)
     spans_key = nlp.get_pipe(names[0]).spans_key if names else None
@@ -223,9 +223,9 @@ def calibrate(
     """Fit per-type confidence calibration and thresholds on DEV; save them inside the pipeline."""
     from contextlib import ExitStack
 
-    from .atomic_output import atomic_directory, atomic_files_into
-    from .calibration import write_report
-    from .pipeline_calibration import calibrate_pipeline
+    from .annotate.atomic_output import atomic_directory, atomic_files_into
+    from .evaluation.calibration_report import write_report
+    from .evaluation.calibrate import calibrate_pipeline
 
     if not dev_path.exists():
         _fail(f"{dev_path}: no such file")
@@ -289,7 +289,7 @@ def annotate(
     preserve_order: bool = typer.Option(False, "--preserve-order", help="ray: write records in input order (the local engine always does)"),
 ) -> None:
     """Annotate files in constant memory: JSONL (or Parquet) out with each entity's offsets, label and confidence."""
-    from .annotate import AnnotateError, BadLineError, annotate_files, expand_inputs, input_format_of, partial_paths
+    from .annotate.local import AnnotateError, BadLineError, annotate_files, expand_inputs, input_format_of, partial_paths
 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT file")
@@ -321,7 +321,7 @@ def annotate(
             if resume or restart:
                 _fail("--resume and --restart work with --engine local only")
             try:
-                from .annotate_ray import annotate_with_ray
+                from .annotate.ray_engine import annotate_with_ray
             except ImportError as err:
                 _fail(f"--engine ray needs Ray Data ({err}): pip install 'spacy-ner-plus[ray]'")
             stats = annotate_with_ray(
@@ -360,8 +360,8 @@ def quantize(
     output_model: Path = typer.Argument(..., help="where to write the int8 pipeline"),
 ) -> None:
     """Write a pipeline whose ner_plus predicts with int8 dynamically quantized linear layers (CPU)."""
-    from .atomic_output import atomic_directory
-    from .pipeline_component import ner_plus_pipe_names
+    from .annotate.atomic_output import atomic_directory
+    from .pipeline.ner_plus import ner_plus_pipe_names
 
     _check_output(model, output_model, "pipeline")
     nlp = _load_pipeline(model)
@@ -386,8 +386,8 @@ def render(
     output_path: Path = typer.Argument(..., help="HTML page to write"),
 ) -> None:
     """Render the entities of each line with their confidences (displaCy) into one HTML page."""
-    from .atomic_output import atomic_file
-    from .visualize import render_entities
+    from .annotate.atomic_output import atomic_file
+    from .evaluation.visualize import render_entities
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
@@ -450,7 +450,7 @@ def serve(
         _fail(f"serve needs the 'serve' extra: pip install 'spacy-ner-plus[serve]' ({err.name} is missing)")
     import spacy
 
-    from .serve import ServeSettings, load_hash_key, run
+    from .service.app import ServeSettings, load_hash_key, run
 
     if not (spacy.util.is_package(model) or (Path(model) / "config.cfg").is_file()):
         _fail(f"'{model}' is neither an installed pipeline package nor a directory with a config.cfg")

@@ -176,7 +176,7 @@ def test_annotate_resume_refuses_a_changed_input(unbuffered_model, tmp_path):
     src = tmp_path / "in.jsonl"
     write_input(src, 20)
     out = tmp_path / "out.jsonl"
-    from spacy_ner_plus.annotate import _run_header, partial_paths
+    from spacy_ner_plus.annotate.local import _run_header, partial_paths
 
     # The pair that a run killed before its first checkpoint leaves.
     part, journal = partial_paths(out)

@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from spacy_ner_plus import atomic_output
-from spacy_ner_plus.atomic_output import atomic_directory, atomic_file, atomic_files_into
+from spacy_ner_plus.annotate import atomic_output
+from spacy_ner_plus.annotate.atomic_output import atomic_directory, atomic_file, atomic_files_into
 
 
 class Crash(Exception):

@@ -9,7 +9,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example, biluo_tags_to_spans
 from spacy.util import resolve_dot_names
 
-from spacy_ner_plus.augment import create_mention_replace_augmenter
+from spacy_ner_plus.training.augment import create_mention_replace_augmenter
 
 # words, spaces, IOB tags, sentence starts (None: no sentence annotation)
 SENTENCES = [

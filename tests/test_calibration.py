@@ -3,20 +3,19 @@ import pytest
 import spacy
 from spacy.training import Example
 
-from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
+from spacy_ner_plus.evaluation.calibrate import calibrate_pipeline
 from spacy_ner_plus.calibration import (
     Calibrator,
     TypePredictions,
-    brier,
     calibrate_predictions,
     calibrate_type,
     choose_threshold,
-    ece,
     fit_calibrator,
     parse_policy,
     threshold_curve,
-    write_report,
 )
+from spacy_ner_plus.evaluation.calibration_report import write_report
+from spacy_ner_plus.metrics import brier, ece
 
 
 def sample(n, true_prob, seed=0):
@@ -191,7 +190,7 @@ def test_fitted_calibrators_survive_to_disk_and_to_bytes_bit_for_bit(trained, tm
 
 
 def test_gold_entities_set_by_a_component_before_ner_plus_are_not_its_to_find(trained, tmp_path):
-    from spacy_ner_plus.pipeline_calibration import collect_predictions
+    from spacy_ner_plus.evaluation.calibrate import collect_predictions
 
     trained.to_disk(tmp_path / "pipeline")
     nlp = spacy.load(tmp_path / "pipeline")
@@ -285,7 +284,7 @@ def test_bootstrap_keeps_all_when_a_threshold_only_fits_dev_noise():
 def test_max_f1_with_bootstrap_never_costs_f1_on_new_data_and_keeps_a_clear_gain():
     # 20 DEV sets of 300 predictions per signal strength k (P(right) = sig(k z + 1), 3% of gold never
     # found); each threshold judged on a large TEST sample against keeping every prediction
-    from spacy_ner_plus.evaluate import prf
+    from spacy_ner_plus.metrics import prf
 
     for k in (0.3, 2.0):
         test_z, test_y = sample(100_000, lambda z: sig(k * z + 1.0), seed=99)

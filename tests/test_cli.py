@@ -11,9 +11,9 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 from typer.testing import CliRunner
 
-import spacy_ner_plus.pipeline_component
+import spacy_ner_plus.pipeline.ner_plus
 from spacy_ner_plus.cli import app
-from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
+from spacy_ner_plus.evaluation.evaluate import evaluate_examples, predict_examples
 
 from conftest import TRAIN
 
@@ -111,7 +111,8 @@ def test_evaluate_writes_the_metrics_of_the_library(trained_nlp, model_dir, dev_
 
 
 def test_evaluate_reports_the_calibration_of_the_served_confidences_on_its_data(trained_nlp, dev_path, tmp_path):
-    from spacy_ner_plus.calibration import Calibrator, ece
+    from spacy_ner_plus.calibration import Calibrator
+    from spacy_ner_plus.metrics import ece
 
     ner = trained_nlp.get_pipe("ner_plus")
     saved = {k: ner.cfg[k] for k in ("calibration", "thresholds", "calibration_weights")}
@@ -156,7 +157,7 @@ def test_evaluate_prints_each_stale_calibration_warning(model_dir, dev_path, mon
         seen.append(nlp.pipe_names)
         return messages
 
-    monkeypatch.setattr(spacy_ner_plus.pipeline_component, "stale_calibrations", stale, raising=False)
+    monkeypatch.setattr(spacy_ner_plus.pipeline.ner_plus, "stale_calibrations", stale, raising=False)
     result = invoke("evaluate", model_dir, dev_path)
     assert result.exit_code == 0, result.output
     assert seen == [["ner_plus"]]
@@ -189,7 +190,7 @@ def test_calibrate_writes_a_calibrated_pipeline_and_its_report(model_dir, dev_pa
 
 
 def test_calibrate_with_the_logistic_method_and_bootstrap_thresholds(model_dir, dev_path, tmp_path):
-    from spacy_ner_plus.pipeline_calibration import calibrate_pipeline
+    from spacy_ner_plus.evaluation.calibrate import calibrate_pipeline
 
     out = tmp_path / "calibrated"
     args = ("--method", "logistic", "--min-spans", "2", "--bootstrap", "200", "--confidence", "0.9", "--seed", "3")

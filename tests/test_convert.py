@@ -10,7 +10,7 @@ from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
 from spacy_ner_plus.cli import app
-from spacy_ner_plus.corpus import read_conll, result_to_docs
+from spacy_ner_plus.training.corpus import read_conll, result_to_docs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MALFORMED = FIXTURES / "malformed"

@@ -10,7 +10,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from spacy_ner_plus.evaluate import analyse_errors, confusion_array, evaluate_examples, prf, strict_scores, tag_sequences, touching_pairs
+from spacy_ner_plus.evaluation.evaluate import analyse_errors, confusion_array, evaluate_examples, strict_scores, tag_sequences, touching_pairs
+from spacy_ner_plus.metrics import prf
 
 VOCAB = Vocab()
 LABELS = ["PER", "LOC", "ORG"]

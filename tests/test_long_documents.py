@@ -6,7 +6,7 @@ import numpy
 
 import pytest
 
-from spacy_ner_plus.layers.transformer import encode_windows, max_sequence_length
+from spacy_ner_plus.ml.transformer import encode_windows, max_sequence_length
 
 PATHOLOGICAL = {
     "10k-char token": "x" * 10_000,
@@ -97,7 +97,7 @@ def test_entities_on_window_edges_are_recovered(trained_nlp, monkeypatch, window
 
 
 def test_wordpiece_cache_overflow_keeps_every_word(trained_nlp, monkeypatch):
-    from spacy_ner_plus.layers import transformer
+    from spacy_ner_plus.ml import transformer
 
     encoder = trained_nlp.get_pipe("ner_plus").model.get_ref("encoder")
     expected = transformer.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"])

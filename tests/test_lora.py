@@ -11,7 +11,7 @@ import torch
 from thinc.api import Adam
 
 from conftest import train_examples
-from spacy_ner_plus.layers.transformer import (
+from spacy_ner_plus.ml.transformer import (
     _eval_view,
     encode_windows,
     get_transformer,
@@ -139,7 +139,7 @@ def test_merged_weights_equal_the_adapters_to_1e_5(trained):
 
 
 def test_int8_prediction_of_an_adapted_pipe_quantizes_its_merged_copy_only(trained):
-    from spacy_ner_plus.layers.transformer import set_quantize
+    from spacy_ner_plus.ml.transformer import set_quantize
 
     enc = encoder(trained)
     transformer = get_transformer(enc)

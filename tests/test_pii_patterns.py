@@ -6,8 +6,8 @@ from spacy.tokens import Span
 
 pytest.importorskip("phonenumbers")
 
-from spacy_ner_plus import pii_patterns  # noqa: E402  (registers the factory)
-from spacy_ner_plus.pii_patterns import (  # noqa: E402
+from spacy_ner_plus.pipeline import pii_patterns  # noqa: E402  (registers the factory)
+from spacy_ner_plus.pipeline.pii_patterns import (  # noqa: E402
     SCORES,
     entity_source,
     find_credit_cards,
@@ -261,7 +261,7 @@ def test_end_to_end_with_ner_plus(trained_nlp, tmp_path):
     assert by_text["New York City"] == ("LOC", "model")
     # the model's span group never holds the preset pattern entities
     assert all(s.label_ in ("PER", "LOC", "ORG") for s in doc.spans["ner_plus"])
-    from spacy_ner_plus import pipeline_component
+    from spacy_ner_plus.pipeline import ner_plus as pipeline_component
 
     if hasattr(pipeline_component, "register_scored_spans_key"):
         email = next(e for e in doc.ents if e.label_ == "EMAIL_ADDRESS")

@@ -11,7 +11,7 @@ from spacy.training import Example
 from spacy.util import registry
 from spacy.vocab import Vocab
 
-from spacy_ner_plus.schedules import configure_warmup_linear_epochs, training_steps
+from spacy_ner_plus.training.schedules import configure_warmup_linear_epochs, training_steps
 
 CONFIG = Path(__file__).parents[1] / "configs" / "ner_plus.cfg"
 RATE = 1e-3

@@ -7,8 +7,8 @@ from spacy.training import Example
 from typer.testing import CliRunner
 
 from spacy_ner_plus.cli import app
-from spacy_ner_plus.evaluate import evaluate_examples, predict_examples
-from spacy_ner_plus.visualize import errors_page, render_entities
+from spacy_ner_plus.evaluation.evaluate import evaluate_examples, predict_examples
+from spacy_ner_plus.evaluation.visualize import errors_page, render_entities
 
 # displaCy's entity markup (spacy.displacy.templates.TPL_ENT, newlines included): the
 # entity text, then its label

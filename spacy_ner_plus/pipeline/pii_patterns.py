@@ -27,8 +27,8 @@ US_SSN          AAA-GG-SSSS or AAA GG SSSS; area not 000, 666,         0.85
 
 Scores are the rule's strength as we judge it, not calibrated probabilities;
 they are in ``doc.spans["pii_patterns"].attrs["scores"]`` (spancat's
-convention, spans sorted by start), so ``ent._.confidence`` reads them when
-``register_scored_spans_key`` exists.
+convention, spans sorted by start), registered with ``scored_spans``, so
+``ent._.confidence`` reads them.
 
 Token alignment: a match whose characters do not start and end on token
 boundaries is EXPANDED to the tokens that cover it ("ip=10.0.0.1" is one
@@ -51,6 +51,8 @@ from typing import Iterable, Iterator, List, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
+
+from .scored_spans import register_scored_spans_key
 
 PATTERN_LABELS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
@@ -330,11 +332,7 @@ class PiiPatterns:
         self.labels = tuple(labels)
         self.phone_regions = tuple(phone_regions)
         self.spans_key = spans_key
-        from . import pipeline_component
-
-        register = getattr(pipeline_component, "register_scored_spans_key", None)
-        if register is not None:
-            register(spans_key)
+        register_scored_spans_key(spans_key)
 
     def __call__(self, doc: Doc) -> Doc:
         candidates: List[Tuple[Span, float]] = []

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .annotate import AnnotateError, AnnotateStats, annotated_record, iter_input_records
+from .local import AnnotateError, AnnotateStats, annotated_record, iter_input_records
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 # How long to wait for a TCP answer from the cluster before saying it is

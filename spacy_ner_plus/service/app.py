@@ -2,7 +2,7 @@
 
 Endpoints (README, "PII redaction service"): ``POST /v1/analyze``,
 ``POST /v1/redact``, ``GET /v1/entities``, ``GET /v1/config``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (serve_page.py).
+``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (page.py).
 
 How a request becomes entities:
 - One thread, the :class:`MicroBatcher`, owns every call into the pipeline
@@ -30,33 +30,25 @@ internal error is logged as its exception class and stack frames, without
 its message (messages can quote the input).
 """
 import asyncio
-import hashlib
 import json
 import logging
-import logging.handlers
 import math
 import os
 import re
 import sys
 import threading
 import time
-import traceback
 import uuid
-from collections import deque
-from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from .pipeline_component import ner_plus_pipe_names
-from .redact import Entity, Operator, OperatorError, operator_for, parse_operators, redact
+from .batcher import MicroBatcher, QueueFull
+from .decision import NEAR_THRESHOLD, Candidate, Decision, ServedModel, short_hash, decide
+from .observability import Metrics, frames_only, make_audit_logger
+from .operators import Entity, Operator, OperatorError, operator_for, parse_operators, redact
+from .settings import HASH_KEY_ENV, SETTINGS_ENV, ServeSettings, load_hash_key
 
-SETTINGS_ENV = "NER_PLUS_SERVE_SETTINGS"
-HASH_KEY_ENV = "NER_PLUS_HASH_KEY"
-MIN_HASH_KEY_BYTES = 16
-NEAR_THRESHOLD = 0.1
 CLIENT_ID_HEADER = "X-Client-ID"
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 SCORE_DIGITS = 6
@@ -65,346 +57,7 @@ WARMUP_TEXT = "Anna Keller from Helios Bank wrote to anna.keller@example.com abo
 log = logging.getLogger("spacy_ner_plus.serve")
 
 
-# --- settings -------------------------------------------------------------------
-@dataclass
-class ServeSettings:
-    """Everything a worker process needs to build the app (travels as JSON in an env variable).
-
-    model (str): pipeline name or path.
-    audit_log (Optional[str]): path of the JSON-lines audit log; None: no audit log.
-    audit_max_bytes (int): rotate the audit log when it would exceed this size.
-    audit_backups (int): rotated files kept (PATH.1 ... PATH.N).
-    min_thresholds / max_thresholds (Dict[str, float]): lowest / highest threshold a
-        request may set, per type; the key "" holds the bound of every other type.
-        Default lowest 0.0; default highest: the pipeline's own threshold, so by
-        default a request can make detection more sensitive but never less.
-    hash_key_file (Optional[str]): file holding the HMAC key of the hash operator
-        (else the NER_PLUS_HASH_KEY environment variable; neither: no hash operator).
-    max_body_bytes (int): larger request bodies get 413.
-    max_texts (int): more texts in one request get 413.
-    batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
-    batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
-    queue_texts (int): most texts waiting for prediction; beyond: 503.
-    workers (int): uvicorn worker processes (each loads the model).
-    code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
-    torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
-        core). On a machine whose cores are shared with other busy processes, 1 avoids threads waiting
-        on each other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
-    """
-
-    model: str
-    audit_log: Optional[str] = None
-    audit_max_bytes: int = 10_000_000
-    audit_backups: int = 5
-    min_thresholds: Dict[str, float] = field(default_factory=dict)
-    max_thresholds: Dict[str, float] = field(default_factory=dict)
-    hash_key_file: Optional[str] = None
-    max_body_bytes: int = 1_000_000
-    max_texts: int = 64
-    batch_tokens: int = 4096
-    batch_wait_ms: float = 5.0
-    queue_texts: int = 1024
-    workers: int = 1
-    code: Optional[str] = None
-    torch_threads: Optional[int] = None
-
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls) -> "ServeSettings":
-        raw = os.environ.get(SETTINGS_ENV)
-        if not raw:
-            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `python -m spacy_ner_plus serve MODEL`")
-        return cls(**json.loads(raw))
-
-
-def load_hash_key(settings: ServeSettings) -> Optional[bytes]:
-    """The HMAC key of the hash operator: the key file, else $NER_PLUS_HASH_KEY, else None.
-
-    RAISES (ValueError): a key shorter than 16 bytes or an unreadable file (the key is never in the message).
-    """
-    if settings.hash_key_file:
-        try:
-            key = Path(settings.hash_key_file).read_bytes().rstrip(b"\r\n")
-        except OSError as err:
-            raise ValueError(f"cannot read the hash key file {settings.hash_key_file}: {err.strerror}") from None
-        where = settings.hash_key_file
-    elif os.environ.get(HASH_KEY_ENV):
-        key = os.environ[HASH_KEY_ENV].encode("utf8")
-        where = f"${HASH_KEY_ENV}"
-    else:
-        return None
-    if len(key) < MIN_HASH_KEY_BYTES:
-        raise ValueError(f"the hash key in {where} has {len(key)} bytes; use at least {MIN_HASH_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
-    return key
-
-
-def _short_hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf8")).hexdigest()[:16]
-
-
-# --- the model as the service sees it --------------------------------------------
-@dataclass(frozen=True)
-class Candidate:
-    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one)."""
-
-    start: int
-    end: int
-    label: str
-    score: Optional[float]
-    source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
-
-
-def _entity_source() -> Optional[Callable[..., str]]:
-    try:
-        from .pii_patterns import entity_source
-    except ImportError:  # the pii_patterns component is optional
-        return None
-    return entity_source
-
-
-class ServedModel:
-    """A loaded pipeline with its one ner_plus pipe, thresholds and their bounds.
-
-    nlp (Language): the pipeline.
-    min_thresholds / max_thresholds (Dict[str, float]): see ServeSettings.
-    RAISES (ValueError): no or several ner_plus pipes, bounds outside [0, 1] or not
-        around the pipeline's threshold, a bound for an unknown type.
-    """
-
-    def __init__(self, nlp, name: str, min_thresholds: Dict[str, float], max_thresholds: Dict[str, float]) -> None:
-        self.nlp = nlp
-        pipes = ner_plus_pipe_names(nlp)
-        if len(pipes) != 1:
-            raise ValueError(f"'{name}' has {len(pipes)} ner_plus components ({pipes}); the service needs exactly one")
-        self.pipe = nlp.get_pipe(pipes[0])
-        self.spans_key: str = self.pipe.spans_key
-        self.model_labels: List[str] = list(self.pipe.labels)
-        patterns = [nlp.get_pipe(n) for n in nlp.pipe_names if nlp.get_pipe_meta(n).factory == "pii_patterns"]
-        if len(patterns) > 1:
-            raise ValueError(f"'{name}' has {len(patterns)} pii_patterns components; the service handles one")
-        self.pattern_labels: List[str] = sorted(patterns[0].labels) if patterns else []
-        self.pattern_key: Optional[str] = patterns[0].spans_key if patterns else None
-        self.labels: List[str] = sorted(set(self.model_labels) | set(self.pattern_labels))
-        self.entity_source = _entity_source()
-        pipeline_thresholds = self.pipe.cfg.get("thresholds", {})
-        self.thresholds: Dict[str, float] = {label: float(pipeline_thresholds.get(label, 0.0)) for label in self.model_labels}
-        self.bounds: Dict[str, Tuple[float, float]] = {}
-        for option, given in (("--min-threshold", min_thresholds), ("--max-threshold", max_thresholds)):
-            unknown = sorted(set(given) - set(self.model_labels) - {""})
-            if unknown:
-                raise ValueError(f"{option} names {unknown}, not types of the model {self.model_labels}")
-        for label, t in self.thresholds.items():
-            lo = float(min_thresholds.get(label, min_thresholds.get("", 0.0)))
-            hi = float(max_thresholds.get(label, max_thresholds.get("", t)))
-            if not 0.0 <= lo <= t <= hi <= 1.0:
-                raise ValueError(
-                    f"threshold bounds of {label}: need 0 <= min ({lo}) <= the pipeline's threshold ({t:.4f}) <= max ({hi}) <= 1"
-                )
-            self.bounds[label] = (lo, hi)
-        calibration = self.pipe.cfg.get("calibration", {})
-        self.calibration: Dict[str, str] = {label: calibration.get(label, {}).get("method", "none") for label in self.model_labels}
-        meta = nlp.meta
-        self.info = {
-            "name": f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}",
-            "version": str(meta.get("version", "0.0.0")),
-            "path": name,
-        }
-        self.config_hash = _short_hash(
-            {
-                "model": self.info,
-                "pipeline": nlp.pipe_names,
-                "labels": self.labels,
-                "thresholds": self.thresholds,
-                "calibration": calibration,
-                "bounds": self.bounds,
-            }
-        )
-
-    def candidates(self, doc) -> List[Candidate]:
-        """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
-        calibrated scores) and the entities a component before it preset."""
-        group = doc.spans.get(self.spans_key)
-        out: List[Candidate] = []
-        seen = set()
-        if group is not None:
-            for span, score in zip(group, group.attrs.get("scores", [])):
-                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
-                seen.add((span.start, span.end, span.label_))
-        for ent in doc.ents:
-            if (ent.start, ent.end, ent.label_) in seen:
-                continue
-            if self.entity_source is not None and self.pattern_key is not None:
-                source = self.entity_source(ent, pattern_key=self.pattern_key, model_key=self.spans_key)
-            else:
-                source = "other"  # preset by a component that is not pii_patterns (an entity_ruler)
-            score = ent._.confidence if ent.has_extension("confidence") else None
-            out.append(Candidate(ent.start_char, ent.end_char, ent.label_, None if score is None else float(score), source))
-        out.sort(key=lambda c: (c.start, c.end, c.label))
-        return out
-
-
-@dataclass
-class Decision:
-    """The reported entities of one text and the per-type counts behind them."""
-
-    entities: List[Tuple[Candidate, Optional[float]]]  # (candidate, threshold applied; None for a rule decision)
-    counts: Dict[str, Dict[str, int]]
-    scores: List[Tuple[str, float]]  # (type, calibrated score) of every model candidate considered
-
-
-def decide(candidates: Sequence[Candidate], thresholds: Dict[str, float], types: Optional[Sequence[str]]) -> Decision:
-    """Apply the thresholds to the model's candidates (module docstring).
-
-    candidates (Sequence[Candidate]): ServedModel.candidates of one text.
-    thresholds (Dict[str, float]): the effective threshold per model type.
-    types (Optional[Sequence[str]]): report only these types (None: all).
-    RETURNS (Decision): reported entities in text order, counts per type.
-    """
-    wanted = None if types is None else set(types)
-    entities: List[Tuple[Candidate, Optional[float]]] = []
-    counts: Dict[str, Dict[str, int]] = {}
-    scores: List[Tuple[str, float]] = []
-    for c in candidates:
-        if wanted is not None and c.label not in wanted:
-            continue
-        count = counts.setdefault(c.label, {"detected": 0, "below_threshold": 0, "near_threshold": 0})
-        if c.source != "model" or c.score is None:
-            entities.append((c, None))
-            count["detected"] += 1
-            continue
-        t = thresholds.get(c.label, 0.0)
-        scores.append((c.label, c.score))
-        if abs(c.score - t) < NEAR_THRESHOLD:
-            count["near_threshold"] += 1
-        if c.score >= t:
-            entities.append((c, t))
-            count["detected"] += 1
-        else:
-            count["below_threshold"] += 1
-    return Decision(entities, counts, scores)
-
-
-# --- the micro-batcher ------------------------------------------------------------
-class QueueFull(RuntimeError):
-    """More texts are waiting than the service queues."""
-
-
-class MicroBatcher:
-    """The one thread that calls the pipeline: texts queued by any request within
-    ``max_wait_s`` of the oldest are predicted together in one ``nlp.pipe`` call.
-
-    nlp (Language): the pipeline (only this thread touches it).
-    extract (Callable[[Doc], Any]): turns a predicted Doc into plain data, in this thread.
-    batch_tokens (int): a batch stops taking texts once it holds this many tokens.
-    max_wait_s (float): the longest the oldest text of a batch waits for company.
-    max_queue (int): most texts waiting; ``submit`` raises QueueFull beyond.
-    on_batch (Optional[Callable[[int, int], None]]): called with (texts, tokens) per batch (metrics).
-    """
-
-    def __init__(self, nlp, extract: Callable[[Any], Any], batch_tokens: int, max_wait_s: float, max_queue: int, on_batch: Optional[Callable[[int, int], None]] = None) -> None:
-        self.nlp = nlp
-        self.extract = extract
-        self.batch_tokens = batch_tokens
-        self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
-        self.on_batch = on_batch
-        self._cond = threading.Condition()
-        self._pending: Deque[Tuple[str, Future, float]] = deque()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="ner-plus-batcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, texts: Sequence[str]) -> List[Future]:
-        """Queue ``texts``; each Future gets the ``extract`` result of its text.
-
-        RAISES (QueueFull): the queue cannot take all of them (none is queued).
-        """
-        now = time.monotonic()
-        futures: List[Future] = [Future() for _ in texts]
-        with self._cond:
-            if self._closing:
-                raise QueueFull("the service is shutting down")
-            if len(self._pending) + len(texts) > self.max_queue:
-                raise QueueFull(f"{len(self._pending)} texts are waiting (at most {self.max_queue})")
-            self._pending.extend((text, fut, now) for text, fut in zip(texts, futures))
-            self._cond.notify()
-        return futures
-
-    def close(self, timeout: float) -> None:
-        """Predict what is queued, then stop the thread."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _next_batch(self) -> Optional[List[Tuple[Any, Future]]]:
-        """Texts for one nlp.pipe call as (Doc, Future); None once closed and empty.
-
-        Everything already queued joins the batch up to the token budget; the
-        wait for more ends ``max_wait_s`` after the oldest text arrived."""
-        batch: List[Tuple[Any, Future]] = []
-        tokens = 0
-        deadline = 0.0
-        while True:
-            with self._cond:
-                if not batch:
-                    while not self._pending and not self._closing:
-                        self._cond.wait()
-                    if not self._pending:
-                        return None
-                else:
-                    while not self._pending and not self._closing:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
-                    if not self._pending:
-                        return batch
-                text, fut, arrived = self._pending.popleft()
-            if not batch:
-                deadline = arrived + self.max_wait_s
-            if not fut.set_running_or_notify_cancel():
-                continue  # its request is gone
-            try:
-                doc = self.nlp.make_doc(text)
-            except Exception as err:  # e.g. longer than nlp.max_length: this text's own failure
-                fut.set_exception(err)
-                continue
-            batch.append((doc, fut))
-            tokens += len(doc)
-            if tokens >= self.batch_tokens:
-                return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if self.on_batch is not None:
-                self.on_batch(len(batch), sum(len(doc) for doc, _ in batch))
-            try:
-                results = [self.extract(doc) for doc in self.nlp.pipe([doc for doc, _ in batch], batch_size=len(batch))]
-            except Exception:
-                # One text broke the batch: predict each on its own (fresh Docs, since a
-                # half-annotated Doc would carry entities into the next run), so only
-                # the request that sent it fails.
-                for doc, fut in batch:
-                    try:
-                        fresh = self.nlp.make_doc(doc.text)
-                        fut.set_result(self.extract(next(iter(self.nlp.pipe([fresh])))))
-                    except Exception as err:
-                        fut.set_exception(err)
-                continue
-            for (_, fut), result in zip(batch, results):
-                fut.set_result(result)
-
-
-# --- errors, metrics, audit --------------------------------------------------------
+# --- errors ------------------------------------------------------------------------
 class ApiError(Exception):
     """An error answered to the client: status, a kind for the audit log, the field it names."""
 
@@ -415,69 +68,6 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers or {}
-
-
-class Metrics:
-    """The service's Prometheus metrics. Labels are endpoint templates, status codes,
-    entity types the model knows and decision names: never text from a request."""
-
-    def __init__(self, multiprocess: bool) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.multiprocess = multiprocess
-        self.registry = CollectorRegistry(auto_describe=True)
-        reg = self.registry
-        self.latency = Histogram(
-            "ner_plus_request_duration_seconds", "Request latency by endpoint and status", ["endpoint", "status"], registry=reg,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-        )
-        self.entities = Counter(
-            "ner_plus_entities_total", "Entity candidates by type and decision (detected, redacted, below_threshold, near_threshold)",
-            ["entity_type", "decision"], registry=reg,
-        )
-        self.scores = Histogram(
-            "ner_plus_entity_score", "Calibrated score of every model candidate, per type (watch for drift)", ["entity_type"], registry=reg,
-            buckets=tuple(round(0.05 * i, 2) for i in range(1, 21)),
-        )
-        self.in_flight = Gauge("ner_plus_requests_in_flight", "/v1 requests being served", registry=reg, multiprocess_mode="livesum")
-        self.batch_texts = Histogram(
-            "ner_plus_batch_texts", "Texts per nlp.pipe call of the micro-batcher", registry=reg, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
-        )
-        self.batch_tokens = Histogram(
-            "ner_plus_batch_tokens", "Tokens per nlp.pipe call of the micro-batcher", registry=reg,
-            buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 65536),
-        )
-        self.model_info = Gauge(
-            "ner_plus_model_info", "The served model (value 1)", ["name", "version", "config_hash"], registry=reg, multiprocess_mode="max"
-        )
-
-    def render(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        if not self.multiprocess:
-            return generate_latest(self.registry)
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-        return generate_latest(registry)
-
-
-def make_audit_logger(path: str, max_bytes: int, backups: int) -> logging.Logger:
-    """A logger writing bare JSON lines to ``path`` with size-based rotation."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger(f"spacy_ner_plus.audit.{id(path)}.{path}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # never into the server's own log
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.handlers = [handler]
-    return logger
-
-
-def _frames_only(err: BaseException) -> str:
-    """The stack of ``err`` without its message (it may quote the input)."""
-    frames = traceback.extract_tb(err.__traceback__)
-    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
 
 
 # --- request bodies -----------------------------------------------------------------
@@ -663,7 +253,7 @@ class Service:
                 if count[k]:
                     self.metrics.entities.labels(label, k).inc(count[k])
         audit["entities"] = totals
-        audit["thresholds_hash"] = _short_hash(thresholds)
+        audit["thresholds_hash"] = short_hash(thresholds)
         audit["thresholds_overridden"] = sorted(k for k, v in thresholds.items() if v != self.model.thresholds.get(k)) if self.model else []
 
 
@@ -733,7 +323,7 @@ def create_app(settings: ServeSettings):
             else:
                 response = await call_next(request)
         except Exception as err:  # an internal error: request id, nothing of the input
-            log.error("request %s: internal error %s at %s", request_id, type(err).__name__, _frames_only(err))
+            log.error("request %s: internal error %s at %s", request_id, type(err).__name__, frames_only(err))
             request.state.audit["error"] = "internal"
             response = JSONResponse(
                 {"error": {"kind": "internal", "message": f"internal error; quote request id {request_id}", "field": None}, "request_id": request_id},
@@ -852,10 +442,10 @@ def create_app(settings: ServeSettings):
 
     @app.get("/")
     async def page():
-        """A page to try the service (serve_page.py); it loads nothing from elsewhere."""
+        """A page to try the service (page.py); it loads nothing from elsewhere."""
         from fastapi.responses import HTMLResponse
 
-        from .serve_page import PAGE
+        from .page import PAGE
 
         csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": csp})
@@ -915,7 +505,7 @@ def run(settings: ServeSettings, host: str, port: int, drain_timeout: float) -> 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
-            "spacy_ner_plus.serve:app_from_env",
+            "spacy_ner_plus.service.app:app_from_env",
             factory=True,
             host=host,
             port=port,

@@ -1,4 +1,4 @@
-"""The anonymization operators (spacy_ner_plus/redact.py): pure, no model."""
+"""The anonymization operators (spacy_ner_plus/service/operators.py): pure, no model."""
 import hashlib
 import hmac
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_ner_plus.redact import (
+from spacy_ner_plus.service.operators import (
     Entity,
     Operator,
     OperatorError,

@@ -11,7 +11,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_ner_plus.layers.transformer import encode_windows, get_tokenizer, get_transformer, wordpiece_labels
+from spacy_ner_plus.ml.transformer import encode_windows, get_tokenizer, get_transformer, wordpiece_labels
 
 from conftest import TRAIN, train_examples
 
@@ -281,7 +281,7 @@ def test_whitespace_tokens_never_start_or_end_an_entity(trained):
 
 def test_training_or_initializing_drops_the_calibration_and_evaluate_knows_stale_ones(tmp_path):
     from spacy_ner_plus.calibration import Calibrator
-    from spacy_ner_plus.pipeline_component import stale_calibrations
+    from spacy_ner_plus.pipeline.ner_plus import stale_calibrations
 
     nlp = make_nlp()
     exs = examples(nlp)
@@ -489,8 +489,8 @@ def test_importing_the_package_changes_no_forked_process():
 def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
     from transformers import AutoTokenizer
 
-    from spacy_ner_plus.backbone import embedded_backbone_path
-    from spacy_ner_plus.layers.transformer import word_pieces
+    from spacy_ner_plus.ml.backbone import embedded_backbone_path
+    from spacy_ner_plus.ml.transformer import word_pieces
 
     nlp = make_nlp()
     nlp.initialize(lambda: examples(nlp))
@@ -514,7 +514,7 @@ def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
 def test_bioes_with_mean_pooling_trains_and_round_trips(tmp_path):
     from thinc.api import Config
 
-    from spacy_ner_plus.pipeline_component import DEFAULT_MODEL_CONFIG
+    from spacy_ner_plus.pipeline.ner_plus import DEFAULT_MODEL_CONFIG
 
     model = Config().from_str(DEFAULT_MODEL_CONFIG.replace('pooling = "first"', 'pooling = "mean"'))["model"]
     spacy.util.fix_random_seed(0)
@@ -537,8 +537,8 @@ def test_bioes_with_mean_pooling_trains_and_round_trips(tmp_path):
 
 
 def test_join_touching_reads_touching_pieces_as_one_entity_and_a_calibration_in_the_other_mode_is_stale(tmp_path, monkeypatch):
-    from spacy_ner_plus import pipeline_component
-    from spacy_ner_plus.pipeline_component import stale_calibrations
+    from spacy_ner_plus.pipeline import ner_plus as pipeline_component
+    from spacy_ner_plus.pipeline.ner_plus import stale_calibrations
 
     nlp = make_nlp()
     nlp.initialize(lambda: examples(nlp))

@@ -25,8 +25,9 @@ from seqeval.scheme import IOB2, IOBES, Entities
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from .decoding import join_touching
-from .schemes import SpanTuple, spans_to_tags
+from ..decoding import join_touching
+from ..metrics import prf
+from ..schemes import SpanTuple, spans_to_tags
 
 NONE_LABEL = "O"
 SEQEVAL_SCHEMES = {"IOB2": IOB2, "BIOES": IOBES}
@@ -68,21 +69,6 @@ def tag_sequences(examples: Sequence[Example], scheme: str = "IOB2") -> Tuple[Li
                 spans = [(s - start, e - start, label) for s, e, label in doc_spans(doc) if start <= s < end]
                 out.append(spans_to_tags(spans, end - start, scheme))
     return y_true, y_pred
-
-
-def prf(tp: int, n_predicted: int, n_gold: int) -> Tuple[float, float, float]:
-    """Precision, recall and F1 from counts; 0.0 where a denominator is 0
-    (seqeval's and scikit-learn's ``zero_division=0``).
-
-    tp (int): predictions that are exactly right.
-    n_predicted (int): predictions.
-    n_gold (int): gold entities.
-    RETURNS (Tuple[float, float, float]): precision, recall, F1.
-    """
-    precision = tp / n_predicted if n_predicted else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
 
 
 def strict_scores(examples: Sequence[Example], scheme: str = "IOB2") -> Dict[str, Any]:
@@ -324,7 +310,7 @@ def confidence_scores(examples: Sequence[Example], spans_key: str) -> Dict[str, 
 
 def confidence_summary(scored: Dict[str, Dict[str, List]]) -> Dict[str, Any]:
     """ECE (15 bins) and Brier of the raw and the served scores, overall and per type."""
-    from .calibration import brier, ece
+    from ..metrics import brier, ece
 
     def summary(scores, raw, correct):
         return {"n": len(scores), "ece": ece(scores, correct), "ece_raw": ece(raw, correct),
@@ -363,7 +349,7 @@ def evaluate_examples(
         (output / "report.md").write_text(markdown_report(metrics, analysis), encoding="utf8")
         plot_confusion(analysis, output / "confusion.png")
         if scored:
-            from .calibration import plot_reliability
+            from .calibration_report import plot_reliability
 
             correct = [v for e in scored.values() for v in e["correct"]]
             plot_reliability(

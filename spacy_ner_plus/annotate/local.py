@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Se
 
 from spacy.tokens import Doc
 
-from .corpus import Problem
+from ..training.corpus import Problem
 
 INPUT_FORMATS = ("text", "jsonl")
 ON_ERROR = ("skip", "fail")

@@ -27,9 +27,11 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from . import decoding, schemes, windowing
-from .calibration import Calibrator
-from .layers.transformer import (
+from .. import decoding, schemes, windowing
+from ..calibration import Calibrator
+from ..ml.loss import clip_global_grad_norm, frequency_class_weights, softmax, token_classification_loss
+from .scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, register_scored_spans_key  # noqa: F401  (re-exported)
+from ..ml.transformer import (
     effective_state_dict,
     invalidate_inference,
     max_sequence_length,
@@ -60,24 +62,9 @@ rows = 5000
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 WITHIN_SENTENCES = ("none", "entities", "windows")
-SPAN_SCORES = "scores"
-SPAN_RAW_SCORES = "raw_scores"
 # Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
 _OLD_CFG_SETTINGS = ("window", "stride", "window_batch_size", "sort_buffer_tokens", "class_weights",
                      "focal_gamma", "max_grad_norm", "spans_key", "quantize")
-# doc.spans keys whose groups carry attrs["scores"] for Span._.confidence, in lookup order.
-_SCORED_KEYS: Dict[str, None] = {"ner_plus": None}
-
-
-def register_scored_spans_key(key: str) -> None:
-    """Make ``Span._.confidence`` look entities up in ``doc.spans[key]`` too.
-
-    The group must follow spancat's convention, ``attrs["scores"]`` aligned
-    with its spans, and keep its spans sorted by start.
-    """
-    _SCORED_KEYS.setdefault(key, None)
-
-
 def ner_plus_pipe_names(nlp: Language) -> List[str]:
     """Names of the pipes of ``nlp`` made by the ``ner_plus`` factory."""
     return [name for name in nlp.component_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
@@ -111,32 +98,6 @@ def stale_calibrations(nlp: Language) -> List[str]:
     return messages
 
 
-def _confidence_getter(span: Span) -> Optional[float]:
-    """The score of ``span`` in a registered scored span group, or None.
-
-    The group's spans are sorted by start (set_annotations writes them so),
-    so the lookup is a binary search: O(log n) per entity on long documents.
-    """
-    for key in tuple(_SCORED_KEYS):
-        group = span.doc.spans.get(key)
-        if group is None or SPAN_SCORES not in group.attrs:
-            continue
-        lo, hi = 0, len(group)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if group[mid].start < span.start:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(group):
-            candidate = group[lo]
-            if candidate.start == span.start and candidate.end == span.end and candidate.label == span.label:
-                return float(group.attrs[SPAN_SCORES][lo])
-    return None
-
-
-if not Span.has_extension("confidence"):
-    Span.set_extension("confidence", getter=_confidence_getter)
 
 
 @Language.factory(
@@ -451,7 +412,7 @@ class NerPlus(TrainablePipe):
         predictions = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
-            probs = windowing.merge_windows(ranges, [_softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
+            probs = windowing.merge_windows(ranges, [softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
             preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
             no_edge = [t.is_space for t in doc]
             spans, confidences = [], []
@@ -565,10 +526,10 @@ class NerPlus(TrainablePipe):
         validate_examples(examples, "NerPlus.update")
         if not any(len(eg.predicted) for eg in examples):
             return losses
-        windows, owners, _ = self._windows([eg.predicted for eg in examples])
+        windows, _, _ = self._windows([eg.predicted for eg in examples])
         set_dropout_rate(self.model, drop)
         scores, backprop = self.model.begin_update(windows)
-        loss, d_scores = self._window_loss(examples, owners, scores)
+        loss, d_scores = self.get_loss(examples, scores)
         backprop(d_scores)
         if sgd is not None:
             self.finish_update(sgd)
@@ -600,39 +561,9 @@ class NerPlus(TrainablePipe):
         return ids
 
     def _window_loss(self, examples: Sequence[Example], owners: Sequence[Tuple[int, int, int]], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
-        ops = self.model.ops
         gold_docs = [self.gold_tag_ids(eg) for eg in examples]
         gold = numpy.concatenate([gold_docs[d][s:e] for d, s, e in owners])
-        logits = ops.to_numpy(ops.xp.concatenate(scores)).astype("float64")
-        probs = _softmax(logits)
-        labeled = gold >= 0
-        n_labeled = max(1, int(labeled.sum()))
-        rows = numpy.arange(len(gold))
-        safe_gold = numpy.where(labeled, gold, 0)
-        p_true = numpy.clip(probs[rows, safe_gold], 1e-12, 1.0)
-        weights = numpy.asarray(self.cfg["tag_weights"] or [1.0] * probs.shape[1])[safe_gold] * labeled
-        gamma = self.focal_gamma
-        one_hot = numpy.zeros_like(probs)
-        one_hot[rows[labeled], gold[labeled]] = 1.0
-        if gamma:
-            token_loss = -((1 - p_true) ** gamma) * numpy.log(p_true)
-            coef = (1 - p_true) ** gamma - gamma * (1 - p_true) ** (gamma - 1) * p_true * numpy.log(p_true)
-        else:
-            token_loss = -numpy.log(p_true)
-            coef = numpy.ones_like(p_true)
-        loss = float((weights * token_loss).sum() / n_labeled)
-        if not numpy.isfinite(loss):
-            raise ValueError(
-                "ner_plus: the loss is NaN or infinite. Lower the learning rate, check the "
-                "gradient clipping (max_grad_norm) and look for empty or corrupt docs in the batch."
-            )
-        grad = ((weights * coef)[:, None] * (probs - one_hot) / n_labeled).astype("float32")
-        d_scores = []
-        offset = 0
-        for score in scores:
-            d_scores.append(ops.asarray(grad[offset : offset + len(score)]))
-            offset += len(score)
-        return loss, d_scores
+        return token_classification_loss(self.model.ops, scores, gold, self.cfg["tag_weights"], self.focal_gamma)
 
     def finish_update(self, sgd: Optimizer) -> None:
         self.clear_calibration("the weights are being trained")
@@ -682,14 +613,7 @@ class NerPlus(TrainablePipe):
         for eg in examples:
             ids = self.gold_tag_ids(eg)
             counts += numpy.bincount(ids[ids >= 0], minlength=len(tags))
-        present = counts > 0
-        weights = numpy.ones(len(tags))
-        # inverse frequency (or its square root), scaled so that the average weight per gold token stays 1
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        if setting == "sqrt_inverse_frequency":
-            weights = numpy.sqrt(weights)
-        weights *= counts.sum() / float((weights * counts).sum())
-        return [float(w) for w in weights]
+        return frequency_class_weights(counts, setting)
 
 
     # --- serialization ----------------------------------------------------
@@ -778,39 +702,3 @@ def _biluo_to(tag: str, scheme: str) -> str:
     if scheme == "BIOES":
         return {"U": "S", "L": "E"}.get(prefix, prefix) + "-" + label
     return {"U": "B", "L": "I"}.get(prefix, prefix) + "-" + label
-
-
-def _softmax(logits: numpy.ndarray) -> numpy.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = numpy.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def clip_global_grad_norm(model: Model, max_norm: float) -> float:
-    """Scale all gradients (thinc and PyTorch) so their joint L2 norm is at most ``max_norm``.
-
-    RETURNS (float): the norm before clipping.
-    """
-    thinc_grads = []
-    torch_grads = []
-    for node in model.walk():
-        for name in node.grad_names:
-            thinc_grads.append((node, name))
-        for shim in node.shims:
-            torch_model = getattr(shim, "_model", None)
-            if torch_model is not None and hasattr(torch_model, "parameters"):
-                torch_grads.extend(p.grad for p in torch_model.parameters() if p.grad is not None)
-    total = 0.0
-    for node, name in thinc_grads:
-        g = node.get_grad(name)
-        total += float((g * g).sum())
-    for g in torch_grads:
-        total += float((g.detach().float() ** 2).sum())
-    norm = total**0.5
-    if norm > max_norm:
-        scale = max_norm / (norm + 1e-6)
-        for node, name in thinc_grads:
-            node.set_grad(name, node.get_grad(name) * scale)
-        for g in torch_grads:
-            g.mul_(scale)
-    return norm

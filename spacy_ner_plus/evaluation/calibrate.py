@@ -3,9 +3,9 @@ decoded entity's raw score and exactness, fit (calibration.py) and store the
 calibrators and thresholds in the pipe."""
 from typing import Dict, Optional, Sequence
 
-from .calibration import METHODS, TypeCalibration, TypePredictions, calibrate_predictions, parse_policy
+from ..calibration import METHODS, TypeCalibration, TypePredictions, calibrate_predictions, parse_policy
 from .evaluate import predict_examples
-from .pipeline_component import ner_plus_pipe_names
+from ..pipeline.ner_plus import ner_plus_pipe_names
 
 
 def calibrate_pipeline(

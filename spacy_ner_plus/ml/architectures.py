@@ -6,8 +6,8 @@ from spacy.util import registry
 from thinc.api import Dropout, Linear, Model, chain, concatenate, with_array
 from thinc.types import Floats2d
 
-from .layers.lexical import LexicalFeatures
-from .layers.transformer import HFTokenEncoder
+from .lexical import LexicalFeatures
+from .transformer import HFTokenEncoder
 
 
 @registry.architectures("spacy-ner-plus.TokenClassifier.v1")

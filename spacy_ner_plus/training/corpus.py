@@ -32,7 +32,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from . import schemes
+from .. import schemes
 
 DOCSTART = "-DOCSTART-"
 

@@ -25,10 +25,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from spacy_ner_plus.redact import Entity, Operator, redact  # noqa: E402
+from spacy_ner_plus.service.operators import Entity, Operator, redact  # noqa: E402
 
 try:  # the pattern recognisers (and the phonenumbers library they need) are optional
-    import spacy_ner_plus.pii_patterns  # noqa: F401
+    import spacy_ner_plus.pipeline.pii_patterns  # noqa: F401
 
     HAVE_PATTERNS = True
 except ImportError:
@@ -390,7 +390,7 @@ def test_serve_entities_config_probes_and_metrics(server):
 
 
 def test_audit_log_rotates_by_size(tmp_path):
-    from spacy_ner_plus.serve import make_audit_logger
+    from spacy_ner_plus.service.app import make_audit_logger
 
     logger = make_audit_logger(str(tmp_path / "audit.jsonl"), max_bytes=500, backups=2)
     for i in range(100):

@@ -1,0 +1,1 @@
+"""Batch annotation: the local engine, the Ray Data engine and whole-or-nothing outputs."""

@@ -1,1 +1,0 @@
-"""One thinc layer per module."""

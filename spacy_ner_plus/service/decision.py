@@ -1,0 +1,157 @@
+"""The model as the service sees it: every decoded candidate of a text with its calibrated
+score and source (model, pattern, other component), and the decision per type
+(detected, below threshold, near threshold) under the effective thresholds."""
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..pipeline.ner_plus import ner_plus_pipe_names
+
+NEAR_THRESHOLD = 0.1
+
+
+# --- the model as the service sees it --------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one)."""
+
+    start: int
+    end: int
+    label: str
+    score: Optional[float]
+    source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
+
+
+def _entity_source() -> Optional[Callable[..., str]]:
+    try:
+        from ..pipeline.pii_patterns import entity_source
+    except ImportError:  # the pii_patterns component is optional
+        return None
+    return entity_source
+
+
+class ServedModel:
+    """A loaded pipeline with its one ner_plus pipe, thresholds and their bounds.
+
+    nlp (Language): the pipeline.
+    min_thresholds / max_thresholds (Dict[str, float]): see ServeSettings.
+    RAISES (ValueError): no or several ner_plus pipes, bounds outside [0, 1] or not
+        around the pipeline's threshold, a bound for an unknown type.
+    """
+
+    def __init__(self, nlp, name: str, min_thresholds: Dict[str, float], max_thresholds: Dict[str, float]) -> None:
+        self.nlp = nlp
+        pipes = ner_plus_pipe_names(nlp)
+        if len(pipes) != 1:
+            raise ValueError(f"'{name}' has {len(pipes)} ner_plus components ({pipes}); the service needs exactly one")
+        self.pipe = nlp.get_pipe(pipes[0])
+        self.spans_key: str = self.pipe.spans_key
+        self.model_labels: List[str] = list(self.pipe.labels)
+        patterns = [nlp.get_pipe(n) for n in nlp.pipe_names if nlp.get_pipe_meta(n).factory == "pii_patterns"]
+        if len(patterns) > 1:
+            raise ValueError(f"'{name}' has {len(patterns)} pii_patterns components; the service handles one")
+        self.pattern_labels: List[str] = sorted(patterns[0].labels) if patterns else []
+        self.pattern_key: Optional[str] = patterns[0].spans_key if patterns else None
+        self.labels: List[str] = sorted(set(self.model_labels) | set(self.pattern_labels))
+        self.entity_source = _entity_source()
+        pipeline_thresholds = self.pipe.cfg.get("thresholds", {})
+        self.thresholds: Dict[str, float] = {label: float(pipeline_thresholds.get(label, 0.0)) for label in self.model_labels}
+        self.bounds: Dict[str, Tuple[float, float]] = {}
+        for option, given in (("--min-threshold", min_thresholds), ("--max-threshold", max_thresholds)):
+            unknown = sorted(set(given) - set(self.model_labels) - {""})
+            if unknown:
+                raise ValueError(f"{option} names {unknown}, not types of the model {self.model_labels}")
+        for label, t in self.thresholds.items():
+            lo = float(min_thresholds.get(label, min_thresholds.get("", 0.0)))
+            hi = float(max_thresholds.get(label, max_thresholds.get("", t)))
+            if not 0.0 <= lo <= t <= hi <= 1.0:
+                raise ValueError(
+                    f"threshold bounds of {label}: need 0 <= min ({lo}) <= the pipeline's threshold ({t:.4f}) <= max ({hi}) <= 1"
+                )
+            self.bounds[label] = (lo, hi)
+        calibration = self.pipe.cfg.get("calibration", {})
+        self.calibration: Dict[str, str] = {label: calibration.get(label, {}).get("method", "none") for label in self.model_labels}
+        meta = nlp.meta
+        self.info = {
+            "name": f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}",
+            "version": str(meta.get("version", "0.0.0")),
+            "path": name,
+        }
+        self.config_hash = short_hash(
+            {
+                "model": self.info,
+                "pipeline": nlp.pipe_names,
+                "labels": self.labels,
+                "thresholds": self.thresholds,
+                "calibration": calibration,
+                "bounds": self.bounds,
+            }
+        )
+
+    def candidates(self, doc) -> List[Candidate]:
+        """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
+        calibrated scores) and the entities a component before it preset."""
+        group = doc.spans.get(self.spans_key)
+        out: List[Candidate] = []
+        seen = set()
+        if group is not None:
+            for span, score in zip(group, group.attrs.get("scores", [])):
+                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
+                seen.add((span.start, span.end, span.label_))
+        for ent in doc.ents:
+            if (ent.start, ent.end, ent.label_) in seen:
+                continue
+            if self.entity_source is not None and self.pattern_key is not None:
+                source = self.entity_source(ent, pattern_key=self.pattern_key, model_key=self.spans_key)
+            else:
+                source = "other"  # preset by a component that is not pii_patterns (an entity_ruler)
+            score = ent._.confidence if ent.has_extension("confidence") else None
+            out.append(Candidate(ent.start_char, ent.end_char, ent.label_, None if score is None else float(score), source))
+        out.sort(key=lambda c: (c.start, c.end, c.label))
+        return out
+
+
+@dataclass
+class Decision:
+    """The reported entities of one text and the per-type counts behind them."""
+
+    entities: List[Tuple[Candidate, Optional[float]]]  # (candidate, threshold applied; None for a rule decision)
+    counts: Dict[str, Dict[str, int]]
+    scores: List[Tuple[str, float]]  # (type, calibrated score) of every model candidate considered
+
+
+def decide(candidates: Sequence[Candidate], thresholds: Dict[str, float], types: Optional[Sequence[str]]) -> Decision:
+    """Apply the thresholds to the model's candidates (module docstring).
+
+    candidates (Sequence[Candidate]): ServedModel.candidates of one text.
+    thresholds (Dict[str, float]): the effective threshold per model type.
+    types (Optional[Sequence[str]]): report only these types (None: all).
+    RETURNS (Decision): reported entities in text order, counts per type.
+    """
+    wanted = None if types is None else set(types)
+    entities: List[Tuple[Candidate, Optional[float]]] = []
+    counts: Dict[str, Dict[str, int]] = {}
+    scores: List[Tuple[str, float]] = []
+    for c in candidates:
+        if wanted is not None and c.label not in wanted:
+            continue
+        count = counts.setdefault(c.label, {"detected": 0, "below_threshold": 0, "near_threshold": 0})
+        if c.source != "model" or c.score is None:
+            entities.append((c, None))
+            count["detected"] += 1
+            continue
+        t = thresholds.get(c.label, 0.0)
+        scores.append((c.label, c.score))
+        if abs(c.score - t) < NEAR_THRESHOLD:
+            count["near_threshold"] += 1
+        if c.score >= t:
+            entities.append((c, t))
+            count["detected"] += 1
+        else:
+            count["below_threshold"] += 1
+    return Decision(entities, counts, scores)
+
+
+def short_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf8")).hexdigest()[:16]

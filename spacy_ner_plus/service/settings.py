@@ -1,0 +1,86 @@
+"""The service's settings, validated in one place: ``ServeSettings`` travels to every
+worker process as JSON in an environment variable; the CLI takes its defaults from it."""
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+SETTINGS_ENV = "NER_PLUS_SERVE_SETTINGS"
+HASH_KEY_ENV = "NER_PLUS_HASH_KEY"
+MIN_HASH_KEY_BYTES = 16
+
+
+# --- settings -------------------------------------------------------------------
+@dataclass
+class ServeSettings:
+    """Everything a worker process needs to build the app (travels as JSON in an env variable).
+
+    model (str): pipeline name or path.
+    audit_log (Optional[str]): path of the JSON-lines audit log; None: no audit log.
+    audit_max_bytes (int): rotate the audit log when it would exceed this size.
+    audit_backups (int): rotated files kept (PATH.1 ... PATH.N).
+    min_thresholds / max_thresholds (Dict[str, float]): lowest / highest threshold a
+        request may set, per type; the key "" holds the bound of every other type.
+        Default lowest 0.0; default highest: the pipeline's own threshold, so by
+        default a request can make detection more sensitive but never less.
+    hash_key_file (Optional[str]): file holding the HMAC key of the hash operator
+        (else the NER_PLUS_HASH_KEY environment variable; neither: no hash operator).
+    max_body_bytes (int): larger request bodies get 413.
+    max_texts (int): more texts in one request get 413.
+    batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
+    batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
+    queue_texts (int): most texts waiting for prediction; beyond: 503.
+    workers (int): uvicorn worker processes (each loads the model).
+    code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
+    torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
+        core). On a machine whose cores are shared with other busy processes, 1 avoids threads waiting
+        on each other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
+    """
+
+    model: str
+    audit_log: Optional[str] = None
+    audit_max_bytes: int = 10_000_000
+    audit_backups: int = 5
+    min_thresholds: Dict[str, float] = field(default_factory=dict)
+    max_thresholds: Dict[str, float] = field(default_factory=dict)
+    hash_key_file: Optional[str] = None
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 64
+    batch_tokens: int = 4096
+    batch_wait_ms: float = 5.0
+    queue_texts: int = 1024
+    workers: int = 1
+    code: Optional[str] = None
+    torch_threads: Optional[int] = None
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServeSettings":
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the service with `python -m spacy_ner_plus serve MODEL`")
+        return cls(**json.loads(raw))
+
+
+def load_hash_key(settings: ServeSettings) -> Optional[bytes]:
+    """The HMAC key of the hash operator: the key file, else $NER_PLUS_HASH_KEY, else None.
+
+    RAISES (ValueError): a key shorter than 16 bytes or an unreadable file (the key is never in the message).
+    """
+    if settings.hash_key_file:
+        try:
+            key = Path(settings.hash_key_file).read_bytes().rstrip(b"\r\n")
+        except OSError as err:
+            raise ValueError(f"cannot read the hash key file {settings.hash_key_file}: {err.strerror}") from None
+        where = settings.hash_key_file
+    elif os.environ.get(HASH_KEY_ENV):
+        key = os.environ[HASH_KEY_ENV].encode("utf8")
+        where = f"${HASH_KEY_ENV}"
+    else:
+        return None
+    if len(key) < MIN_HASH_KEY_BYTES:
+        raise ValueError(f"the hash key in {where} has {len(key)} bytes; use at least {MIN_HASH_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+    return key
