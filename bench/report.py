@@ -1,7 +1,10 @@
 """Print the Markdown tables of docs/BENCHMARKS.md from bench/results/*.json.
 
-    python bench/report.py conll          # one row per run
-    python bench/report.py conll --seeds  # one row per system: mean ± sd over its seeds, the per-seed F1
+    python -m bench report conll          # one row per run
+    python -m bench report conll --seeds  # one row per system: mean ± sd over its seeds, the per-seed F1
+
+A quick look at the latest run of each result file; the tables of the docs are generated from the
+ledger by ``python -m bench tables`` (bench/tables.py).
 """
 import json
 import statistics
@@ -56,6 +59,11 @@ def seeds(name: str) -> None:
         print(f"| {system} | {len(rs)} | {ms([r['f1'] for r in rs])} | {per_seed} | {cells} | {delta} |")
 
 
+def cli(argv) -> int:
+    name = next((a for a in argv if not a.startswith("--")), "conll")
+    seeds(name) if "--seeds" in argv else main(name)
+    return 0
+
+
 if __name__ == "__main__":
-    name = next((a for a in sys.argv[1:] if not a.startswith("--")), "conll")
-    seeds(name) if "--seeds" in sys.argv else main(name)
+    sys.exit(cli(sys.argv[1:]))

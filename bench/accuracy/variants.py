@@ -1,8 +1,8 @@
 """Loss and scheme variants against the default, per type, in both decoding modes (issue 14 part 4).
 
-    python bench/variants.py --name conll --seed 1 ner_plus_inverse ner_plus_focal2 ner_plus_bioes
+    python -m bench variants --name conll --seed 1 ner_plus_inverse ner_plus_focal2 ner_plus_bioes
 
-Reads the pipelines that ``bench/conll_benchmark.py SYSTEM --seed N`` trained
+Reads the pipelines that ``bench/accuracy/conll_benchmark.py SYSTEM --seed N`` trained
 (training/bench_NAME_SYSTEM[_seedN]/training) for the default (``ner_plus``) and
 each variant (``--default SYSTEM`` names another default), and scores them all the same way, in one run, on the corpus the
 benchmark converted (corpus/bench_NAME): each checkpoint predicts dev and test
@@ -21,8 +21,8 @@ test F1 overall and per type, and the difference to the default. ``--tag TAG``
 keeps a comparison against a newer default apart from the older records (e.g.
 ``--tag bioes``: the default trained with the BIOES workflow config).
 
-    python bench/variants.py --name conll --summary ner_plus_bioes
-    python bench/variants.py --name conll --tag bioes --summary ner_plus_focal1
+    python -m bench variants --name conll --summary ner_plus_bioes
+    python -m bench variants --name conll --tag bioes --summary ner_plus_focal1
 
 reads those records (with ``--tag``, the tagged ones), one per seed, and prints for each variant its dev and
 test F1 against the default's, per seed and in the mean over the seeds that
@@ -39,7 +39,7 @@ from pathlib import Path
 import spacy
 from spacy.tokens import DocBin
 
-import provenance
+from bench import provenance
 from spacy_ner_plus.evaluation.evaluate import join_touching_examples, predict_examples, strict_scores
 
 ROOT = provenance.ROOT
@@ -107,7 +107,7 @@ def summary(name: str, variants: list) -> str:
     paths = [*RESULTS.glob(f"variants_{name}.json"), *RESULTS.glob(f"variants_{name}_seed*.json")]
     records = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["seed"])
     if not records:
-        sys.exit(f"no bench/results/variants_{name}[_seedN].json: run bench/variants.py --name {name} --seed N first")
+        sys.exit(f"no bench/results/variants_{name}[_seedN].json: run bench/accuracy/variants.py --name {name} --seed N first")
     lines = [
         "| variant | mode | seeds | dev F1 Δ per seed | dev F1 Δ mean | test F1 per seed (default → variant) "
         "| test F1 mean ± sd (default → variant) | test F1 Δ mean ± sd |",
@@ -131,7 +131,7 @@ def summary(name: str, variants: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", help="systems of bench/conll_benchmark.py, e.g. ner_plus_inverse")
+    parser.add_argument("variants", nargs="+", help="systems of bench/accuracy/conll_benchmark.py, e.g. ner_plus_inverse")
     parser.add_argument("--name", default="conll")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--default", default="ner_plus", help="the system the variants are compared with (a pipeline trained with the workflow config before ner_plus followed it, e.g. ner_plus_bioes)")
@@ -147,7 +147,7 @@ def main() -> None:
     systems = [args.default, *args.variants]
     missing = [s for s in systems if not (ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training" / "model-last").exists()]
     if missing or not (corpus / "test.spacy").exists():
-        sys.exit(f"not trained or not converted: {', '.join(missing) or corpus}; run bench/conll_benchmark.py SYSTEM --name {args.name} --seed {args.seed} first")
+        sys.exit(f"not trained or not converted: {', '.join(missing) or corpus}; run bench/accuracy/conll_benchmark.py SYSTEM --name {args.name} --seed {args.seed} first")
     commit = provenance.commit()
     record = {
         "name": args.name,
@@ -155,14 +155,14 @@ def main() -> None:
         "default": args.default,
         "systems": {s: score_system(ROOT / "training" / f"bench_{args.name}_{s}{suffix}" / "training", corpus) for s in systems},
         "trained_by": {s: json.loads(p.read_text()).get("command") for s in systems if (p := RESULTS / f"{args.name}_{s}{suffix}.json").exists()},
-        "command": " ".join(["python", "bench/variants.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "bench", "variants", *sys.argv[1:]]),
         "commit": commit,
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
         + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"variants_{record_name}{suffix}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("variants", record, out)
     for mode in MODES:
         print(table(record, mode) + "\n")
     print(f"wrote {out}")

@@ -7,11 +7,11 @@ to a DocBin, and configs/ner_plus.cfg is fine-tuned on it twice with
 augmenter on the training corpus, its pool being the sample itself (low
 resource: only the sample's own mentions) and its seed S. Checkpoints are
 chosen on a seeded sample of `--dev-limit` dev sentences (the better of
-model-best and model-last, as bench/conll_benchmark.py does), then scored on
+model-best and model-last, as bench/accuracy/conll_benchmark.py does), then scored on
 the whole test split with the package's strict seqeval scorer.
 
-    python bench/augmentation.py --sizes 1000 3000 --seeds 0 1 2
-    python bench/augmentation.py --data ../shared/data/bc5cdr --name bc5cdr --sizes 1000 3000 --seeds 0 1 2
+    python -m bench augmentation --sizes 1000 3000 --seeds 0 1 2
+    python -m bench augmentation --data ../shared/data/bc5cdr --name bc5cdr --sizes 1000 3000 --seeds 0 1 2
 
 Writes bench/results/augmentation_<name>.json (augmentation_<name>_level<L>_case<C>.json
 for a level or case_level other than the augmenter's defaults): every run's
@@ -41,14 +41,13 @@ from spacy.tokens import DocBin
 from spacy.util import load_config
 from spacy.vocab import Vocab
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import conll_benchmark  # noqa: E402  (its convert / score_pipeline / best_checkpoint helpers)
-import provenance  # noqa: E402  (bench/provenance.py)
-from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
+from bench.accuracy import conll_benchmark  # noqa: E402  (its convert / score_pipeline / best_checkpoint helpers)
+from bench import provenance
+from bench.accuracy.conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
 
 from spacy_ner_plus.training.augment import create_mention_replace_augmenter  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 AUGMENTER = "spacy-ner-plus.mention_replace.v1"
 DEFAULTS = {k: p.default for k, p in inspect.signature(create_mention_replace_augmenter).parameters.items()}
@@ -220,7 +219,7 @@ def main() -> None:
         "seeds": args.seeds,
         "runs": runs,
         "summary": summary,
-        "command": " ".join(["python", "bench/augmentation.py", *[a for a in sys.argv[1:] if a != "--resume"]]),
+        "command": " ".join(["python", "-m", "bench", "augmentation", *[a for a in sys.argv[1:] if a != "--resume"]]),
         "commit": commit,
         # tracked files that differed from the commit while this ran (others edit the same tree)
         "uncommitted_changes": [line[3:] for line in provenance.git("status", "--porcelain", "--untracked-files=no").splitlines()],
@@ -230,7 +229,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"augmentation_{args.name}{suffix}.json"
-    result_path.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("augmentation", record, result_path, configs=[ROOT / "configs" / "ner_plus.cfg"])
     print(f"wrote {result_path}")
     print_table(summary)
 

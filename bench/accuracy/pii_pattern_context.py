@@ -1,8 +1,8 @@
 """What pii_patterns before ner_plus buys the model's own types (PII test split).
 
-    python bench/pii_pattern_context.py training/pii/model-calibrated training/pii/model-best
+    python -m bench pii_pattern_context training/pii/model-calibrated training/pii/model-best
 
-bench/pii_accuracy.py found the same trained model scoring higher on PERSON in
+bench/accuracy/pii_accuracy.py found the same trained model scoring higher on PERSON in
 our pipeline than as Presidio's NLP engine, where ``pii_patterns`` is removed.
 This script tells the two causes apart on ``corpus/pii/test.spacy``: for every
 gold mention of the model's types (PERSON, ORGANIZATION, LOCATION,
@@ -25,14 +25,14 @@ from pathlib import Path
 import spacy
 import typer
 
-import provenance  # bench/provenance.py
-from pii_accuracy import NER_TYPES, at, load_gold, presidio_engine, run_ours, run_presidio, tune
+from bench import provenance
+from bench.accuracy.pii_accuracy import NER_TYPES, at, load_gold, presidio_engine, run_ours, run_presidio, tune
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(
-    ours_model: str = typer.Argument(..., help="Calibrated pipeline, as for bench/pii_accuracy.py"),
+    ours_model: str = typer.Argument(..., help="Calibrated pipeline, as for bench/accuracy/pii_accuracy.py"),
     model: str = typer.Argument(..., help="The trained pipeline it was calibrated from"),
     dev: Path = typer.Option(Path("corpus/pii/dev.spacy")),
     test: Path = typer.Option(Path("corpus/pii/test.spacy")),
@@ -65,11 +65,11 @@ def main(
         "key": "which systems find the gold mention exactly: ours (service decisions), bare (pipeline without pii_patterns, all kept), presidio (Presidio + that pipeline at its dev threshold)",
         "presidio_threshold": threshold,
         "found_only_with_patterns": fixed_by_patterns,
-        "command": f"python bench/pii_pattern_context.py {ours_model} {model}",
+        "command": f"python -m bench pii_pattern_context {ours_model} {model}",
         "commit": commit,
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
     }
-    output.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    provenance.write_result("pii_pattern_context", record, output, ensure_ascii=False)
     for label, c in found.items():
         print(label, dict(sorted(c.items())))
     print(f"{len(fixed_by_patterns)} mentions found only with pii_patterns preset; first five:")

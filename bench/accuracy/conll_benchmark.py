@@ -29,7 +29,7 @@ CoNLL++ test set sentence by sentence with the same scorer
                    train (15% of its -DOCSTART- documents, drawn with seed 0:
                    corpus/bench_NAME/train_holdout.spacy, one Doc per sentence),
                    calibration data that neither the weights nor the checkpoint
-                   choice has seen (issue 14 part 3; bench/calibration_benchmark.py)
+                   choice has seen (issue 14 part 3; bench/calibration/calibration_benchmark.py)
 
 `--documents` also scores whole test documents (one Doc per -DOCSTART-
 document) and records them under "documents".
@@ -42,11 +42,11 @@ document) and records them under "documents".
                    (spacy-ner-plus.warmup_linear_epochs.v1), peak 5e-5, AdamW
                    0.01, clipping 1.0, an evaluation after every epoch
 - hf_token_cls:    AutoModelForTokenClassification, the same recipe in plain
-                   PyTorch (bench/peer_hf_token_classification.py)
+                   PyTorch (bench/accuracy/peer_hf_token_classification.py)
 
-    python bench/conll_benchmark.py ner_plus --epochs 3
-    python bench/conll_benchmark.py spacy_trf_ner_recipe --epochs 3 --seed 1   # bench/results/conll_spacy_trf_ner_recipe_seed1.json
-    python bench/conll_benchmark.py --data ../shared/data/bc5cdr --name bc5cdr ner_plus
+    python -m bench conll_benchmark ner_plus --epochs 3
+    python -m bench conll_benchmark spacy_trf_ner_recipe --epochs 3 --seed 1   # bench/results/conll_spacy_trf_ner_recipe_seed1.json
+    python -m bench conll_benchmark --data ../shared/data/bc5cdr --name bc5cdr ner_plus
 
 Each run writes bench/results/<name>_<system>.json.
 """
@@ -66,11 +66,11 @@ from spacy.tokens import DocBin
 from spacy.util import load_config
 from spacy.vocab import Vocab
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.training.corpus import read_conll, result_to_docs
 from spacy_ner_plus.evaluation.evaluate import evaluate_examples, predict_examples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -211,7 +211,7 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
 
 
 def run_hf(paths, work, epochs, train=True):
-    cmd = [sys.executable, str(ROOT / "bench" / "peer_hf_token_classification.py"), str(paths["train"]), str(paths["dev"]),
+    cmd = [sys.executable, "-m", "bench", "peer_hf_token_classification", str(paths["train"]), str(paths["dev"]),
            str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model")]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -281,7 +281,7 @@ def main() -> None:
         "per_type": {k: round(v["f1"], 4) for k, v in metrics["per_type"].items()},
         **({"documents": {"f1": metrics["documents"]["f1"], "precision": metrics["documents"]["precision"], "recall": metrics["documents"]["recall"],
                           "per_type": {k: round(v["f1"], 4) for k, v in metrics["documents"]["per_type"].items()}}} if "documents" in metrics else {}),
-        "command": " ".join(["python", "bench/conll_benchmark.py", *[a for a in sys.argv[1:] if a != "--score-only"]]),
+        "command": " ".join(["python", "-m", "bench", "conll_benchmark", *[a for a in sys.argv[1:] if a != "--score-only"]]),
         "commit": commit,
         "train_commit": train_commit or commit,
         # os.cpu_count, not nproc: nproc follows OMP_NUM_THREADS
@@ -290,7 +290,8 @@ def main() -> None:
         + (f", GPU {args.gpu_id}: {_gpu_name(args.gpu_id)}" if args.gpu_id >= 0 else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result_path.write_text(json.dumps(record, indent=2) + "\n")
+    # the config the system trained with (spaCy-trained systems write it beside their checkpoints)
+    provenance.write_result("conll_benchmark", record, result_path, configs=[p for p in [work / "config.cfg"] if p.exists()])
     print(json.dumps(record, indent=2))
 
 

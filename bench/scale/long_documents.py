@@ -2,9 +2,9 @@
 a tiny window against the default, scaling to 1,000,000 characters, and the Hugging Face
 token-classification pipeline with stride on the same documents.
 
-    python bench/long_documents.py MODEL [--hf-model DIR] [--output NAME.json]
+    python -m bench long_documents MODEL [--hf-model DIR] [--output NAME.json]
 
-MODEL is a trained ner_plus pipeline (bench/conll_benchmark.py ner_plus leaves one);
+MODEL is a trained ner_plus pipeline (bench/accuracy/conll_benchmark.py ner_plus leaves one);
 --hf-model a token-classification model on the same backbone (the hf_token_cls peer's).
 """
 import argparse
@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def f1_of(nlp, gold):
@@ -109,15 +109,15 @@ def main() -> None:
     if "scaling" in parts:
         record["scaling"] = []
     for n in ((10_000, 100_000, 1_000_000) if "scaling" in parts else ()):
-        out = subprocess.run([sys.executable, __file__, args.model, "--test", str(args.test), "--scale", str(n)], capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run([sys.executable, "-m", "bench", "long_documents", args.model, "--test", str(args.test), "--scale", str(n)], capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(out.stderr[-3000:])
         record["scaling"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(record["scaling"][-1]), flush=True)
-    record.setdefault("commands", []).append("python bench/long_documents.py " + " ".join(sys.argv[1:]))
+    record.setdefault("commands", []).append("python -m bench long_documents " + " ".join(sys.argv[1:]))
     record["commit"] = provenance.commit()
     record["machine"] = platform.node()
-    out_path.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("long_documents", record, out_path)
     print(json.dumps(record, indent=2))
 
 

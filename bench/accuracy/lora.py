@@ -3,15 +3,15 @@
 Two modes:
 
     # choose LoRA's learning rate on dev only: a seeded sample of train, a seeded dev sample
-    python bench/lora.py sweep --lrs 3e-4 1e-3 3e-3 --train-sample 2000 --dev-limit 1000
+    python -m bench lora sweep --lrs 3e-4 1e-3 3e-3 --train-sample 2000 --dev-limit 1000
     # configs/ner_plus.cfg (full) and configs/ner_plus_lora.cfg side by side on one corpus
-    python bench/lora.py compare --data ../shared/data/bc5cdr --name bc5cdr --systems full lora --parallel
+    python -m bench lora compare --data ../shared/data/bc5cdr --name bc5cdr --systems full lora --parallel
     # training and prediction speed of both in one process, interleaved rounds on the same batches
-    python bench/lora.py speed --rounds 3 --steps 20 --threads 2
+    python -m bench lora speed --rounds 3 --steps 20 --threads 2
 
 `compare` trains each system with `python -m spacy train` on the whole train
 split for `--epochs` epochs (dev evaluated once per epoch), keeps the better of
-model-best and model-last on dev (as bench/conll_benchmark.py does) and scores
+model-best and model-last on dev (as bench/accuracy/conll_benchmark.py does) and scores
 it on the test split with the package's strict seqeval scorer. With
 `--parallel` the systems train at the same time with one torch thread each, so
 their times and the ratio between them are taken under the same load. Peak
@@ -50,12 +50,11 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 from spacy.util import load_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import provenance  # noqa: E402  (bench/provenance.py)
-from augmentation import sample_docbin  # noqa: E402
-from conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
+from bench import provenance
+from bench.accuracy.augmentation import sample_docbin  # noqa: E402
+from bench.accuracy.conll_benchmark import best_checkpoint, convert, score_pipeline  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 CONFIGS = {"full": ROOT / "configs" / "ner_plus.cfg", "lora": ROOT / "configs" / "ner_plus_lora.cfg"}
 # config overrides every system gets (--scheme)
@@ -261,12 +260,12 @@ def main() -> None:
         result_path = RESULTS / f"lora_{args.name}{'_' + '_'.join(args.systems) if set(args.systems) != set(CONFIGS) else ''}{suffix}.json"
     result.update(
         data=str(args.corpus if args.corpus is not None else args.data), epochs=args.epochs, seed=args.seed, parallel=args.parallel, scheme=args.scheme,
-        command=" ".join(["python", "bench/lora.py", *sys.argv[1:]]),
+        command=" ".join(["python", "-m", "bench", "lora", *sys.argv[1:]]),
         commit=commit,
         machine=f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write_result("lora", result, result_path, configs=[CONFIGS[s] for s in getattr(args, "systems", CONFIGS)])
     print(json.dumps(result, indent=2))
 
 

@@ -26,7 +26,7 @@ on the weights); pass --trained MODEL to time a trained ner_plus instead, and
 --stride N to give its windows another stride than the one it was saved with
 (pipelines trained before the default became 112 carry 96).
 
-    python bench/inference_speed.py --test ../shared/data/conll2003/test.iob
+    python -m bench inference_speed --test ../shared/data/conll2003/test.iob
 """
 import argparse
 import json
@@ -38,9 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ["e", "a", "b", "c", "d", "a2"]
 TIMEOUT_S = 240  # a guard: a2 (n_process=2) hung before the package's at-fork hook existed
 LABELS = ["LOC", "MISC", "ORG", "PER"]
@@ -172,7 +172,7 @@ def main() -> None:
     for round_ in range(args.repeats):
         for mode in ("sentences", "documents"):
             for system in SYSTEMS:
-                cmd = [sys.executable, __file__, "--test", str(args.test), "--one", system, "--mode", mode]
+                cmd = [sys.executable, "-m", "bench", "inference_speed", "--test", str(args.test), "--one", system, "--mode", mode]
                 if args.trained:
                     cmd += ["--trained", args.trained]
                 if args.stride:
@@ -204,8 +204,8 @@ def main() -> None:
         print(f"{mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     commit = provenance.commit()
     out = ROOT / "bench" / "results" / "inference_speed.json"
-    out.write_text(json.dumps({"commit": commit, "machine": platform.node(), "command": "python bench/inference_speed.py " + " ".join(sys.argv[1:]),
-                               "summary": summary, "results": results}, indent=2) + "\n")
+    provenance.write_result("inference_speed", {"commit": commit, "machine": platform.node(), "command": "python -m bench inference_speed " + " ".join(sys.argv[1:]),
+                                                "summary": summary, "results": results}, out)
 
 
 if __name__ == "__main__":

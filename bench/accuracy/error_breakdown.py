@@ -14,7 +14,7 @@ thresholds). A ner_plus pipeline whose config joins them (`join_touching =
 true`) is read with the setting off, so that "as decoded" means from the tags.
 Written to bench/results/errors_<name>.json.
 
-    python bench/error_breakdown.py corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
+    python -m bench error_breakdown corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
         lora=training/bench_lora/bc5cdr/compare/lora_lr0.003/training/model-best
 """
@@ -28,11 +28,11 @@ from pathlib import Path
 import spacy
 from spacy.tokens import DocBin
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.evaluation.evaluate import analyse_errors, doc_spans, join_touching_examples, predict_examples, strict_scores
 from spacy_ner_plus.metrics import prf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUCKETS = ("1", "2", "3", "4+")
 
 
@@ -120,11 +120,11 @@ def main() -> None:
             print(f"{name} {label}: P {d['precision']:.4f} R {d['recall']:.4f} F1 {d['f1']:.4f}; wrong {d['wrong_predictions']}; adjacent {d['adjacent_same_type_predictions']}")
             print("  precision by length:", {b: (v["predicted"], None if v["precision"] is None else round(v["precision"], 3)) for b, v in d["precision_by_length"].items()})
             print("  recall by length:   ", {b: (v["gold"], None if v["recall"] is None else round(v["recall"], 3)) for b, v in d["recall_by_length"].items()})
-    record["command"] = "python bench/error_breakdown.py " + " ".join(f"{a}" for a in [str(args.data), *args.pipelines, "--name", args.name])
+    record["command"] = "python -m bench error_breakdown " + " ".join(f"{a}" for a in [str(args.data), *args.pipelines, "--name", args.name])
     record["commit"] = provenance.commit()
     record["machine"] = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     out = ROOT / "bench" / "results" / f"errors_{args.name}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("error_breakdown", record, out)
     print("wrote", out)
 
 

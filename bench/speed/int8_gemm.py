@@ -11,7 +11,7 @@ torch.inference_mode. This machine's speed drifts from second to second, so
 the calls are paired: fp32 then int8, 100 times after 10 warm-up pairs, and
 the speedup is the median of the 100 per-pair ratios (times: medians).
 
-    python bench/int8_gemm.py [--rows 700]
+    python -m bench int8_gemm [--rows 700]
 """
 import argparse
 import copy
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHAPES = [(384, 384), (384, 1536), (1536, 384)]
 
 
@@ -87,9 +87,9 @@ def main() -> None:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     out = ROOT / "bench" / "results" / "int8_gemm.json"
-    out.write_text(json.dumps({"command": "python bench/int8_gemm.py --rows " + str(args.rows), "commit": commit, "machine": platform.node(),
-                               "cpu": cpu, "int8_dot_product_flags": [f for f in flags if "vnni" in f or "amx" in f],
-                               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    provenance.write_result("int8_gemm", {"command": "python -m bench int8_gemm --rows " + str(args.rows), "commit": commit, "machine": platform.node(),
+                                          "cpu": cpu, "int8_dot_product_flags": [f for f in flags if "vnni" in f or "amx" in f],
+                                          "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "rows": rows}, out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ choose a method on dev alone, each method's ECE on dev by 5-fold cross-fitting
 (each fifth of every type's dev predictions mapped by a calibration fitted on
 the other four; folds drawn with seed 0).
 
-    python bench/calibration_benchmark.py training/bench_conll_ner_plus/training/model-best \
+    python -m bench calibration_benchmark training/bench_conll_ner_plus/training/model-best \
         corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy [--name conll] [--join-touching]
 
 ``--join-touching`` loads the pipeline with ``join_touching = true`` (touching
@@ -33,13 +33,13 @@ import numpy
 import spacy
 from spacy.tokens import DocBin
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.calibration import TypePredictions, calibrate_predictions
 from spacy_ner_plus.evaluation.calibrate import collect_predictions
 from spacy_ner_plus.evaluation.evaluate import confidence_summary
 from spacy_ner_plus.metrics import ece, prf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def apply(results, test):
@@ -148,10 +148,10 @@ def main() -> None:
                 runs[f"{method} {policy}" + (f" bootstrap {bootstrap}" if bootstrap else "")] = summarise(apply(results, test_pred))
     record = {"model": str(model), "dev": str(dev_path), "test": str(test_path), "join_touching": nlp.get_pipe("ner_plus").join_touching, "runs": runs,
               "dev_cross_fitted_ece": dev_cv, "commit": commit,
-              "command": "python bench/calibration_benchmark.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
+              "command": "python -m bench calibration_benchmark " + " ".join(sys.argv[1:]), "machine": platform.node()}
     out = ROOT / "bench" / "results" / f"calibration_{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("calibration_benchmark", record, out)
     for method, cv in dev_cv.items():
         print(f"## {method}: ECE on dev, 5-fold cross-fitted {cv['overall']:.4f} ("
               + ", ".join(f"{label} {v:.4f}" for label, v in cv["per_type"].items()) + ")")

@@ -47,7 +47,7 @@ fetches the public suffix list over HTTP; the script replaces it with one that
 uses only the snapshot bundled with tldextract (this machine has no network).
 
     .venv/bin/python -m spacy_ner_plus calibrate training/pii/model-best corpus/pii/dev.spacy /tmp/pii-calibrated --policy fbeta:2 --bootstrap 0
-    .venv/bin/python bench/pii_accuracy.py /tmp/pii-calibrated training/pii/model-best
+    .venv/bin/python -m bench pii_accuracy /tmp/pii-calibrated training/pii/model-best
 """
 import json
 import platform
@@ -71,7 +71,7 @@ from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine  
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer  # noqa: E402
 
 import spacy_ner_plus  # noqa: E402,F401  (registers the factories)
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.service.app import ServedModel, decide  # noqa: E402
 
 TYPES = [
@@ -265,7 +265,7 @@ def main(
         "seconds": time.time() - t0,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf8")
+    provenance.write_result("pii_accuracy", results, output)
     for crit in ("exact", "overlap"):
         print(f"== {crit}")
         for name in ("ours", "presidio_ours_ner", "presidio_patterns"):

@@ -1,6 +1,6 @@
 """Determinism of a loaded ner_plus pipeline, measured: threads and batch composition.
 
-    python bench/determinism.py MODEL [--texts FILE] [--threads 8] [--output determinism.json]
+    python -m bench determinism MODEL [--texts FILE] [--threads 8] [--output determinism.json]
 
 1. Threads: THREADS threads call ``nlp(text)`` and ``nlp.pipe(texts)`` on one
    loaded pipeline at once (texts: the short ones plus two documents longer than
@@ -25,9 +25,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONLLPP = ROOT.parent / "shared" / "data" / "conll2003" / "test.iob"  # CoNLL++, the corrected test set
 
 
@@ -126,7 +126,7 @@ def main() -> None:
     record["batch_composition"] = batch_check(spacy.load(args.model), texts, args.rounds)
     print(json.dumps(record["batch_composition"], indent=2))
     out = ROOT / "bench" / "results" / args.output
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf8")
+    provenance.write_result("determinism", record, out)
     print(f"wrote {out}")
 
 

@@ -7,12 +7,13 @@ config and tokenizer in DIR with random weights: the speed is that of the
 real model, without carrying its 90 MB of weights (the GPU machine has no
 network and limited transfer).
 
-    python bench/train_speed.py corpus/conll/train.spacy --steps 30
-    python bench/train_speed.py train.spacy --gpu-id 0 --random-init DIR --steps 400
+    python -m bench train_speed corpus/conll/train.spacy --steps 30
+    python -m bench train_speed train.spacy --gpu-id 0 --random-init DIR --steps 400
 """
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from spacy.training.initialize import init_nlp
 from spacy.util import load_config, minibatch
 from thinc.api import Adam, require_gpu
 
+from bench import provenance
 import spacy_ner_plus  # noqa: F401  (registers ner_plus where the package is not installed)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_init_backbone(source: Path, target: Path) -> Path:
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--random-init", type=Path, default=None, help="dir with config.json + tokenizer files")
+    parser.add_argument("--name", default="train_speed", help="result name: bench/results/NAME.json and its ledger record")
     args = parser.parse_args()
     device = "cpu"
     if args.gpu_id >= 0:
@@ -79,7 +82,7 @@ def main() -> None:
     if args.gpu_id >= 0:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    print(json.dumps({
+    record = {
         "device": device,
         "host": platform.node(),
         "steps": args.steps,
@@ -90,7 +93,11 @@ def main() -> None:
         "epoch_minutes_conll_train": round(203621 / (words / seconds) / 60, 2),
         "random_init": args.random_init is not None,
         "spacy": spacy.__version__,
-    }))
+        "command": " ".join(["python -m bench train_speed", *sys.argv[1:]]),
+        "commit": provenance.commit(),
+    }
+    print(json.dumps(record))
+    provenance.write_result("train_speed", record, ROOT / "bench" / "results" / f"{args.name}.json", configs=[ROOT / "configs" / "ner_plus.cfg"])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ MISC, only with LOC, or only with either) to the same predictions, and
 counts per type the predictions it removed that were right and wrong. The
 variant is chosen on dev (micro F1); test is reported beside it.
 
-    python bench/mini_rule.py   # after: spacy project run mini-convert; mini-train
+    python -m bench mini_rule   # after: spacy project run mini-convert; mini-train
 """
 import argparse
 import json
@@ -20,11 +20,11 @@ import spacy
 from spacy.tokens import DocBin
 from spacy.training import Example
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.pipeline.entity_filter import rules_from_dropped_types
 from spacy_ner_plus.evaluation.evaluate import doc_spans, predict_examples, strict_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {"MISC only": ["MISC"], "LOC only": ["LOC"], "LOC or MISC": []}
 
 
@@ -80,10 +80,10 @@ def main() -> None:
             m = s["micro"]
             print(f"{split} {name:12s} P {100 * m['precision']:.2f} R {100 * m['recall']:.2f} F1 {100 * m['f1']:.2f}  removed right {m['removed_right']} wrong {m['removed_wrong']}")
     print("chosen on dev:", record["chosen_on_dev"])
-    record["command"] = "python bench/mini_rule.py"
+    record["command"] = "python -m bench mini_rule"
     record["commit"] = provenance.commit()
     record["machine"] = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
-    (ROOT / "bench" / "results" / "mini_rule.json").write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("mini_rule", record, ROOT / "bench" / "results" / "mini_rule.json")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Latency and throughput of the PII service against offline ``nlp.pipe``, in one run.
 
-    python bench/pii_latency.py MODEL [--concurrency 1 4 16] [--requests 64] [--sizes 400 5000] [--torch-threads N]
+    python -m bench pii_latency MODEL [--concurrency 1 4 16] [--requests 64] [--sizes 400 5000] [--torch-threads N]
 
 Texts: the PII test split (assets/pii/test.iob, read with the corpus script's
 reader, original whitespace kept), consecutive texts joined by a blank line
@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
@@ -179,7 +179,7 @@ def main() -> None:
         print(json.dumps({"size": size, "offline": entry["offline"]}), flush=True)
     result["machine"]["load_avg_end"] = os.getloadavg()
     out = ROOT / "bench" / "results" / f"pii_latency{'_' + args.name if args.name else ''}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write_result("pii_latency", result, out)
     print(f"wrote {out}")
 
 

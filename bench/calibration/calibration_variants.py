@@ -25,7 +25,7 @@ cross-fitting over ``--fold-draws`` draws of the folds (mean, standard deviation
 and the paired difference to isotonic: a map is better on dev only when that
 difference is beyond its spread). The pipeline predicts dev and test once.
 
-    python bench/calibration_variants.py training/bench_conll_ner_plus/training/model-last \
+    python -m bench calibration_variants training/bench_conll_ner_plus/training/model-last \
         corpus/bench_conll/dev.spacy corpus/bench_conll/test.spacy --name conll_bioes_seed0 --join-touching
 
 Writes bench/results/calibration_variants_NAME.json.
@@ -41,8 +41,8 @@ import numpy
 import spacy
 from spacy.tokens import DocBin
 
-import provenance  # bench/provenance.py
-from calibration_benchmark import dev_cross_fitted_ece  # bench/calibration_benchmark.py
+from bench import provenance
+from bench.calibration.calibration_benchmark import dev_cross_fitted_ece  # bench/calibration/calibration_benchmark.py
 from spacy_ner_plus.calibration import (
     TypePredictions,
     _identity_fallback,
@@ -146,9 +146,9 @@ def main() -> None:
     record = {"model": str(args.model), "dev": str(args.dev_path), "test": str(args.test_path),
               "join_touching": nlp.get_pipe("ner_plus").join_touching, "fold_draws": args.fold_draws,
               "test_raw": raw, "maps": maps, "commit": commit,
-              "command": "python bench/calibration_variants.py " + " ".join(sys.argv[1:]), "machine": platform.node()}
+              "command": "python -m bench calibration_variants " + " ".join(sys.argv[1:]), "machine": platform.node()}
     out = provenance.ROOT / "bench" / "results" / f"calibration_variants_{args.name}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("calibration_variants", record, out)
     labels = list(test)
     print(f"| map | dev ECE (5-fold, {args.fold_draws} draws) | − isotonic | test ECE | floor | Brier | " + " / ".join(labels) + " |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")

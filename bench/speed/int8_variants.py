@@ -16,7 +16,7 @@ pass gives the strict F1 and the speed. Variants:
                        and these) per-channel, leaving one layer's feed-forward
                        output product in fp32
 
-    python bench/int8_variants.py training/bench_conll_ner_plus/training/model-last
+    python -m bench int8_variants training/bench_conll_ner_plus/training/model-last
 """
 import argparse
 import copy
@@ -31,10 +31,10 @@ import torch
 from spacy.tokens import DocBin
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 KEEP_FP32 = {
     "per_channel": lambda name: False,
@@ -88,8 +88,8 @@ def main() -> None:
         rows.append(row)
     commit = provenance.commit()
     out = ROOT / "bench" / "results" / args.output
-    out.write_text(json.dumps({"command": "python bench/int8_variants.py " + " ".join(sys.argv[1:]), "commit": commit, "machine": platform.node(),
-                               "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    provenance.write_result("int8_variants", {"command": "python -m bench int8_variants " + " ".join(sys.argv[1:]), "commit": commit, "machine": platform.node(),
+                                              "torch_threads": torch.get_num_threads(), "rows": rows}, out)
 
 
 if __name__ == "__main__":

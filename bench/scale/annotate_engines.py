@@ -27,7 +27,7 @@ lines, identical entities (offsets, labels), largest confidence difference
 (the machine is shared: its speed drifts), and reports per system the median
 over rounds and the ratios to local per round.
 
-    python bench/annotate_engines.py --model training/sample/model-calibrated --words 1000000
+    python -m bench annotate_engines --model training/sample/model-calibrated --words 1000000
 """
 import argparse
 import json
@@ -43,9 +43,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import provenance  # bench/provenance.py
+from bench import provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = {"local": None, "ray_2x1": (2, 1), "ray_1x2": (1, 2)}
 ACTOR_MARK = "PipelineActor"  # in the process title of Ray Data's actors: ray::MapWorker(MapBatches(PipelineActor))
 
@@ -182,7 +182,7 @@ def main() -> None:
             stop = threading.Event()
             watcher = threading.Thread(target=_actor_peaks, args=(stop, root, peaks), daemon=True)
             watcher.start()
-            cmd = [sys.executable, __file__, "--one", system, "--model", args.model, "--src", str(src), "--out", str(out), "--batch-size", str(args.batch_size)]
+            cmd = [sys.executable, "-m", "bench", "annotate_engines", "--one", system, "--model", args.model, "--src", str(src), "--out", str(out), "--batch-size", str(args.batch_size)]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
             root.append(proc.pid)
             stdout, stderr = proc.communicate()
@@ -223,7 +223,7 @@ def main() -> None:
     import ray
 
     report = {
-        "command": "python bench/annotate_engines.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench annotate_engines " + " ".join(sys.argv[1:]),
         "commit": commit,
         "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, shared with other jobs",
         "ray": ray.__version__,
@@ -234,7 +234,7 @@ def main() -> None:
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
+    provenance.write_result("annotate_engines", report, args.output)
     print(json.dumps(summary, indent=2))
     src.unlink()
     tmp.rmdir()

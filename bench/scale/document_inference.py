@@ -16,7 +16,7 @@ Each row also gives the seconds of one prediction pass over the split (the
 split's words are wordpiece-tokenized once before any pass) and how many
 sentences the sentencizer found against the gold count.
 
-    python bench/document_inference.py MODEL [MODEL ...] --data ../shared/data/conll2003 --splits dev,test --output NAME.json
+    python -m bench document_inference MODEL [MODEL ...] --data ../shared/data/conll2003 --splits dev,test --output NAME.json
 """
 import argparse
 import json
@@ -32,12 +32,12 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 import spacy_ner_plus  # noqa: F401
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.training.corpus import read_conll, result_to_docs
 from spacy_ner_plus.evaluation.evaluate import strict_scores
 from spacy_ner_plus.ml.transformer import word_pieces
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODES = ("sentences", "none", "entities", "windows", "sentencizer_entities", "sentencizer_windows")
 
 
@@ -90,9 +90,9 @@ def main() -> None:
                 print(json.dumps({"model": model, "split": split, "mode": mode, **row[mode]}), flush=True)
             rows.append(row)
     out = ROOT / "bench" / "results" / args.output
-    out.write_text(json.dumps({"command": "python bench/document_inference.py " + " ".join(sys.argv[1:]), "commit": provenance.commit(),
-                               "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
-                               "rows": rows}, indent=2) + "\n")
+    provenance.write_result("document_inference", {"command": "python -m bench document_inference " + " ".join(sys.argv[1:]), "commit": provenance.commit(),
+                                                   "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+                                                   "rows": rows}, out)
 
 
 if __name__ == "__main__":

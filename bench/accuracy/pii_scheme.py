@@ -1,8 +1,8 @@
 """BIOES against BIO for the PII pipeline (issue 14 part 4: the scheme on the PII config).
 
-    python bench/pii_scheme.py BIOES --seed 0
-    python bench/pii_scheme.py BIOES --seed 0 --score-only   # score the trained pipeline again
-    python bench/pii_scheme.py --summary
+    python -m bench pii_scheme BIOES --seed 0
+    python -m bench pii_scheme BIOES --seed 0 --score-only   # score the trained pipeline again
+    python -m bench pii_scheme --summary
 
 Trains configs/ner_plus_pii.cfg as the ``pii`` workflow does (``pii-train``:
 pii_patterns + ner_plus, the epochs and evaluation step of project.yml's vars,
@@ -36,7 +36,7 @@ import spacy
 import srsly
 from spacy.tokens import DocBin
 
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.metrics import fbeta as _fbeta
 from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
 from spacy_ner_plus.evaluation.calibrate import calibrate_pipeline
@@ -84,7 +84,7 @@ def run(scheme: str, seed: int, train: bool = True) -> dict:
         "scheme": scheme, "seed": seed, "train_seconds": round(seconds, 1),
         "test_all_kept": all_kept, "test_calibrated": scores(nlp, test), "dev_all_kept": dev_all_kept, "dev_calibrated": scores(nlp, dev),
         "calibration": {"method": project["calibration_method"], "policy": project["pii_threshold_policy"], "bootstrap": project["calibration_bootstrap"]},
-        "command": "python bench/pii_scheme.py " + " ".join(a for a in sys.argv[1:] if a != "--score-only"), "commit": commit, "train_commit": train_commit,
+        "command": "python -m bench pii_scheme " + " ".join(a for a in sys.argv[1:] if a != "--score-only"), "commit": commit, "train_commit": train_commit,
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
         + (f", torch threads {os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else ""),
     }
@@ -138,7 +138,7 @@ def main() -> None:
     record = run(args.scheme, args.seed, train=not args.score_only)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"pii_scheme_{args.scheme}_seed{args.seed}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    provenance.write_result("pii_scheme", record, out, configs=[ROOT / "configs" / "ner_plus_pii.cfg"])
     print(json.dumps({k: record[k] for k in ("scheme", "seed", "train_seconds")}, indent=2))
     for part in ("test_all_kept", "test_calibrated"):
         s = record[part]

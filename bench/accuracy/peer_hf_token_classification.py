@@ -8,7 +8,7 @@ batches of 32 sentences, best epoch on dev strict F1. Predictions are read
 at first subwords and decoded leniently (conlleval), then scored by
 spacy_ner_plus.evaluation.evaluate like every other system.
 
-    python bench/peer_hf_token_classification.py train.spacy dev.spacy test.spacy --epochs 3 --output m.json
+    python -m bench peer_hf_token_classification train.spacy dev.spacy test.spacy --epochs 3 --output m.json
 """
 import argparse
 import json

@@ -6,18 +6,20 @@ consecutive sentences, against a global sort; then the buffers ner_plus's
 `nlp.pipe` makes (Docs up to 16,384 spaCy tokens) sorted by wordpieces (what
 `predict` does since 8c60ca5) and by spaCy tokens (before). No model runs.
 
-    python bench/padding.py
+    python -m bench padding
 """
 import argparse
+import sys
 from pathlib import Path
 
 import spacy
 from transformers import AutoTokenizer
 
+from bench import provenance
 from spacy_ner_plus.ml.backbone import embedded_backbone_path
 from spacy_ner_plus.training.corpus import read_conll
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def padded(lengths, buffer: int, batch: int, tokens=None, sort_by=None) -> int:
@@ -49,14 +51,20 @@ def main() -> None:
     texts = [" ".join(s.words) for doc in read_conll(args.test).documents for s in doc]
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_backbone_path()))
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    record = {"sentences": len(texts), "wordpieces": sum(lengths), "padded_batches_of_32": {}}
     print(f"{len(texts)} sentences, {sum(lengths)} wordpieces without padding")
     for buffer in (64, 256, 1024, len(lengths)):
         name = "global sort" if buffer == len(lengths) else f"buffer of {buffer}"
-        print(f"{name}: {padded(lengths, buffer, 32)} padded wordpieces in batches of 32")
+        record["padded_batches_of_32"][name] = padded(lengths, buffer, 32)
+        print(f"{name}: {record['padded_batches_of_32'][name]} padded wordpieces in batches of 32")
     nlp = spacy.blank("en")
     tokens = [len(doc) for doc in nlp.pipe(texts)]
-    print(f"ner_plus buffers of 16,384 spaCy tokens, sorted by wordpieces: {padded(lengths, 16384, 32, tokens)}")
-    print(f"ner_plus buffers of 16,384 spaCy tokens, sorted by spaCy tokens: {padded(lengths, 16384, 32, tokens, tokens)}")
+    for key, sort_by in (("wordpieces", None), ("spaCy tokens", tokens)):
+        name = f"ner_plus buffers of 16,384 spaCy tokens, sorted by {key}"
+        record["padded_batches_of_32"][name] = padded(lengths, 16384, 32, tokens, sort_by)
+        print(f"{name}: {record['padded_batches_of_32'][name]}")
+    record.update(command=" ".join(["python -m bench padding", *sys.argv[1:]]), commit=provenance.commit())
+    provenance.write_result("padding", record, ROOT / "bench" / "results" / "padding.json")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ encode (special tokens included) against the document's own wordpieces, and
 the seconds of the faster of two passes (after an untimed pass that fills the
 wordpiece cache).
 
-    python bench/window_tradeoff.py MODEL [--settings 128:96,128:112] [--output NAME.json]
+    python -m bench window_tradeoff MODEL [--settings 128:96,128:112] [--output NAME.json]
 """
 import argparse
 import json
@@ -19,12 +19,12 @@ from pathlib import Path
 import spacy
 
 import spacy_ner_plus  # noqa: F401
-import provenance  # bench/provenance.py
+from bench import provenance
 from spacy_ner_plus.training.corpus import read_conll, result_to_docs
 from spacy_ner_plus.evaluation.evaluate import predict_examples, strict_scores
 from spacy_ner_plus.ml.transformer import n_special_tokens, word_pieces
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
@@ -58,8 +58,8 @@ def main() -> None:
         rows.append(row)
     commit = provenance.commit()
     out = ROOT / "bench" / "results" / args.output
-    out.write_text(json.dumps({"model": args.model, "command": "python bench/window_tradeoff.py " + " ".join(sys.argv[1:]),
-                               "commit": commit, "machine": platform.node(), "document_wordpieces": own, "rows": rows}, indent=2) + "\n")
+    provenance.write_result("window_tradeoff", {"model": args.model, "command": "python -m bench window_tradeoff " + " ".join(sys.argv[1:]),
+                                                "commit": commit, "machine": platform.node(), "document_wordpieces": own, "rows": rows}, out)
 
 
 if __name__ == "__main__":
