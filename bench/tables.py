@@ -29,7 +29,8 @@ TABLES: Dict[str, Callable[[Ledger], str]] = {}
 
 # A block may be indented (inside a list item): the generated lines get the opening line's indent.
 BLOCK = re.compile(r"^(?P<indent>[ \t]*)(?P<open><!-- bench-table: (?P<name>[^ >]+) -->\n)(?P<body>.*?)^(?P<close>[ \t]*<!-- /bench-table -->)", re.S | re.M)
-OPEN = re.compile(r"<!-- bench-table: ?(?P<name>[^>]*?) ?-->")
+# only a marker alone on its line opens a block (a mention in prose or in backticks does not)
+OPEN = re.compile(r"^[ \t]*<!-- bench-table: ?(?P<name>[^>]*?) ?-->[ \t]*$", re.M)
 
 # configs/ner_plus.cfg chose BIOES at this commit (docs/BENCHMARKS.md, "BIOES as the workflow's scheme").
 BIOES_DEFAULT_SINCE = "429c7f0"
