@@ -567,6 +567,102 @@ def pii_scheme(ledger: Ledger) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# training throughput, long documents
+
+
+@table("train-speed-gpu")
+def train_speed_gpu(ledger: Ledger) -> str:
+    gpu, cpu = ledger.latest("train_speed_h200"), ledger.latest("train_speed_h200_host_cpu")
+
+    def numbers(r):  # the GPU runs were kept as logs: their JSON line is the record
+        n = r["numbers"]
+        return n["json_lines"][-1] if "json_lines" in n else n
+
+    g, c = numbers(gpu), numbers(cpu)
+    rows = [[f"{g['device']}, fp32", num(g["words_per_s"]), f"{g['epoch_minutes_conll_train']:.2f} min"],
+            ["the H200 machine's 16 CPU cores", num(c["words_per_s"]), f"{c['epoch_minutes_conll_train']:.1f} min"]]
+    lines = md_table(["device", "words/s (training)", "one CoNLL-2003 epoch (203,621 words)"], "lrr", rows)
+    return block(lines, [gpu, cpu], [f"Ratio GPU / its own host CPU: {g['words_per_s'] / c['words_per_s']:.1f}x. "
+                                     f"Measured with the BIO config (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE}); random backbone weights."])
+
+
+@table("long-documents")
+def long_documents(ledger: Ledger) -> str:
+    plain, context = ledger.latest("long_documents"), ledger.latest("long_documents_context")
+    rows = []
+    for label, r in (("`ner_plus` (sentences)", plain), ("`ner_plus_context` (chunks)", context)):
+        n = r["numbers"]
+        window, stride = n["default_window"]
+        best = max(n["f1_documents"], n["f1_documents_window32_stride16"]) if r is context else None
+        rows += [[label, "sentences", "one per sentence", pct(n["f1_sentences"])],
+                 [label, "whole documents", f"{window} tokens, starts ≤ {stride} apart (default)", f"**{pct(n['f1_documents'])}**" if best == n["f1_documents"] else pct(n["f1_documents"])],
+                 [label, "whole documents", "32 tokens, starts ≤ 16 apart", pct(n["f1_documents_window32_stride16"])]]
+    lines = md_table(["pipeline", "input", "windows", "strict F1"], "lllr", rows)
+    return block(lines, [plain, context], [f"Measured with the BIO pipelines (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE}) at {plain['commit']} and {context['commit']}."])
+
+
+@table("window-tradeoff")
+def window_tradeoff(ledger: Ledger) -> str:
+    plain, context = ledger.latest("window_tradeoff_ner_plus"), ledger.latest("window_tradeoff_ner_plus_context")
+    by_setting = {(x["window"], x["stride"]): x for x in context["numbers"]["rows"]}
+    rows = []
+    for x in plain["numbers"]["rows"]:
+        y = by_setting[(x["window"], x["stride"])]
+        if (x["wordpieces_encoded"], x["overlap"]) != (y["wordpieces_encoded"], y["overlap"]):
+            raise LedgerError(f"window {x['window']}/{x['stride']}: the two runs encoded different wordpieces")
+        rows.append([f"{x['window']} / {x['stride']} ({x['window'] - x['stride']} tokens)", num(x["wordpieces_encoded"]), f"{x['overlap']:.2f}",
+                     f"{x['f1']:.2f}", f"{y['f1']:.2f}"])
+    lines = md_table(["window / stride (overlap)", "wordpieces encoded", "× own", "F1 `ner_plus`", "F1 `ner_plus_context`"], "lrrrr", rows)
+    return block(lines, [plain, context], [f"{num(plain['numbers']['document_wordpieces'])} wordpieces in the documents themselves; measured with the BIO pipelines at {plain['commit']}."])
+
+
+@table("long-documents-hf")
+def long_documents_hf(ledger: Ledger) -> str:
+    r = ledger.latest("long_documents")
+    n = r["numbers"]
+    window, stride = n["default_window"]
+    rows = [[f"`ner_plus` (windows {window}/{stride}, per-token merge, one decode)", pct(n["f1_sentences"]), pct(n["f1_documents"])],
+            ["HF pipeline, stride 128", pct(n["hf_pipeline_stride128_f1_sentences"]), pct(n["hf_pipeline_stride128_f1_documents"])]]
+    return block(md_table(["system", "sentences", "whole documents"], "lrr", rows), [r])
+
+
+@table("long-documents-scaling")
+def long_documents_scaling(ledger: Ledger) -> str:
+    r = ledger.latest("long_documents")
+    rows = [[num(x["chars"]), num(x["tokens"]), num(x["entities"]), f"{x['seconds']:.2f}", num(1e6 * x["seconds"] / x["chars"]), f"{num(x['peak_rss_mb'])} MB"]
+            for x in r["numbers"]["scaling"]]
+    lines = md_table(["characters", "tokens", "entities", "seconds", "µs per character", "peak RSS"], "rrrrrr", rows)
+    return block(lines, [r], [f"Measured at {r['commit']} with the BIO CoNLL pipeline (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+@table("lora-accuracy")
+def lora_accuracy(ledger: Ledger) -> str:
+    bc5, conll, full_conll = ledger.latest("lora_bc5cdr", commit="43df8e3"), ledger.latest("lora_conll_lora", commit="43df8e3"), ledger.one("conll_ner_plus", commit="7e0747e")
+
+    def share(x):
+        p = x["parameters"]
+        return num(p["trainable"]) + ("" if p["trainable"] == p.get("transformer_total", 0) + p.get("head_and_lexical", 0) or x["system"] == "full"
+                                      else f" ({100 * p['trainable'] / (p['transformer_total'] + p['head_and_lexical']):.1f}%)")
+
+    def row(corpus, label, x, bold):
+        per_type = ", ".join(f"{t} {pct(v)}" for t, v in sorted(x["per_type"].items()))
+        return [corpus, label, f"**{pct(x['f1'])}**" if bold else pct(x["f1"]), pct(x["precision"]), pct(x["recall"]), per_type,
+                f"{pct(x['dev_f1'])} ({x['checkpoint']})", share(x), f"{x['train_seconds'] / 60:.1f} min", f"{x['peak_rss_mb'] / 1000:.1f} GB", f"{x['pipeline_mb']:.1f} MB"]
+
+    runs = {x["system"]: x for x in bc5["numbers"]["runs"]}
+    lora_conll = conll["numbers"]["runs"][0]
+    f = full_conll["numbers"]
+    rows = [row("BC5CDR", "full", runs["full"], runs["full"]["f1"] > runs["lora"]["f1"]), row("BC5CDR", "LoRA", runs["lora"], runs["lora"]["f1"] > runs["full"]["f1"]),
+            ["CoNLL-2003 → CoNLL++", f"full (the CoNLL table above: {f['train_commit']})", pct(f["f1"]), pct(f["precision"]), pct(f["recall"]),
+             ", ".join(f"{t} {pct(v)}" for t, v in sorted(f["per_type"].items())), "-", "-", f"{f['train_seconds'] / 60:.1f} min", "-", "-"],
+            row("CoNLL-2003 → CoNLL++", "LoRA", lora_conll, lora_conll["f1"] > f["f1"])]
+    lines = md_table(["corpus", "system", "test F1", "P", "R", "per type", "dev F1 (checkpoint)", "trainable parameters",
+                      "train time (3 epochs, dev evals included)", "peak RSS", "saved pipeline"], "llrrrlllrrr", rows)
+    return block(lines, [bc5, conll, full_conll], ["Measured with BIO (both configs chose BIOES later). `-`: not recorded by `conll_benchmark` (its dev F1 per epoch "
+                                                    "is in the CoNLL section's text)."])
+
+
+# ---------------------------------------------------------------------------------------------
 # README
 
 
