@@ -663,6 +663,68 @@ def lora_accuracy(ledger: Ledger) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# service, batch annotation, augmentation
+
+
+@table("pii-latency")
+def pii_latency(ledger: Ledger) -> str:
+    used, rows = [], []
+    for name in ("pii_latency_tiny_fixture_1thread", "pii_latency_tiny_fixture_default_threads"):
+        r = ledger.latest(name)
+        used.append(r)
+        n = r["numbers"]
+        threads = f"torch default ({n['machine']['cpus']})" if n["torch_threads"] == "default" else str(n["torch_threads"])
+        for size in n["sizes"].values():
+            offline = size["offline"]["texts"] / size["offline"]["seconds"]
+            for run in size["service"]:
+                rows.append([num(size["mean_chars"]), str(run["concurrency"]), threads, num(run["p50_ms"]), num(run["p95_ms"]), num(run["p99_ms"]),
+                             f"{run['requests_per_s']:.2f}", f"{offline:.2f}", f"{run['texts_per_s_vs_offline']:.2f}", str(sum(run["errors"].values()))])
+    lines = md_table(["chars", "concurrency", "torch threads", "p50 ms", "p95 ms", "p99 ms", "requests/s", "offline texts/s", "service ÷ offline", "errors"], "rrlrrrrrrr", rows)
+    return block(lines, used)
+
+
+@table("annotate-engines")
+def annotate_engines(ledger: Ledger) -> str:
+    r = ledger.latest("annotate_engines")
+    labels = {"local": "local, 1 process × 2 threads", "ray_2x1": "ray, 2 actors × 1 thread", "ray_1x2": "ray, 1 actor × 2 threads"}
+
+    def mb_range(values):
+        lo, hi = num(min(values)), num(max(values))
+        return f"{lo} MB" if lo == hi else f"{lo}-{hi} MB"
+
+    rows = []
+    for system, label in labels.items():
+        runs = sorted((x for x in r["numbers"]["results"] if x["system"] == system), key=lambda x: x["round"])
+        actors = [v for x in runs for v in x["actor_peak_rss_mb"]]
+        rows.append([label, *[f"{x['seconds']:.1f}, {num(x['words_per_s'])}" for x in runs], ", ".join(f"{x['startup_s']:.1f}" for x in runs),
+                     ", ".join(num(x["words_per_s_after_startup"]) for x in runs), mb_range(actors) if actors else "-",
+                     mb_range([x["driver_peak_rss_mb"] for x in runs])])
+    rounds = max(x["round"] for x in r["numbers"]["results"]) + 1
+    lines = md_table(["system", *[f"round {i}: s, words/s" for i in range(rounds)], f"start-up s ({', '.join(f'r{i}' for i in range(rounds))})",
+                      f"words/s after start-up ({', '.join(f'r{i}' for i in range(rounds))})", "peak RSS per actor", "engine process / driver"], "l" + "r" * (rounds + 4), rows)
+    return block(lines, [r])
+
+
+@table("augmentation")
+def augmentation(ledger: Ledger) -> str:
+    rows, used = [], []
+    for label, name in (("CoNLL-2003 → CoNLL++", "augmentation_conll"), ("BC5CDR", "augmentation_bc5cdr")):
+        r = ledger.latest(name)
+        used.append(r)
+        runs = r["numbers"]["runs"]
+        for s in r["numbers"]["summary"]:
+            mine = sorted((x for x in runs if x["size"] == s["size"] and x["augmented"] == s["augmented"]), key=lambda x: x["seed"])
+            types = sorted(mine[0]["per_type"])
+            gain = s.get("f1_gain_over_baseline")
+            gain_text = "-" if not gain else f"{100 * gain['mean']:+.2f} ± {100 * gain['sd']:.2f}".replace("-", "−")
+            rows.append([label, num(s["size"]), "yes" if s["augmented"] else "no", f"{100 * s['f1']['mean']:.2f} ± {100 * s['f1']['sd']:.2f}",
+                         f"{100 * s['precision']['mean']:.2f}", f"{100 * s['recall']['mean']:.2f}", ", ".join(pct(x["f1"]) for x in mine), gain_text,
+                         ", ".join(f"{t} {100 * statistics.mean(x['per_type'][t] for x in mine):.1f}" for t in types)])
+    lines = md_table(["corpus", "train sentences", "augmented", "test F1 mean ± sd", "P", "R", "per seed (0, 1, 2)", "paired F1 gain", "per type (mean F1)"], "lrlrrrlrl", rows)
+    return block(lines, used, [f"Measured with BIO (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+# ---------------------------------------------------------------------------------------------
 # README
 
 
