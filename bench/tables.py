@@ -369,6 +369,127 @@ def calibration_conll(ledger: Ledger) -> str:
     return block(lines, [r], [f"Measured at {r['commit']} on the BIO pipeline (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
 
 
+def _calibration_cells(record: dict, method: str, policy: str, bootstrap: bool, ece_before: bool = True, type_digits: int = 3) -> List[str]:
+    """ECE overall, ECE per type, Brier (the max_f1 rows; the maps are the same for every policy),
+    test F1 all kept -> thresholded, precision per type (the precision rows)."""
+    run = record["numbers"]["runs"][f"{method} {policy}" + (" bootstrap 1000" if bootstrap else "")]
+    o, per = run["overall"], run["per_type"]
+    f1 = f"{pct(o['f1_uncalibrated'])} → {pct(o['f1_thresholded'])}"
+    if policy.startswith("precision"):
+        return ["", "", "", f1, " / ".join(f"{per[t]['precision']:.3f}" for t in per)]
+    ece = f"{o['ece_before']:.4f} → {o['ece_after']:.4f}" if ece_before else f"{o['ece_after']:.4f}"
+    return [ece, " / ".join(f"{per[t]['ece_after']:.{type_digits}f}" for t in per), f"{o['brier_after']:.4f}", f1, ""]
+
+
+CALIBRATION_ROWS = [("isotonic", "max_f1", False), ("isotonic", "max_f1", True), ("temperature", "max_f1", False), ("logistic", "max_f1", False),
+                    ("logistic", "max_f1", True)]
+
+
+@table("calibration-bc5cdr")
+def calibration_bc5cdr(ledger: Ledger) -> str:
+    r = ledger.latest("calibration_bc5cdr")
+    types = " / ".join(r["numbers"]["runs"]["isotonic max_f1"]["per_type"])
+    specs = CALIBRATION_ROWS + [(m, "precision:0.95", b) for m in ("isotonic", "temperature", "logistic") for b in (False, True)]
+    rows = [[m, policy, "bootstrap" if b else "point", *_calibration_cells(r, m, policy, b, type_digits=4)] for m, policy, b in specs]
+    lines = md_table(["method", "policy", "thresholds", "ECE test (all)", f"ECE {types}", "Brier", "test F1 (all kept → thresholded)", f"test precision {types}"], "lllrlrll", rows)
+    return block(lines, [r], [f"Measured at {r['commit']} on the BIO BC5CDR pipeline of the LoRA comparison (full fine-tuning)."])
+
+
+@table("calibration-conll-seed1")
+def calibration_conll_seed1(ledger: Ledger) -> str:
+    r = ledger.latest("calibration_conll_seed1_last")
+    types = " / ".join(r["numbers"]["runs"]["isotonic max_f1"]["per_type"])
+    specs = CALIBRATION_ROWS + [("isotonic", "precision:0.95", False)] + [(m, "precision:0.95", True) for m in ("isotonic", "temperature", "logistic")]
+    rows = [[m, policy + (", bootstrap" if b else ""), *_calibration_cells(r, m, policy, b)] for m, policy, b in specs]
+    lines = md_table(["method", "policy", "ECE test (all)", f"ECE {types}", "Brier", "test F1 (all kept → thresholded)", f"test precision {types}"], "llrlrll", rows)
+    return block(lines, [r], [f"Measured at {r['commit']} on the BIO pipeline of seed 1 (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE}), decoded from the tags."])
+
+
+@table("calibration-holdout")
+def calibration_holdout(ledger: Ledger) -> str:
+    fitted = {"dev": ledger.latest("calibration_conll_holdout_seed1_dev"), "train slice": ledger.latest("calibration_conll_holdout_seed1_train_holdout")}
+    types = " / ".join(fitted["dev"]["numbers"]["runs"]["isotonic max_f1"]["per_type"])
+    specs = [(m, "max_f1", False) for m in ("isotonic", "logistic")] + [(m, "precision:0.95", True) for m in ("isotonic", "logistic")]
+    rows = [[m, policy + (", bootstrap" if b else ""), where, *_calibration_cells(r, m, policy, b, ece_before=False)]
+            for m, policy, b in specs for where, r in fitted.items()]
+    lines = md_table(["method", "policy", "fitted on", "ECE test (all)", f"ECE {types}", "Brier", "test F1 (all kept → thresholded)", f"test precision {types}"], "lllrlrll", rows)
+    return block(lines, list(fitted.values()), [f"ECE before calibration {fitted['dev']['numbers']['runs']['isotonic max_f1']['overall']['ece_before']:.4f}; "
+                                                 f"the BIO pipeline trained without the held-out slice (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+@table("calibration-conll-lora")
+def calibration_conll_lora(ledger: Ledger) -> str:
+    r = ledger.latest("calibration_conll_lora")
+    runs = r["numbers"]["runs"]
+    types = list(runs["isotonic max_f1"]["per_type"])
+    all_kept = pct(runs["isotonic max_f1"]["overall"]["f1_uncalibrated"])
+    rows = []
+    for m in ("isotonic", "temperature", "logistic"):
+        for b in (False, True):
+            suffix = " bootstrap 1000" if b else ""
+            mx, pr = runs[f"{m} max_f1{suffix}"], runs[f"{m} precision:0.95{suffix}"]
+            rows.append([m, "bootstrap" if b else "point", f"{mx['overall']['ece_after']:.4f}",
+                         "same" if b else " / ".join(f"{mx['per_type'][t]['ece_after']:.3f}" for t in types), pct(mx["overall"]["f1_thresholded"]),
+                         " / ".join(f"{pr['per_type'][t]['precision']:.3f}" for t in types), pct(pr["overall"]["f1_thresholded"])])
+    lines = md_table(["method", "thresholds", "ECE test", f"ECE {' / '.join(types)}", f"max_f1: test F1 ({all_kept} all kept)",
+                      f"precision:0.95: test P {' / '.join(types)}", "precision:0.95: test F1"], "llrlrlr", rows)
+    return block(lines, [r], ["Measured on the BIO LoRA pipeline (`configs/ner_plus_lora.cfg` chose BIOES at b3805c6)."])
+
+
+@table("calibration-variants")
+def calibration_variants(ledger: Ledger) -> str:
+    pipelines = (("CoNLL BIOES 0", "calibration_variants_conll_bioes_seed0"), ("BC5CDR BIOES 0", "calibration_variants_bc5cdr_bioes_seed0"),
+                 ("BC5CDR BIOES 1", "calibration_variants_bc5cdr_bioes_seed1"), ("BC5CDR BIO 0", "calibration_variants_bc5cdr_bio_seed0"))
+    rows, used = [], []
+    for label, name in pipelines:
+        r = ledger.latest(name)
+        used.append(r)
+        maps = r["numbers"]["maps"]
+        best = min(maps, key=lambda m: maps[m]["test"]["ece"])
+        for i, (m, x) in enumerate(maps.items()):
+            dev = x["dev_cross_fitted_ece"]
+            types = list(x["test"]["per_type"])
+            paired = "" if m == "isotonic" else f"{dev['minus_isotonic_mean']:+.4f} ± {dev['minus_isotonic_sd']:.4f}".replace("-", "−")
+            test = f"{x['test']['ece']:.4f}"
+            rows.append([f"{label} ({' / '.join(types)})" if i == 0 else "", m, f"{dev['mean']:.4f} ± {dev['sd']:.4f}", paired,
+                         f"**{test}**" if m == best else test, f"{x['test']['ece_lower_bound']:.4f}", " / ".join(f"{x['test']['per_type'][t]['ece']:.3f}" for t in types)])
+    lines = md_table(["pipeline", "map", f"dev ECE, 5-fold × {used[0]['numbers']['fold_draws']} draws", "− isotonic (paired)", "test ECE", "test floor", "test ECE per type"], "llrrrrl", rows)
+    return block(lines, used)
+
+
+OOB95_PIPELINES = (("CoNLL BIOES 0", "calibration_conll_bioes_seed0_last_join_oob95"), ("BC5CDR BIOES 0", "calibration_bc5cdr_bioes_seed0_last_join_oob95"),
+                   ("BC5CDR BIOES 1", "calibration_bc5cdr_bioes_seed1_last_join_oob95"), ("BC5CDR BIO 0", "calibration_bc5cdr_bio_seed0_last_join_oob95"))
+
+
+@table("calibration-oob95")
+def calibration_oob95(ledger: Ledger) -> str:
+    """Per pipeline and method: dev ECE by 5-fold cross-fitting, test ECE and its floor, max_f1 with
+    point thresholds and the 95% bootstrap rule, precision:0.95 with bootstrap bounds."""
+    rows, used = [], []
+    for label, name in OOB95_PIPELINES:
+        r = ledger.latest(name)
+        used.append(r)
+        n = r["numbers"]
+        methods = list(n["dev_cross_fitted_ece"])
+        best_dev = min(methods, key=lambda m: n["dev_cross_fitted_ece"][m]["overall"])
+        best_test = min(methods, key=lambda m: n["runs"][f"{m} max_f1"]["overall"]["ece_after"])
+        for i, m in enumerate(methods):
+            point, boot = n["runs"][f"{m} max_f1"], n["runs"][f"{m} max_f1 bootstrap 1000"]
+            prec = n["runs"][f"{m} precision:0.95 bootstrap 1000"]
+            types = list(point["per_type"])
+            dev = f"{n['dev_cross_fitted_ece'][m]['overall']:.4f}"
+            test = f"{point['overall']['ece_after']:.4f}"
+            rows.append([f"{label} ({' / '.join(types)})" if i == 0 else "", m, f"**{dev}**" if m == best_dev else dev,
+                         f"{point['overall']['ece_before']:.4f} → " + (f"**{test}**" if m == best_test else test),
+                         " / ".join(f"{point['per_type'][t]['ece_after']:.3f}" for t in types),
+                         " / ".join(f"{point['per_type'][t]['ece_lower_bound']:.3f}" for t in types),
+                         f"{pct(point['overall']['f1_uncalibrated'])} → {pct(point['overall']['f1_thresholded'])} / {pct(boot['overall']['f1_thresholded'])}",
+                         f"{pct(prec['overall']['f1_thresholded'])}: " + " / ".join(f"{prec['per_type'][t]['precision']:.3f}" for t in types)])
+    lines = md_table(["pipeline", "method", "dev ECE (5-fold)", "test ECE raw → calibrated", "test ECE per type", "floor per type",
+                      "test F1: all → point / bootstrap", "`precision:0.95`: F1, precision per type"], "llrlllll", rows)
+    return block(lines, used)
+
+
 # ---------------------------------------------------------------------------------------------
 # speed
 
