@@ -248,6 +248,87 @@ def conll_mixed(ledger: Ledger) -> str:
     return block(md_table(*_DOCS_HEADER, rows), [mixed, sent, bio_mixed, bio_seed2])
 
 
+def _variants_table(record: dict, labels: Dict[str, str], types: Sequence[str], pr: bool = False, first: str = "system", note: Sequence[str] = ()) -> str:
+    """Variants against the default (the first of ``labels``), as ``variants`` scores them: dev F1 per
+    decoding mode (checkpoint by dev per mode), test F1 decoded from the tags and joined, per type joined,
+    each with its difference to the default."""
+    systems = record["numbers"]["systems"]
+    default = systems[next(iter(labels))]
+
+    def delta(x, d, is_default):
+        return pct(x) if is_default else f"{pct(x)} ({signed(100 * (x - d)).replace('-', '−')})"
+
+    rows = []
+    for system, label in labels.items():
+        x, is_default = systems[system], system == next(iter(labels))
+        tags, join = x["tags"], x["join"]
+        row = [label, f"{pct(tags['dev_f1'])} / {pct(join['dev_f1'])}", delta(tags["f1"], default["tags"]["f1"], is_default), delta(join["f1"], default["join"]["f1"], is_default)]
+        if pr:
+            row.append(f"{pct(join['precision'])} / {pct(join['recall'])}")
+        row += [delta(join["per_type"][t]["f1"], default["join"]["per_type"][t]["f1"], is_default) for t in types]
+        rows.append(row)
+    header = [first, "dev F1 (tags / join)", "test F1 tags", "test F1 join", *(["P / R (join)"] if pr else []), *types[:-1], f"{types[-1]} (join; Δ vs default)"]
+    return block(md_table(header, "ll" + "rr" + ("l" if pr else "") + "r" * len(types), rows), [record], note)
+
+
+@table("variants-conll-seed1")
+def variants_conll_seed1(ledger: Ledger) -> str:
+    r = ledger.latest("variants_conll_seed1")
+    labels = {"ner_plus": "default (BIO, cross-entropy, no weights)", "ner_plus_inverse": '`class_weights = "inverse_frequency"`',
+              "ner_plus_sqrt_inverse": '`class_weights = "sqrt_inverse_frequency"`', "ner_plus_focal2": "`focal_gamma = 2.0`", "ner_plus_bioes": '`scheme = "BIOES"`'}
+    return _variants_table(r, labels, CONLL_TYPES, note=[f"Seed 1, CoNLL++ test; trained with `configs/ner_plus.cfg` of its time (BIO), one setting changed per row."])
+
+
+@table("variants-conll-seed2")
+def variants_conll_seed2(ledger: Ledger) -> str:
+    r = ledger.latest("variants_conll_seed2")
+    return _variants_table(r, {"ner_plus": "default (BIO)", "ner_plus_bioes": '`scheme = "BIOES"`'}, CONLL_TYPES, first="seed 2")
+
+
+@table("variants-bc5cdr")
+def variants_bc5cdr(ledger: Ledger) -> str:
+    r = ledger.latest("variants_bc5cdr")
+    labels = {"ner_plus": "default (BIO)", "ner_plus_bioes": '`scheme = "BIOES"`', "ner_plus_focal2": "`focal_gamma = 2.0`"}
+    return _variants_table(r, labels, ("Chemical", "Disease"), pr=True)
+
+
+@table("variants-conll-focal1")
+def variants_conll_focal1(ledger: Ledger) -> str:
+    r = ledger.latest("variants_conll_bioes")
+    return _variants_table(r, {"ner_plus": "default (BIOES, cross-entropy)", "ner_plus_focal1": "`focal_gamma = 1.0`"}, CONLL_TYPES)
+
+
+@table("variants-bc5cdr-focal1")
+def variants_bc5cdr_focal1(ledger: Ledger) -> str:
+    r = ledger.latest("variants_bc5cdr_bioes")
+    return _variants_table(r, {"ner_plus_bioes": "default (BIOES, cross-entropy)", "ner_plus_focal1": "`focal_gamma = 1.0`"}, ("Chemical", "Disease"))
+
+
+@table("variants-bc5cdr-sqrt-inverse")
+def variants_bc5cdr_sqrt_inverse(ledger: Ledger) -> str:
+    r = ledger.latest("variants_bc5cdr_bioes")
+    return _variants_table(r, {"ner_plus_bioes": "default (BIOES, no weights)", "ner_plus_sqrt_inverse": '`class_weights = "sqrt_inverse_frequency"`'},
+                           ("Chemical", "Disease"), pr=True)
+
+
+@table("bioes-conll-seeds")
+def bioes_conll_seeds(ledger: Ledger) -> str:
+    """BIOES against BIO on CoNLL over three seeds, per decoding mode (``variants --summary``)."""
+    records = [ledger.latest(n) for n in ("variants_conll", "variants_conll_seed1", "variants_conll_seed2")]
+    rows = []
+    for mode in ("tags", "join"):
+        bio = [r["numbers"]["systems"]["ner_plus"][mode] for r in records]
+        bioes = [r["numbers"]["systems"]["ner_plus_bioes"][mode] for r in records]
+        dev = [b["dev_f1"] - a["dev_f1"] for a, b in zip(bio, bioes)]
+        test = [b["f1"] - a["f1"] for a, b in zip(bio, bioes)]
+        rows.append([mode, ", ".join(signed(100 * d).replace("-", "−") for d in dev), signed(100 * statistics.mean(dev)).replace("-", "−"),
+                     ", ".join(f"{pct(a['f1'])} → {pct(b['f1'])}" for a, b in zip(bio, bioes)),
+                     f"**{signed(100 * statistics.mean(test))} ± {100 * statistics.stdev(test):.2f}**"])
+    lines = md_table(["mode", f"dev F1 Δ per seed ({', '.join(str(r['numbers']['seed']) for r in records)})", "dev F1 Δ mean",
+                      "test F1 per seed, BIO → BIOES", "test F1 Δ mean ± sd"], "llrlr", rows)
+    return block(lines, records)
+
+
 @table("conll-gpu")
 def conll_gpu(ledger: Ledger) -> str:
     runs = [("`ner_plus` (run 1)", "CoNLL-2003 → CoNLL++", ledger.latest("gpu_conll_ner_plus_run1")),
