@@ -367,6 +367,90 @@ def bc5cdr_peer(ledger: Ledger) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# where the errors come from (error_breakdown)
+
+
+ERROR_KINDS = {"spurious": "spurious (overlaps no gold mention)", "boundary: too short": "boundary, too short (inside a gold mention)",
+               "boundary: too long": "boundary, too long (contains a gold mention)", "type": "type (exact span, another gold type)",
+               "boundary+type": "boundary and type", "boundary: shifted": "boundary, shifted"}
+
+
+@table("errors-bc5cdr-disease-kinds")
+def errors_kinds(ledger: Ledger) -> str:
+    r = ledger.latest("errors_bc5cdr_test")
+    wrong = r["numbers"]["pipelines"]["full"]["per_type"]["Disease"]["wrong_predictions"]
+    total = sum(wrong.values())
+    rows = [[ERROR_KINDS.get(k, k), num(v), f"{100 * v / total:.0f}%"] for k, v in sorted(wrong.items(), key=lambda kv: -kv[1])]
+    return block(md_table(["kind", "count", "share"], "lrr", rows), [r], [f"{num(total)} wrong Disease predictions of the BIO full fine-tuning pipeline, BC5CDR test."])
+
+
+@table("errors-bc5cdr-disease-length")
+def errors_length(ledger: Ledger) -> str:
+    r = ledger.latest("errors_bc5cdr_test")
+    x = r["numbers"]["pipelines"]["full"]["per_type"]["Disease"]
+    lengths = list(x["precision_by_length"])
+    rows = [["predictions", *[num(x["precision_by_length"][n]["predicted"]) for n in lengths]],
+            ["precision", *[f"{100 * x['precision_by_length'][n]['precision']:.1f}" for n in lengths]],
+            ["gold mentions", *[num(x["recall_by_length"][n]["gold"]) for n in lengths]],
+            ["recall", *[f"{100 * x['recall_by_length'][n]['recall']:.1f}" for n in lengths]]]
+    return block(md_table(["predicted length (tokens)", *lengths], "l" + "r" * len(lengths), rows), [r])
+
+
+def _error_profile(x: dict, touching: bool = False, predictions: bool = False) -> List[str]:
+    pl, rl, w = x["precision_by_length"], x["recall_by_length"], x["wrong_predictions"]
+    cells = [f"{num(x['predicted'])}"] if predictions else []
+    cells += [f"{num(pl['1']['predicted'])} ({100 * pl['1']['precision']:.1f})", f"{100 * pl['2']['precision']:.1f} / {100 * pl['3']['precision']:.1f}",
+              num(w.get("spurious", 0)), num(w.get("boundary: too short", 0)), num(w.get("boundary: too long", 0))]
+    if touching:
+        a = x["adjacent_same_type_predictions"]
+        cells += [f"{num(a['pairs'])} ({num(a['merged is gold'])})", " / ".join(f"{100 * rl[n]['recall']:.1f}" for n in ("2", "3", "4+"))]
+    return cells
+
+
+@table("errors-bc5cdr-peer")
+def errors_peer(ledger: Ledger) -> str:
+    r = ledger.latest("errors_bc5cdr_test_peer")
+    ours, peer = (r["numbers"]["pipelines"][k]["per_type"]["Disease"] for k in ("ner_plus", "spacy_trf_ner_recipe"))
+    labels = ["one-token predictions (precision)", "two-token / three-token precision", "spurious", "boundary, too short", "boundary, too long"]
+    rows = [[label, a, b] for label, a, b in zip(labels, _error_profile(ours), _error_profile(peer))]
+    return block(md_table(["", "ner_plus", "spaCy peer"], "lrr", rows), [r], ["BC5CDR test, Disease; ner_plus is the BIO full fine-tuning pipeline."])
+
+
+@table("errors-bc5cdr-bioes")
+def errors_bioes(ledger: Ledger) -> str:
+    r = ledger.latest("errors_bc5cdr_test_bioes")
+    bio, bioes = (r["numbers"]["pipelines"][k]["per_type"]["Disease"] for k in ("ner_plus", "ner_plus_bioes"))
+    labels = [f"predictions (gold {num(bio['support'])})", "one-token predictions (precision)", "two- / three-token precision", "spurious", "boundary, too short",
+              "boundary, too long", "touching same-type pairs (merged = a gold mention)", "recall of 2- / 3- / 4+-token mentions"]
+    rows = [[label, a, b] for label, a, b in zip(labels, _error_profile(bio, True, True), _error_profile(bioes, True, True))]
+    return block(md_table(["", "BIO", "BIOES"], "lrr", rows), [r], ["BC5CDR test, Disease, both read with `join_touching` off."])
+
+
+@table("errors-touching")
+def errors_touching(ledger: Ledger) -> str:
+    sources = [("BC5CDR dev", "errors_bc5cdr_dev_peer", "Disease"), ("BC5CDR test", "errors_bc5cdr_test_peer", "Disease"),
+               ("CoNLL-2003 dev", "errors_conll_dev_seed1", "MISC"), ("CoNLL++ test", "errors_conll_test_seed1", "MISC")]
+    names = {"ner_plus": "ner_plus", "spacy_trf_ner_recipe": "spaCy peer"}
+    rows, used = [], []
+    for data, name, focus in sources:
+        r = ledger.latest(name)
+        used.append(r)
+        for system, x in r["numbers"]["pipelines"].items():
+            pairs = {t: v["adjacent_same_type_predictions"] for t, v in x["per_type"].items()}
+            if len(pairs) > 2:
+                touching = f"{sum(v['pairs'] for v in pairs.values())} in all ({sum(v['merged is gold'] for v in pairs.values())})"
+            else:
+                order = [focus] + sorted(t for t in pairs if t != focus)
+                touching = ", ".join(f"{t} {pairs[t]['pairs']} ({pairs[t]['merged is gold']})" for t in order)
+            sc, merged = x["scores"], x["scores_if_touching_merged"]
+            label = names.get(system, system) + (f" (seed {r['seed']})" if r.get("seed") else "")
+            rows.append([data, label, touching, f"{pct(sc['micro']['f1'])} → {pct(merged['micro']['f1'])}",
+                         f"{focus} {pct(sc[focus]['f1'])} → {pct(merged[focus]['f1'])}"])
+    lines = md_table(["data", "system", "touching pairs (merged = a gold mention)", "F1 as decoded → merged", "Disease / MISC F1"], "lllll", rows)
+    return block(lines, used, [f"Measured with the BIO pipelines (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+# ---------------------------------------------------------------------------------------------
 # PII: ours against Presidio
 
 
