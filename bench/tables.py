@@ -622,6 +622,47 @@ def calibration_variants(ledger: Ledger) -> str:
     return block(lines, used)
 
 
+@table("calibration-conll-thresholds")
+def calibration_conll_thresholds(ledger: Ledger) -> str:
+    r = ledger.latest("calibration_conll")
+    per = r["numbers"]["runs"]["isotonic precision:0.95"]["per_type"]
+    rows = [[t, f"{x['threshold']:.3f}", f"{x['precision_uncalibrated']:.4f} -> {x['precision']:.4f}", f"{x['recall_uncalibrated']:.4f} -> {x['recall']:.4f}"]
+            for t, x in per.items()]
+    lines = md_table(["type", "dev threshold", "test precision (all -> kept)", "test recall (all -> kept)"], "lrll", rows)
+    return block(lines, [r])
+
+
+def _decoding_rows(ledger: Ledger, cases: Sequence[tuple]) -> tuple:
+    rows, used = [], []
+    for test_set, decoding, name in cases:
+        r = ledger.latest(name)
+        used.append(r)
+        runs = r["numbers"]["runs"]
+        iso, log, prec = runs["isotonic max_f1"], runs["logistic max_f1"], runs["isotonic precision:0.95 bootstrap 1000"]
+        o = iso["overall"]
+        rows.append([test_set, decoding, pct(o["f1_uncalibrated"]), f"{pct(o['precision_uncalibrated'])} / {pct(o['recall_uncalibrated'])}",
+                     pct(o["f1_thresholded"]), pct(log["overall"]["f1_thresholded"]), f"{o['ece_before']:.4f} → {o['ece_after']:.4f}",
+                     ", ".join(f"{t} {x['ece_after']:.3f}" for t, x in iso["per_type"].items()),
+                     " / ".join(f"{x['precision']:.3f}" for x in prec["per_type"].values())])
+    header = ["test set", "decoding", "F1 all kept", "P / R all kept", "isotonic `max_f1` F1", "logistic `max_f1` F1", "ECE raw → isotonic",
+              "per-type ECE (isotonic)", "`precision:0.95` bootstrap: test P per type"]
+    return md_table(header, "llrlrrlll", rows), used
+
+
+@table("calibration-decoding")
+def calibration_decoding(ledger: Ledger) -> str:
+    lines, used = _decoding_rows(ledger, [("BC5CDR", "tags", "calibration_bc5cdr_best_tags"), ("BC5CDR", "join_touching", "calibration_bc5cdr_best_join"),
+                                          ("CoNLL++", "tags", "calibration_conll_seed1_last_tags"), ("CoNLL++", "join_touching", "calibration_conll_seed1_last_join")])
+    return block(lines, used, [f"Measured with the BIO pipelines (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+@table("calibration-decoding-more")
+def calibration_decoding_more(ledger: Ledger) -> str:
+    lines, used = _decoding_rows(ledger, [("CoNLL++ (seed 2)", "tags", "calibration_conll_seed2_last_tags"), ("CoNLL++ (seed 2)", "join_touching", "calibration_conll_seed2_last_join"),
+                                          ("BC5CDR (LoRA)", "tags", "calibration_bc5cdr_lora_tags"), ("BC5CDR (LoRA)", "join_touching", "calibration_bc5cdr_lora_join")])
+    return block(lines, used, ["Measured with the BIO pipelines."])
+
+
 OOB95_PIPELINES = (("CoNLL BIOES 0", "calibration_conll_bioes_seed0_last_join_oob95"), ("BC5CDR BIOES 0", "calibration_bc5cdr_bioes_seed0_last_join_oob95"),
                    ("BC5CDR BIOES 1", "calibration_bc5cdr_bioes_seed1_last_join_oob95"), ("BC5CDR BIO 0", "calibration_bc5cdr_bio_seed0_last_join_oob95"))
 
@@ -1008,6 +1049,77 @@ def augmentation(ledger: Ledger) -> str:
                          ", ".join(f"{t} {100 * statistics.mean(x['per_type'][t] for x in mine):.1f}" for t in types)])
     lines = md_table(["corpus", "train sentences", "augmented", "test F1 mean ± sd", "P", "R", "per seed (0, 1, 2)", "paired F1 gain", "per type (mean F1)"], "lrlrrrlrl", rows)
     return block(lines, used, [f"Measured with BIO (`configs/ner_plus.cfg` before {BIOES_DEFAULT_SINCE})."])
+
+
+@table("within-sentences")
+def within_sentences(ledger: Ledger) -> str:
+    cols = ("sentences", "none", "entities", "windows", "sentencizer_entities", "sentencizer_windows")
+    rows, used = [], []
+    for name, seed_label in (("document_inference_conll", ""), ("document_inference_conll_mixed_seed1", ", seed 1")):
+        r = ledger.latest(name)
+        used.append(r)
+        for row in r["numbers"]["rows"]:
+            model = ("mixed" if "mixed" in row["model"] else "sentence-trained") + seed_label
+            best = max(("none", "entities", "windows"), key=lambda c: row[c]["f1"])
+            cells = []
+            for c in cols:
+                text = f"{row[c]['f1']:.2f}"
+                if c == best:
+                    text = f"**{text}**"
+                if row["split"] == "test" and (c == "none" or c == best):
+                    text += f" ({row[c]['precision']:.2f} / {row[c]['recall']:.2f})"
+                cells.append(text)
+            rows.append([model, row["split"], *cells])
+    lines = md_table(["model", "split", "sentences", 'documents, `"none"`', '`"entities"`', '`"windows"`', 'sentencizer, `"entities"`', 'sentencizer, `"windows"`'],
+                     "llrrrrrr", rows)
+    return block(lines, used, ["The BIOES workflow-config pipelines; strict F1 (P / R)."])
+
+
+@table("pii-scheme-per-type")
+def pii_scheme_per_type(ledger: Ledger) -> str:
+    runs = {scheme: [ledger.latest(f"pii_scheme_{scheme}_seed{s}") for s in range(3)] for scheme in ("BIO", "BIOES")}
+    model_types = ("PERSON", "STREET_ADDRESS", "DATE_TIME", "ORGANIZATION", "LOCATION")
+
+    def mean(scheme, split, t):
+        return statistics.mean(r["numbers"][f"{split}_calibrated"]["per_type"][t]["f1"] for r in runs[scheme])
+
+    def span(scheme, split, types):
+        values = [100 * mean(scheme, split, t) for t in types]
+        lo, hi = min(values), max(values)
+        return f"{lo:.0f}" if round(lo, 2) == round(hi, 2) == 100 else (f"{lo:.2f}-{hi:.0f}" if round(hi, 2) == 100 else f"{lo:.2f}-{hi:.2f}")
+
+    test_types = runs["BIO"][0]["numbers"]["test_calibrated"]["per_type"]
+    rows = [[t, num(test_types[t]["support"]), *[pct(mean(s, split, t)) for split in ("dev", "test") for s in ("BIO", "BIOES")]] for t in model_types]
+    patterns = [t for t in test_types if t not in model_types]
+    rows.append([f"the {len(patterns)} pattern types", num(sum(test_types[t]["support"] for t in patterns)),
+                 *[span(s, split, patterns) for split in ("dev", "test") for s in ("BIO", "BIOES")]])
+    lines = md_table(["type", "test gold", "BIO dev", "BIOES dev", "BIO test", "BIOES test"], "lrrrrr", rows)
+    return block(lines, runs["BIO"] + runs["BIOES"], ["Calibrated F1, mean over the three seeds."])
+
+
+@table("focal1-seeds")
+def focal1_seeds(ledger: Ledger) -> str:
+    pairs = [(ledger.latest("conll_ner_plus_bioes"), ledger.latest("conll_ner_plus_focal1")),
+             (ledger.latest("conll_ner_plus_bioes_seed1"), ledger.latest("conll_ner_plus_focal1_seed1"))]
+    rows = []
+    for d, f in pairs:
+        dn, fn = d["numbers"], f["numbers"]
+        rows.append([str(fn.get("seed", 0)), pct(dn["f1"]), pct(fn["f1"]), signed(100 * (fn["f1"] - dn["f1"])).replace("-", "−"),
+                     " / ".join(("0.00" if abs(x) < 5e-5 else signed(100 * x).replace("-", "−")) for x in (fn["per_type"][t] - dn["per_type"][t] for t in CONLL_TYPES))])
+    lines = md_table(["seed", "default (BIOES)", "`focal_gamma = 1.0`", "Δ", f"{' / '.join(CONLL_TYPES)} Δ"], "rrrrl", rows)
+    return block(lines, [r for pair in pairs for r in pair], ["CoNLL++ test, the workflow config's decoding (joined)."])
+
+
+@table("mini-splits")
+def mini_splits(ledger: Ledger) -> str:
+    r = ledger.one("mini_rule", commit="01c23f9")
+    rows = []
+    for split, label in (("dev", "dev (validation)"), ("test", "test (CoNLL++, PER/ORG)")):
+        x = r["numbers"]["splits"][split]["none"]
+        rows.append([label, pct(x["micro"]["precision"]), pct(x["micro"]["recall"]), f"**{pct(x['micro']['f1'])}**" if split == "dev" else pct(x["micro"]["f1"]),
+                     pct(x["ORG"]["f1"]), pct(x["PER"]["f1"])])
+    lines = md_table(["split", "P", "R", "F1", "ORG F1", "PER F1"], "lrrrrr", rows)
+    return block(lines, [r], ["The BIO mini model as `mini_rule` scored it without a rule (the LoRA config chose BIOES at b3805c6)."])
 
 
 # ---------------------------------------------------------------------------------------------
