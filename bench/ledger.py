@@ -4,7 +4,8 @@
 ``bench/results/`` (the ledger excepted) and writes one record per committed version of it, marked
 ``"source": "git history"`` with the commit that added that version (``history_commit``), so a
 number the docs cite from a file that a later run replaced still has a record. It is idempotent:
-a version whose record exists is skipped; a record that exists with other content is an error.
+a version whose record exists is skipped (so is a version a run wrote through the ledger, whose
+record says ``"source": "run"``); a record that exists with other content is an error.
 
 Legacy records keep what the result file held: its own ``commit`` field (the code it was measured
 at) becomes the record's ``commit``; the load average, the config hash and the machine details
@@ -180,9 +181,14 @@ def _is_json(line: str) -> bool:
 def import_history(ledger: Path = LEDGER, paths: Optional[Iterable[str]] = None) -> Dict[str, int]:
     """Write the legacy records (see the module's docstring). Returns counts: written, present."""
     counts = {"written": 0, "present": 0}
+    # versions written by a run through the ledger (and committed since) already have their record
+    ran = {(r["name"], json.dumps(r["numbers"], sort_keys=True)) for r in load(ledger) if r.get("source") == "run"} if ledger.is_dir() else set()
     for path in paths or result_files():
         for version in versions(path):
             record = legacy_record(path, version)
+            if (record["name"], json.dumps(record["numbers"], sort_keys=True)) in ran:
+                counts["present"] += 1
+                continue
             target = provenance.record_path(record["experiment"], record["name"], record["timestamp"], record["history_commit"], ledger)
             if target.exists():
                 if json.loads(target.read_text(encoding="utf8")) != record:

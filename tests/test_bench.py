@@ -160,6 +160,19 @@ def test_import_history_is_idempotent_and_refuses_to_rewrite_a_record(tmp_path):
         import_history(tmp_path, [path])
 
 
+@pytest.mark.skipif(_shallow(), reason="needs the full git history of bench/results (a shallow clone or no git)")
+def test_import_history_skips_a_version_a_run_already_recorded(tmp_path):
+    """A run writes its record and the latest-run file; once that file is committed, importing the
+    history must not file the same numbers a second time."""
+    current = json.loads((ROOT / "bench" / "results" / "mini_rule.json").read_text())
+    provenance.write_result("mini_rule", current, name="mini_rule", ledger=tmp_path)
+    counts = import_history(tmp_path, ["bench/results/mini_rule.json"])
+    records = Ledger.read(tmp_path).select("mini_rule")
+    assert [r["source"] for r in records].count("run") == 1
+    assert all(r["numbers"] != current for r in records if r["source"] == "git history")
+    assert counts["present"] >= 1 and counts["written"] == len(records) - 1
+
+
 def test_the_committed_ledger_holds_every_committed_result_version():
     ledger = Ledger.read()
     names = {r["name"] for r in ledger.records}
