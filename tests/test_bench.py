@@ -244,6 +244,20 @@ def test_historical_tables_cite_the_record_they_pin_and_say_the_config():
     assert "87.84 ± 0.25 (3 seeds)" in summary and "86.72 ± 0.23 (3 seeds)" in summary and "+9.02" in summary and "2.45x" in summary
 
 
+def test_a_record_of_an_older_config_says_so_in_its_table(tmp_path):
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "x.cfg"
+    config.write_text("[a]\nb = 1\n")
+    record = {"name": "demo", "commit": "abc1234", "_path": "demo/1.json", "configs": provenance.config_hashes([config])}
+    record["configs"] = {"configs/x.cfg": record["configs"].popitem()[1]}
+    assert tables.config_notes([record], root=tmp_path) == []
+    config.write_text("[a]\nb = 2\n")
+    (note,) = tables.config_notes([record], root=tmp_path)
+    assert note.startswith("`demo@abc1234` was measured with an older `configs/x.cfg`") and "has changed since" in note
+    config.unlink()
+    assert "no longer exists" in tables.config_notes([record], root=tmp_path)[0]
+
+
 def test_a_new_run_changes_a_latest_table_but_not_a_pinned_one():
     ledger = Ledger.read()
     before_pinned, before_latest = tables.TABLES["mini-rule-bio"](ledger), tables.TABLES["mini-rule"](ledger)

@@ -290,8 +290,9 @@ def main() -> None:
         + (f", GPU {args.gpu_id}: {_gpu_name(args.gpu_id)}" if args.gpu_id >= 0 else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # the config the system trained with (spaCy-trained systems write it beside their checkpoints)
-    provenance.write_result("conll_benchmark", record, result_path, configs=[p for p in [work / "config.cfg"] if p.exists()])
+    # the base config and the one the system trained with (spaCy-trained systems write it beside their checkpoints)
+    configs = [ROOT / "configs" / "ner_plus.cfg"] if args.system.startswith("ner_plus") else []
+    provenance.write_result("conll_benchmark", record, result_path, configs=configs + [p for p in [work / "config.cfg"] if p.exists()])
     print(json.dumps(record, indent=2))
 
 
