@@ -299,7 +299,7 @@ def variants_conll_seed1(ledger: Ledger) -> str:
     r = ledger.latest("variants_conll_seed1")
     labels = {"ner_plus": "default (BIO, cross-entropy, no weights)", "ner_plus_inverse": '`class_weights = "inverse_frequency"`',
               "ner_plus_sqrt_inverse": '`class_weights = "sqrt_inverse_frequency"`', "ner_plus_focal2": "`focal_gamma = 2.0`", "ner_plus_bioes": '`scheme = "BIOES"`'}
-    return _variants_table(r, labels, CONLL_TYPES, note=[f"Seed 1, CoNLL++ test; trained with `configs/ner_plus.cfg` of its time (BIO), one setting changed per row."])
+    return _variants_table(r, labels, CONLL_TYPES, note=["Seed 1, CoNLL++ test; trained with `configs/ner_plus.cfg` of its time (BIO), one setting changed per row."])
 
 
 @table("variants-conll-seed2")

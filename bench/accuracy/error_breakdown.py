@@ -12,14 +12,13 @@ run of touching same-type predictions were joined (decoding.join_touching:
 what ner_plus's `join_touching` setting decodes, before its scores and
 thresholds). A ner_plus pipeline whose config joins them (`join_touching =
 true`) is read with the setting off, so that "as decoded" means from the tags.
-Written to bench/results/errors_<name>.json.
+Written to bench/results/errors_<name>.json and a ledger record (bench/provenance.py).
 
     python -m bench error_breakdown corpus/bench_bc5cdr/test.spacy --name bc5cdr_test \
         full=training/bench_lora/bc5cdr/compare/full/training/model-best \
         lora=training/bench_lora/bc5cdr/compare/lora_lr0.003/training/model-best
 """
 import argparse
-import json
 import os
 import platform
 from collections import Counter, defaultdict

@@ -10,7 +10,6 @@ variant is chosen on dev (micro F1); test is reported beside it.
     python -m bench mini_rule   # after: spacy project run mini-convert; mini-train
 """
 import argparse
-import json
 import os
 import platform
 from collections import Counter

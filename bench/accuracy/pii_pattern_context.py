@@ -17,7 +17,6 @@ the pipeline without patterns predicted over it instead.
 Writes bench/results/pii_pattern_context.json.
 """
 import collections
-import json
 import os
 import platform
 from pathlib import Path

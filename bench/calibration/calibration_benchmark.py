@@ -24,7 +24,6 @@ entities of one type read as one, scored by ``decoding.run_confidence``);
 without it the pipeline decodes as its config says. The record names the mode.
 """
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path

@@ -31,7 +31,6 @@ difference is beyond its spread). The pipeline predicts dev and test once.
 Writes bench/results/calibration_variants_NAME.json.
 """
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
