@@ -1,4 +1,4 @@
-"""Print the Markdown tables of docs/BENCHMARKS.md from bench/results/*.json.
+"""Quick Markdown tables of the latest runs in bench/results/NAME_*.json (not the docs' tables).
 
     python -m bench report conll          # one row per run
     python -m bench report conll --seeds  # one row per system: mean ± sd over its seeds, the per-seed F1
