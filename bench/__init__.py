@@ -13,8 +13,8 @@ Layout: ``bench/<topic>/<name>.py`` (accuracy, calibration, speed, service, scal
 Registering an experiment is one line in ``EXPERIMENTS`` below: its name, its module under
 ``bench/``, one line of description, and the ``bench/results`` file names it writes (globs, used
 to file the git history of those files under it). A module under a topic folder that is not an
-experiment (a locustfile, a helper imported by experiments) goes into ``SUPPORT`` with the reason.
-``tests/test_bench.py`` fails when a script is in neither.
+experiment (a locustfile, a shell driver, a helper imported by experiments) goes into ``SUPPORT`` with
+what it is. ``tests/test_bench.py`` fails when a script is in neither.
 
 This module must stay cheap to import: ``--list`` and the tests import it, not the experiments.
 """
@@ -61,8 +61,11 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "annotate_engines": Experiment("scale.annotate_engines", "annotate --engine local against --engine ray, same input and model", ("annotate_engines*",)),
 }
 
-# Modules under the topic folders that are not experiments, and why.
-SUPPORT: Dict[str, str] = {}
+# Files under the topic folders that are not experiments (path under bench/: what it is). A locustfile,
+# for instance, is run by locust, not by python -m bench.
+SUPPORT: Dict[str, str] = {
+    "accuracy/device_conll.sh": "runs python -m bench conll_benchmark on the lent GPU machine (wheels and fp16 weights carried in)",
+}
 
 # Commands of the benchmark tooling itself (not experiments; they write no record).
 COMMANDS: Dict[str, Tuple[str, str]] = {

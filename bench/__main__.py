@@ -18,6 +18,9 @@ def _usage() -> str:
         if names:
             lines.append(f"{topic}:")
             lines += [f"  {n:<{width}}  {bench.EXPERIMENTS[n].description}" for n in sorted(names)]
+    if bench.SUPPORT:
+        lines.append("support files (not experiments):")
+        lines += [f"  bench/{path}: {what}" for path, what in sorted(bench.SUPPORT.items())]
     lines.append("tools:")
     lines += [f"  {n:<{width}}  {description}" for n, (_, description) in bench.COMMANDS.items()]
     return "\n".join(lines)

@@ -29,22 +29,33 @@ def topic_scripts():
     return sorted(p for topic in bench.TOPICS for p in (ROOT / "bench" / topic).glob("*.py") if p.name != "__init__.py")
 
 
+def topic_files():
+    """Every script under the topic folders: Python modules and shell drivers."""
+    return sorted(p for topic in bench.TOPICS for p in (ROOT / "bench" / topic).iterdir()
+                  if p.suffix in (".py", ".sh") and p.name != "__init__.py")
+
+
 # --- one entry point ---------------------------------------------------------------------------
 
 
 def test_every_script_in_a_topic_folder_is_registered_and_listed():
     out = run_bench("--list")
     assert out.returncode == 0, out.stderr
-    listed = {line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")}
-    scripts = topic_scripts()
-    assert len(scripts) >= 24
+    listed = {line.split()[0].rstrip(":") for line in out.stdout.splitlines() if line.startswith("  ")}
+    scripts = topic_files()
+    assert len(scripts) >= 25
     for path in scripts:
         module = f"{path.parent.name}.{path.stem}"
-        if path.stem in bench.SUPPORT:
+        relative = f"{path.parent.name}/{path.name}"
+        if relative in bench.SUPPORT:
+            assert f"bench/{relative}" in listed, f"python -m bench --list does not list bench/{relative}"
             continue
+        assert path.suffix == ".py", f"bench/{relative} is neither an experiment nor in bench.SUPPORT"
         assert path.stem in bench.EXPERIMENTS, f"{path.relative_to(ROOT)} is not registered in bench.EXPERIMENTS (nor in bench.SUPPORT)"
         assert bench.EXPERIMENTS[path.stem].module == module, f"{path.stem}: registered as {bench.EXPERIMENTS[path.stem].module}, lives at {module}"
         assert path.stem in listed, f"python -m bench --list does not list {path.stem}"
+    for relative in bench.SUPPORT:
+        assert (ROOT / "bench" / relative).exists(), f"bench.SUPPORT names bench/{relative}, which does not exist"
     for name, experiment in bench.EXPERIMENTS.items():
         assert (ROOT / "bench" / Path(*experiment.module.split("."))).with_suffix(".py").exists(), f"{name}: {experiment.module} does not exist"
         assert experiment.description and "\n" not in experiment.description
