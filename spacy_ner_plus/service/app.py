@@ -41,7 +41,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .batcher import MicroBatcher, QueueFull
 from .decision import NEAR_THRESHOLD, Candidate, Decision, ServedModel, short_hash, decide
@@ -250,12 +250,18 @@ class Service:
             raise ApiError(403, "policy_violation", str(err), err.field) from None
         return types
 
-    def apply_redaction(self, text: str, entities: List[Entity], operators: Dict[str, Operator], client_id: Optional[str]) -> tuple:
-        """operators.redact under the policy: the client's token space, the output bound."""
+    def hasher_for(self, operators: Dict[str, Operator], client_id: Optional[str]) -> Optional[Callable[[str, str], str]]:
+        """The hash operator's token function in the client's token space (None: no type is hashed)."""
+        hashed = sorted(label for label, op in operators.items() if op.name == "hash")
+        if not hashed or self.keyring is None:
+            return None
         try:
-            hasher = self.keyring.hasher(client_id) if self.keyring is not None else None
+            return self.keyring.hasher(client_id)
         except HashKeyError as err:
-            raise ApiError(400, "hash_unavailable", f"the hash operator is off for this request: {err}", "operators") from None
+            raise ApiError(400, "hash_unavailable", f"the hash operator is off for this request: {err}", f"operators.{hashed[0]}") from None
+
+    def apply_redaction(self, text: str, entities: List[Entity], operators: Dict[str, Operator], hasher: Optional[Callable[[str, str], str]]) -> tuple:
+        """operators.redact under the policy's output bound, its refusals answered 403."""
         try:
             return redact(text, entities, operators, hasher, self.policy.max_output_chars)
         except RedactionRefused as err:
@@ -436,11 +442,12 @@ def create_app(settings: ServeSettings):
         thresholds = service.effective_thresholds(model, req.thresholds)
         operators = service.parse_ops(model, req.operators)
         audit["operators"] = {key: op.name for key, op in sorted(operators.items())}
+        hasher = service.hasher_for(operators, request.state.client_id)
         (candidates,) = await service.predict([req.text])
         decision = decide(candidates, thresholds, types)
         service.record(audit, [decision], thresholds)
         entities = [Entity(c.start, c.end, c.label, c.score) for c, _ in decision.entities]
-        output, items = service.apply_redaction(req.text, entities, operators, request.state.client_id)
+        output, items = service.apply_redaction(req.text, entities, operators, hasher)
         # what was applied, per entity: only an entity of which nothing stays visible counts as redacted
         applied: Dict[str, Dict[str, int]] = {}
         for label, op_name, outcome in audit_counts(items, entities):
