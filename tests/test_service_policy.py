@@ -106,7 +106,8 @@ def test_policy_file_full_example(tmp_path):
     policy.check_entities(["PER", "ORG"], TYPES)
     with pytest.raises(PolicyViolation) as err:
         policy.resolve_operators(_ops({"PER": {"type": "mask"}}), TYPES)
-    assert err.value.rule == "types.PER.operators" and str(path) in str(err.value)
+    assert err.value.rule == "types.PER.operators" and "types.PER.operators in policy.toml" in str(err.value)
+    assert str(path.parent) not in str(err.value)  # a client is not told where the server keeps its files
     with pytest.raises(PolicyViolation) as err:
         policy.check_entities(["LOC", "ORG"], TYPES)
     assert err.value.rule == "default.always_redact"
@@ -116,7 +117,7 @@ def test_policy_file_full_example(tmp_path):
 
     yaml_path = tmp_path / "policy.yaml"
     yaml_path.write_text(yaml.safe_dump(tomllib.loads(FULL_EXAMPLE)))
-    assert load_policy(str(yaml_path)).describe(TYPES) == {**policy.describe(TYPES), "source": str(yaml_path)}
+    assert load_policy(str(yaml_path)).describe(TYPES) == {**policy.describe(TYPES), "source": "policy.yaml"}
 
 
 @pytest.mark.parametrize(

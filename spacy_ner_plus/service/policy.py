@@ -116,9 +116,14 @@ class Policy:
     def for_type(self, label: str) -> TypePolicy:
         return self.types.get(label, self.default)
 
-    def rule(self, name: str) -> str:
-        """A rule as messages cite it: the key and the file."""
-        return f"{name} in {self.source}"
+    @property
+    def name(self) -> str:
+        """The policy as clients see it named: the file's name, not its path on the server."""
+        return self.source if self.source == BUILT_IN else Path(self.source).name
+
+    def rule(self, key: str) -> str:
+        """A rule as answers to clients cite it: the key and the file's name."""
+        return f"{key} in {self.name}"
 
     # --- at start-up, once the model is known -------------------------------------
     def bind(
@@ -240,7 +245,7 @@ class Policy:
     def describe(self, labels: Iterable[str]) -> Dict[str, Any]:
         """The policy as /v1/config shows it."""
         return {
-            "source": self.source,
+            "source": self.name,
             "audit_failure": self.audit_failure,
             "max_output_chars": self.max_output_chars,
             "types": {label: self.for_type(label).describe() for label in sorted(labels)},
