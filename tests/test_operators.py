@@ -1,23 +1,28 @@
 """The anonymization operators (spacy_ner_plus/service/operators.py): pure, no model."""
 import hashlib
-import hmac
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spacy_ner_plus.service.keys import Keyring
 from spacy_ner_plus.service.operators import (
     Entity,
     Operator,
     OperatorError,
+    OutputTooLarge,
     RedactedItem,
+    RedactionRefused,
     apply_operator,
     merge_overlaps,
     parse_operators,
     redact,
+    visible_chars,
 )
 
 KEY = b"k" * 32
+RING = Keyring({"k1": KEY}, "k1")
+HASHER = RING.hasher()
 TYPES = ["PER", "LOC", "ORG"]
 
 
@@ -39,8 +44,9 @@ def test_redact_every_operator():
         "MISC": Operator("keep"),
         "CITY": Operator("replace", new_value="[X]"),
     }
-    out, items = redact(text, ents, ops, KEY)
-    digest = hmac.new(KEY, b"Acme", hashlib.sha256).hexdigest()
+    out, items = redact(text, ents, ops, HASHER)
+    digest = RING.token("ORG", "Acme")
+    assert digest.startswith("<ORG_k1_") and len(digest) == len("<ORG_k1_>") + 32
     assert out == f"ab An## cd  ef {digest} gh Bob ij [X]"
     by_type = {i.entity_type: i for i in items}
     assert out[by_type["PER"].start : by_type["PER"].end] == "An##"
@@ -51,11 +57,12 @@ def test_redact_every_operator():
 
 
 def test_hash_is_keyed_and_stable():
-    a = apply_operator(Operator("hash"), "anna@example.com", "EMAIL", KEY)
-    assert a == apply_operator(Operator("hash"), "anna@example.com", "EMAIL", KEY)
-    assert a != apply_operator(Operator("hash"), "anna@example.com", "EMAIL", b"other key 1234567890")
+    a = apply_operator(Operator("hash"), "anna@example.com", "EMAIL", HASHER)
+    assert a == apply_operator(Operator("hash"), "anna@example.com", "EMAIL", HASHER)
+    other = Keyring({"k1": b"other key 1234567890 other key 1234567890"}, "k1").hasher()
+    assert a != apply_operator(Operator("hash"), "anna@example.com", "EMAIL", other)
     # not a plain hash a guesser could recompute without the key
-    assert a != hashlib.sha256(b"anna@example.com").hexdigest()
+    assert hashlib.sha256(b"anna@example.com").hexdigest()[:32] not in a
     with pytest.raises(ValueError, match="key"):
         apply_operator(Operator("hash"), "x", "PER", None)
 
@@ -66,6 +73,50 @@ def test_mask_counts_code_points():
     assert apply_operator(Operator("mask"), "\U0001F600ab", "PER", None) == "***"
     assert apply_operator(Operator("mask", chars_to_mask=99), "ab", "PER", None) == "**"
     assert apply_operator(Operator("mask", chars_to_mask=0), "ab", "PER", None) == "ab"
+
+
+# --- what the policy sets: max_visible, hide_original; the output bound ---------------
+def test_mask_max_visible_raises_chars_to_mask():
+    # a request asks to mask 1 character; the policy lets at most 4 stay visible
+    op = Operator("mask", chars_to_mask=1, from_end=False, max_visible=4)
+    assert apply_operator(op, "4111111111111111", "CREDIT_CARD", None) == "*" * 12 + "1111"
+    assert apply_operator(Operator("mask", chars_to_mask=0, max_visible=0), "Anna", "PER", None) == "****"
+    # a request that hides more than the policy demands keeps its choice
+    assert apply_operator(Operator("mask", max_visible=4), "Anna Keller", "PER", None) == "*" * 11
+
+
+def test_replace_containing_the_original_is_refused_when_hidden():
+    op = Operator("replace", new_value="Dear anna  KELLER!", hide_original=True, where="operators.PER", rule="types.PER.always_redact in p.toml")
+    with pytest.raises(RedactionRefused) as err:
+        apply_operator(op, "Anna Keller", "PER", None)
+    assert err.value.where == "operators.PER" and "always_redact" in str(err.value) and "Anna" not in str(err.value)
+    # without the policy's flag the client's replacement stands (a permissive policy)
+    assert apply_operator(Operator("replace", new_value="Anna Keller"), "Anna Keller", "PER", None) == "Anna Keller"
+    assert apply_operator(Operator("replace", new_value="<NAME>", hide_original=True), "Anna Keller", "PER", None) == "<NAME>"
+
+
+def test_visible_chars_tells_redacted_from_kept():
+    text = "Anna met Bob and Carl in Rome"
+    ents = [Entity(0, 4, "PER"), Entity(9, 12, "ORG"), Entity(17, 21, "LOC"), Entity(25, 29, "MISC")]
+    ops = {"PER": Operator("mask", chars_to_mask=0), "ORG": Operator("keep"), "LOC": Operator("mask", chars_to_mask=2), "MISC": Operator("replace", new_value="rome")}
+    _, items = redact(text, ents, ops)
+    assert [(i.entity_type, i.visible_chars) for i in items] == [("PER", 4), ("ORG", 3), ("LOC", 2), ("MISC", 4)]
+    _, items = redact(text, ents, {"DEFAULT": Operator("redact")})
+    assert all(i.visible_chars == 0 for i in items)
+    assert [(i.input_start, i.input_end) for i in items] == [(0, 4), (9, 12), (17, 21), (25, 29)]
+    assert visible_chars(Operator("hash"), "Anna", "<PER_k1_00>") == 0
+
+
+def test_redact_output_is_bounded():
+    # finding 2: a long new_value on many short entities made 200 MB from a 114 KB request
+    text = "a " * 50_000
+    ents = [Entity(i, i + 1, "PER") for i in range(0, len(text), 2)]
+    with pytest.raises(OutputTooLarge, match="1000000"):
+        redact(text, ents, {"PER": Operator("replace", new_value="x" * 64)}, max_output_chars=1_000_000)
+    out, _ = redact(text, ents, {"PER": Operator("replace", new_value="xy")}, max_output_chars=150_000)
+    assert len(out) == 150_000
+    with pytest.raises(OutputTooLarge):
+        redact(text, ents, {"PER": Operator("replace", new_value="xy")}, max_output_chars=149_999)
 
 
 def test_adjacent_entities_stay_apart():
@@ -147,7 +198,7 @@ def texts_with_entities(draw):
 @given(texts_with_entities(), st.randoms())
 def test_redact_properties(case, rnd):
     text, ents, ops = case
-    out, items = redact(text, ents, ops, KEY)
+    out, items = redact(text, ents, ops, HASHER)
     regions = merge_overlaps(ents, ops)
     assert len(items) == len(regions)
     # items sorted, disjoint, inside the output
@@ -159,7 +210,7 @@ def test_redact_properties(case, rnd):
         assert out[cursor_out : item.start] == text[cursor_in:start]
         assert item.entity_type == etype and item.operator == op.name
         replaced = out[item.start : item.end]
-        assert replaced == apply_operator(op, text[start:end], etype, KEY)
+        assert replaced == apply_operator(op, text[start:end], etype, HASHER)
         if op.name != "keep":
             # every covered character of an entity whose operator hides is gone (masks keep the length)
             assert op.name == "mask" or replaced != text[start:end] or replaced == ""
@@ -172,7 +223,7 @@ def test_redact_properties(case, rnd):
     # the order of the entities does not matter
     shuffled = list(ents)
     rnd.shuffle(shuffled)
-    assert redact(text, shuffled, ops, KEY) == (out, items)
+    assert redact(text, shuffled, ops, HASHER) == (out, items)
 
 
 @settings(max_examples=100, deadline=None)

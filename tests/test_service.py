@@ -5,8 +5,6 @@ pipeline (PER/LOC/ORG) saved with thresholds 0.5, plus a component from a
 ``--code`` file that raises on a marker, to provoke internal errors.
 """
 import copy
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -25,6 +23,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
+from spacy_ner_plus.service.keys import Keyring, derived_key_id  # noqa: E402
 from spacy_ner_plus.service.operators import Entity, Operator, redact  # noqa: E402
 
 try:  # the pattern recognisers (and the phonenumbers library they need) are optional
@@ -35,6 +34,15 @@ except ImportError:
     HAVE_PATTERNS = False
 
 HASH_KEY = b"test-key-0123456789abcdef-not-for-production"
+HASH_RING = Keyring({derived_key_id(HASH_KEY): HASH_KEY}, derived_key_id(HASH_KEY))
+# These tests exercise every operator a client can choose, keep included: a permissive policy,
+# stated explicitly (the built-in default redacts every type; tests/test_service_policy.py tests it).
+PERMISSIVE_POLICY = """
+[default]
+operators = ["replace", "mask", "redact", "hash", "keep"]
+always_redact = false
+client_may_exclude = true
+"""
 MARKER = "EXPLODE"
 FAIL_COMPONENT = f'''
 from spacy.language import Language
@@ -84,6 +92,8 @@ class Server:
         self.stderr = tmp / "stderr.txt"
         key_file = tmp / "hash.key"
         key_file.write_bytes(HASH_KEY + b"\n")
+        policy = tmp / "policy.toml"
+        policy.write_text(PERMISSIVE_POLICY)
         env = {k: v for k, v in os.environ.items() if k not in ("NER_PLUS_HASH_KEY", "PROMETHEUS_MULTIPROC_DIR")}
         cmd = [
             sys.executable, "-m", "spacy_ner_plus", "serve", str(model_dir),
@@ -91,7 +101,7 @@ class Server:
             "--audit-log", str(self.audit), "--hash-key-file", str(key_file),
             "--min-threshold", "0.1", "--min-threshold", "ORG=0.3", "--max-threshold", "1.0",
             "--max-body-bytes", "20000", "--max-texts", "40", "--batch-wait-ms", "20",
-            "--drain-timeout", "60", "--code", str(code), "--torch-threads", "1",
+            "--drain-timeout", "60", "--code", str(code), "--torch-threads", "1", "--policy", str(policy),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=open(self.stdout, "wb"), stderr=open(self.stderr, "wb"), env=env)
         self.client = httpx.Client(base_url=self.base, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=64))
@@ -232,7 +242,7 @@ def test_serve_redact_every_operator(server):
     r = server.post("/v1/redact", {"text": SENTENCE2, "operators": ops})
     assert r.status_code == 200
     body = r.json()
-    digest = hmac.new(HASH_KEY, b"Acme Corp", hashlib.sha256).hexdigest()
+    digest = HASH_RING.token("ORG", "Acme Corp")
     assert body["text"] == f"###y works for {digest} in  ."
     items = body["items"]
     assert [(i["entity_type"], i["operator"]) for i in items] == [("PER", "mask"), ("ORG", "hash"), ("LOC", "redact")]
@@ -260,7 +270,7 @@ def test_serve_pattern_entities_are_reported_and_redacted(server):
     assert found == [{"entity_type": "EMAIL_ADDRESS", "start": start, "end": start + len(email), "score": 0.95, "threshold": None, "source": "pattern"}]
     assert ("PER", 0, 4) in [(e["entity_type"], e["start"], e["end"]) for e in results]
     body = server.post("/v1/redact", {"text": text, "operators": {"EMAIL_ADDRESS": {"type": "hash"}, "DEFAULT": {"type": "keep"}}}).json()
-    digest = hmac.new(HASH_KEY, email.encode(), hashlib.sha256).hexdigest()
+    digest = HASH_RING.token("EMAIL_ADDRESS", email)
     assert body["text"] == f"{SENTENCE2} Mail {digest} ."
     # a rule match has no threshold to move
     r = server.post("/v1/analyze", {"text": text, "thresholds": {"EMAIL_ADDRESS": 0.99}})
@@ -478,8 +488,7 @@ def test_serve_no_pii_in_audit_log_or_server_output(server):
     logs = {p.name: p.read_text(encoding="utf8") for p in sorted(server.tmp.glob("audit.jsonl*"))}
     logs["stdout"] = server.stdout.read_text(encoding="utf8", errors="replace")
     logs["stderr"] = server.stderr.read_text(encoding="utf8", errors="replace")
-    hmac_of = lambda v: hmac.new(HASH_KEY, v.encode("utf8"), hashlib.sha256).hexdigest()  # noqa: E731
-    secrets = set(server.sent) | {"John", "Mary", "Acme Corp", "Poisonsmith", "078-05-1120", hmac_of("Acme Corp"), HASH_KEY.decode()}
+    secrets = set(server.sent) | {"John", "Mary", "Acme Corp", "Poisonsmith", "078-05-1120", HASH_RING.token("ORG", "Acme Corp"), HASH_KEY.decode()}
     secrets |= {"PASSPORT", "encrypt", "colour", "bad id with spaces"}  # names from bad requests: answered, never logged
     assert server.sent  # this test sent PII itself if no earlier test did
     for name, content in logs.items():

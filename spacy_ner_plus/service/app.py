@@ -41,12 +41,14 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .batcher import MicroBatcher, QueueFull
 from .decision import NEAR_THRESHOLD, Candidate, Decision, ServedModel, short_hash, decide
-from .observability import Metrics, frames_only, make_audit_logger
-from .operators import Entity, Operator, OperatorError, operator_for, parse_operators, redact
+from .keys import HashKeyError
+from .observability import AuditWriteError, Metrics, frames_only, make_audit_logger
+from .operators import Entity, Operator, OperatorError, OutputTooLarge, RedactionRefused, parse_operators, redact
+from .policy import PolicyViolation, audit_counts, load_policy
 from .settings import HASH_KEY_ENV, SETTINGS_ENV, ServeSettings, load_hash_key
 
 CLIENT_ID_HEADER = "X-Client-ID"
@@ -99,7 +101,8 @@ class Service:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.hash_key = load_hash_key(settings)
+        self.keyring = load_hash_key(settings)
+        self.policy = load_policy(settings.policy)
         self.metrics = Metrics(multiprocess="PROMETHEUS_MULTIPROC_DIR" in os.environ)
         self.audit: Optional[logging.Logger] = None
         if settings.audit_log:
@@ -126,6 +129,11 @@ class Service:
                 spacy.util.import_file("serve_code", self.settings.code)
             nlp = spacy.load(self.settings.model)
             model = ServedModel(nlp, self.settings.model, self.settings.min_thresholds, self.settings.max_thresholds)
+            # the policy's threshold floor and ceiling tighten the command line's: rebuild with both
+            lows, highs = self.policy.bind(
+                model.model_labels, model.pattern_labels, model.thresholds, self.settings.min_thresholds, self.settings.max_thresholds, self.keyring is not None
+            )
+            model = ServedModel(nlp, self.settings.model, lows, highs)
             batcher = MicroBatcher(
                 nlp, model.candidates, self.settings.batch_tokens, self.settings.batch_wait_ms / 1000.0, self.settings.queue_texts,
                 on_batch=self._observe_batch,
@@ -221,14 +229,46 @@ class Service:
         except OperatorError as err:
             status = 422 if err.kind == "invalid" else 400
             raise ApiError(status, err.kind if err.kind != "unknown_type" else "unknown_entity_type", str(err), err.field) from None
-        if self.hash_key is None:
+        if self.keyring is None:
             for key, op in operators.items():
                 if op.name == "hash":
                     raise ApiError(
                         400, "hash_unavailable", f"operators.{key}: the hash operator is off: the server has no key ({HASH_KEY_ENV} or --hash-key-file)",
                         f"operators.{key}.type",
                     )
-        return operators
+        try:
+            return self.policy.resolve_operators(operators, model.labels)
+        except PolicyViolation as err:
+            raise ApiError(403, "policy_violation", str(err), err.field) from None
+
+    def check_redact_types(self, model: ServedModel, types: Optional[List[str]]) -> Optional[List[str]]:
+        """``entities`` of /v1/redact: known types, and none left out that the policy keeps in."""
+        types = self.check_types(model, types)
+        try:
+            self.policy.check_entities(types, model.labels)
+        except PolicyViolation as err:
+            raise ApiError(403, "policy_violation", str(err), err.field) from None
+        return types
+
+    def hasher_for(self, operators: Dict[str, Operator], client_id: Optional[str]) -> Optional[Callable[[str, str], str]]:
+        """The hash operator's token function in the client's token space (None: no type is hashed)."""
+        hashed = sorted(label for label, op in operators.items() if op.name == "hash")
+        if not hashed or self.keyring is None:
+            return None
+        try:
+            return self.keyring.hasher(client_id)
+        except HashKeyError as err:
+            raise ApiError(400, "hash_unavailable", f"the hash operator is off for this request: {err}", f"operators.{hashed[0]}") from None
+
+    def apply_redaction(self, text: str, entities: List[Entity], operators: Dict[str, Operator], hasher: Optional[Callable[[str, str], str]]) -> tuple:
+        """operators.redact under the policy's output bound, its refusals answered 403."""
+        try:
+            return redact(text, entities, operators, hasher, self.policy.max_output_chars)
+        except RedactionRefused as err:
+            raise ApiError(403, "policy_violation", str(err), f"{err.where}.new_value") from None
+        except OutputTooLarge as err:
+            rule = self.policy.rule("max_output_chars")
+            raise ApiError(403, "policy_violation", f"{err} (rule {rule}); send a shorter text or a shorter new_value", "text") from None
 
     async def predict(self, texts: List[str]) -> List[List[Candidate]]:
         assert self.batcher is not None
@@ -314,6 +354,7 @@ def create_app(settings: ServeSettings):
         if is_v1:
             service.metrics.in_flight.inc()
         client_id = request.headers.get(CLIENT_ID_HEADER)
+        request.state.client_id = client_id if client_id is not None and CLIENT_ID_PATTERN.match(client_id) else None
         try:
             if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
                 client_id = None
@@ -349,7 +390,18 @@ def create_app(settings: ServeSettings):
             }
             record.update(request.state.audit)
             record["latency_ms"] = round(latency * 1000, 2)
-            service.audit.info(json.dumps(record, sort_keys=True))
+            try:
+                service.audit.info(json.dumps(record, sort_keys=True))
+            except AuditWriteError as err:
+                log.error("request %s: audit record not written: %s", request_id, err.__cause__ or err)
+                if service.policy.audit_failure == "fail":
+                    # fail closed: no output leaves without its audit record
+                    response = JSONResponse(
+                        {"error": {"kind": "audit_unavailable", "message": "the audit log cannot be written; nothing was returned; retry later", "field": None},
+                         "request_id": request_id},
+                        status_code=503,
+                        headers={"X-Request-ID": request_id},
+                    )  # fmt: skip
         return response
 
     @app.exception_handler(ApiError)
@@ -386,19 +438,25 @@ def create_app(settings: ServeSettings):
         audit = request.state.audit
         audit.update({"n_texts": 1, "input_chars": len(req.text)})
         service.check_texts(model, [req.text], "text")
-        types = service.check_types(model, req.entities)
+        types = service.check_redact_types(model, req.entities)
         thresholds = service.effective_thresholds(model, req.thresholds)
         operators = service.parse_ops(model, req.operators)
         audit["operators"] = {key: op.name for key, op in sorted(operators.items())}
+        hasher = service.hasher_for(operators, request.state.client_id)
         (candidates,) = await service.predict([req.text])
         decision = decide(candidates, thresholds, types)
         service.record(audit, [decision], thresholds)
         entities = [Entity(c.start, c.end, c.label, c.score) for c, _ in decision.entities]
-        output, items = redact(req.text, entities, operators, service.hash_key)
-        for e in entities:
-            if operator_for(e.entity_type, operators).name != "keep":
-                audit["entities"][e.entity_type]["redacted"] += 1
-                service.metrics.entities.labels(e.entity_type, "redacted").inc()
+        output, items = service.apply_redaction(req.text, entities, operators, hasher)
+        # what was applied, per entity: only an entity of which nothing stays visible counts as redacted
+        applied: Dict[str, Dict[str, int]] = {}
+        for label, op_name, outcome in audit_counts(items, entities):
+            counts = audit["entities"][label]
+            counts[outcome] = counts.get(outcome, 0) + 1
+            applied.setdefault(label, {}).setdefault(op_name, 0)
+            applied[label][op_name] += 1
+            service.metrics.entities.labels(label, outcome).inc()
+        audit["applied"] = applied
         return {
             "request_id": request.state.request_id,
             "text": output,
@@ -429,7 +487,13 @@ def create_app(settings: ServeSettings):
             "calibration": model.pipe.cfg.get("calibration", {}),
             "config_hash": model.config_hash,
             "near_threshold": NEAR_THRESHOLD,
-            "operators": {"available": [n for n in ("replace", "mask", "redact", "hash", "keep") if n != "hash" or service.hash_key], "default": Operator("replace").to_dict()},
+            "operators": {
+                # what a request may choose for at least one type (the policy below says which for which)
+                "available": [n for n in ("replace", "mask", "redact", "hash", "keep") if any(n in service.policy.for_type(t).operators for t in model.labels) and (n != "hash" or service.keyring)],
+                "default": Operator("replace").to_dict(),
+            },
+            "policy": service.policy.describe(model.labels),
+            "hash_keys": service.keyring.describe() if service.keyring is not None else None,
             "limits": {
                 "max_body_bytes": settings.max_body_bytes,
                 "max_texts": settings.max_texts,

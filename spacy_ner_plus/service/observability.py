@@ -2,6 +2,7 @@
 and the JSON-lines audit log (one line per /v1 request, no input or entity text)."""
 import logging
 import logging.handlers
+import sys
 import traceback
 from pathlib import Path
 
@@ -21,7 +22,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
         self.entities = Counter(
-            "ner_plus_entities_total", "Entity candidates by type and decision (detected, redacted, below_threshold, near_threshold)",
+            "ner_plus_entities_total", "Entity candidates by type and decision (detected, below_threshold, near_threshold; on /v1/redact: redacted, partly_redacted, left_visible)",
             ["entity_type", "decision"], registry=reg,
         )
         self.scores = Histogram(
@@ -51,13 +52,43 @@ class Metrics:
         return generate_latest(registry)
 
 
+class AuditWriteError(OSError):
+    """An audit record that could not be written (the service answers 503 unless told to go on)."""
+
+
+class _FailLoudHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler whose write errors reach the caller.
+
+    logging's handlers print a failed write to stderr and carry on, so a full
+    disk would silently lose the audit trail; a service that must fail closed
+    needs to know that this record is not on disk."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        cause = sys.exc_info()[1]
+        if isinstance(cause, AuditWriteError):  # RotatingFileHandler.emit passes the inner one on
+            raise cause
+        # drop the stream with what it buffered: the record was refused, it must not appear later;
+        # the next record opens the file again
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+        raise AuditWriteError("the audit record could not be written") from cause
+
+
 def make_audit_logger(path: str, max_bytes: int, backups: int) -> logging.Logger:
-    """A logger writing bare JSON lines to ``path`` with size-based rotation."""
+    """A logger writing bare JSON lines to ``path`` with size-based rotation.
+
+    Its ``info`` RAISES (AuditWriteError) when the line cannot be written
+    (disk full, file removed from a read-only directory, rotation refused).
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"spacy_ner_plus.audit.{id(path)}.{path}")
     logger.setLevel(logging.INFO)
     logger.propagate = False  # never into the server's own log
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf8")
+    handler = _FailLoudHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers = [handler]
     return logger

@@ -3,12 +3,11 @@ worker process as JSON in an environment variable; the CLI takes its defaults fr
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Dict, Optional
 
+from .keys import HASH_KEY_ENV, Keyring, load_keyring  # noqa: F401 (HASH_KEY_ENV: where app.py and the CLI read it)
+
 SETTINGS_ENV = "NER_PLUS_SERVE_SETTINGS"
-HASH_KEY_ENV = "NER_PLUS_HASH_KEY"
-MIN_HASH_KEY_BYTES = 16
 
 
 # --- settings -------------------------------------------------------------------
@@ -24,8 +23,8 @@ class ServeSettings:
         request may set, per type; the key "" holds the bound of every other type.
         Default lowest 0.0; default highest: the pipeline's own threshold, so by
         default a request can make detection more sensitive but never less.
-    hash_key_file (Optional[str]): file holding the HMAC key of the hash operator
-        (else the NER_PLUS_HASH_KEY environment variable; neither: no hash operator).
+    hash_key_file (Optional[str]): file holding the HMAC key of the hash operator, or a .toml
+        keyring (keys.py; else the NER_PLUS_HASH_KEY environment variable; neither: no hash operator).
     max_body_bytes (int): larger request bodies get 413.
     max_texts (int): more texts in one request get 413.
     batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
@@ -36,6 +35,8 @@ class ServeSettings:
     torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
         core). On a machine whose cores are shared with other busy processes, 1 avoids threads waiting
         on each other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
+    policy (Optional[str]): the operator policy file (policy.py, docs/service-policy.md); None: the
+        built-in default (every type redacted, keep off).
     """
 
     model: str
@@ -53,6 +54,7 @@ class ServeSettings:
     workers: int = 1
     code: Optional[str] = None
     torch_threads: Optional[int] = None
+    policy: Optional[str] = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -65,22 +67,10 @@ class ServeSettings:
         return cls(**json.loads(raw))
 
 
-def load_hash_key(settings: ServeSettings) -> Optional[bytes]:
-    """The HMAC key of the hash operator: the key file, else $NER_PLUS_HASH_KEY, else None.
+def load_hash_key(settings: ServeSettings) -> Optional[Keyring]:
+    """The keys of the hash operator (keys.load_keyring): the key file or keyring, else
+    $NER_PLUS_HASH_KEY (read once and removed from the environment), else None.
 
-    RAISES (ValueError): a key shorter than 16 bytes or an unreadable file (the key is never in the message).
+    RAISES (ValueError): a key shorter than 32 bytes, an unreadable or invalid file (no key in the message).
     """
-    if settings.hash_key_file:
-        try:
-            key = Path(settings.hash_key_file).read_bytes().rstrip(b"\r\n")
-        except OSError as err:
-            raise ValueError(f"cannot read the hash key file {settings.hash_key_file}: {err.strerror}") from None
-        where = settings.hash_key_file
-    elif os.environ.get(HASH_KEY_ENV):
-        key = os.environ[HASH_KEY_ENV].encode("utf8")
-        where = f"${HASH_KEY_ENV}"
-    else:
-        return None
-    if len(key) < MIN_HASH_KEY_BYTES:
-        raise ValueError(f"the hash key in {where} has {len(key)} bytes; use at least {MIN_HASH_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
-    return key
+    return load_keyring(settings.hash_key_file, workers=settings.workers)
