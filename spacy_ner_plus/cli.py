@@ -440,6 +440,7 @@ def serve(
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
     code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
     torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="torch threads per worker (default: torch's, one per core; 1 on a machine shared with other busy processes)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="operator policy file, TOML or YAML (docs/service-policy.md); default: every type redacted, keep off"),
 ) -> None:
     """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn."""
     try:
@@ -479,9 +480,13 @@ def serve(
         workers=workers,
         code=str(code) if code else None,
         torch_threads=torch_threads,
+        policy=str(policy) if policy else None,
     )
+    from .service.policy import load_policy
+
     try:
         key = load_hash_key(settings)
+        load_policy(settings.policy)  # checked here too, so a bad file stops the command with its reason
     except ValueError as err:
         _fail(str(err))
     msg.info(f"hash operator {'on' if key else 'off (no key: set $NER_PLUS_HASH_KEY or --hash-key-file)'}")
