@@ -38,7 +38,8 @@ Partial annotation, the policy (documented here and in project.yml):
   DOSE there (its precision on test.jsonl is a lower bound, unannotated doses
   counting as false positives). ``--dose drop`` writes no DOSE span at all and
   leaves DRUG-DOSE-only sentences out (the alternative to measure against:
-  a two-type model); test_dose.jsonl is then not written.
+  a two-type model); test_dose.jsonl then holds the test sentences of
+  DRUG-DOSE.rel that are left, without their doses.
 - ADE-NEG.txt: its sentences are not annotated for drugs at all, so by
   default they are left out (as negatives they would teach that drugs are
   not DRUG). ``--negatives`` adds them without spans (to the split of their
@@ -218,8 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     splits: Dict[str, List[dict]] = {name: [] for name, _ in SPLIT}
     for record in records:
         splits[assignment[record["meta"]["pmid"]]].append(record)
-    if args.dose == "keep":
-        splits["test_dose"] = [r for r in splits["test"] if r["meta"]["dose_annotated"]]
+    splits["test_dose"] = [r for r in splits["test"] if r["meta"]["dose_annotated"]]
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
         with open(args.output_dir / f"{name}.jsonl", "w", encoding="utf8") as f:

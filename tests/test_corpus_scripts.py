@@ -193,7 +193,8 @@ def test_ade_dose_policy(tmp_path):
     # the DRUG-DOSE-only sentence is left out; the one also in DRUG-AE.rel stays, without its dose
     assert "Insulin 4 units daily." not in {r["text"] for r in records}
     assert "She took methotrexate 15 mg weekly and developed pneumonitis." in {r["text"] for r in records}
-    assert not (dropped_out / "test_dose.jsonl").exists()
+    test_dose = read_jsonl(dropped_out / "test_dose.jsonl")
+    assert test_dose == [r for r in read_jsonl(dropped_out / "test.jsonl") if r["meta"]["dose_annotated"]]
 
 
 def test_ade_negatives_only_when_asked(tmp_path):
