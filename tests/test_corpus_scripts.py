@@ -223,3 +223,85 @@ def test_ade_jsonl_converts_with_repairs_counted(tmp_path):
     docs = list(DocBin().from_disk(docbin).get_docs(Vocab()))
     lithium = next(d for d in docs if d.text.startswith("Lithium toxicity"))
     assert [(e.text, e.label_) for e in lithium.ents] == [("Lithium toxicity", "ADVERSE_EFFECT"), ("lithium", "DRUG")]
+
+
+# -- the workflows on the real corpora (slow; skipped where ../shared/data is absent) ---------------------
+
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "resume").is_dir() or not (DATA / "ade").is_dir(), reason=f"no corpora at {DATA}")
+
+
+def project_copy(tmp_path):
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project / "project.yml")
+    for folder in ("configs", "scripts", "spacy_ner_plus"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def project_run(project, command, *overrides, timeout=900):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "spacy", "project", "run", command, str(project), "--vars.data", str(DATA), *overrides]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout
+
+
+def n_docs(path):
+    return len(DocBin().from_disk(path))
+
+
+@pytest.mark.slow
+@needs_data
+def test_convert_steps_on_the_real_corpora(tmp_path):
+    project = project_copy(tmp_path)
+    project_run(project, "resume-convert")
+    corpus = project / "corpus"
+    report = json.loads((corpus / "resume" / "jsonl" / "report.json").read_text())
+    # the corpus README: 310 training CVs, the set-aside zip's 51 entries are 50 CVs and a macOS metadata file
+    assert n_docs(corpus / "resume" / "train.spacy") + n_docs(corpus / "resume" / "dev.spacy") == 310
+    assert n_docs(corpus / "resume" / "dev.spacy") == 31 and n_docs(corpus / "resume" / "test.spacy") == 50
+    assert report["counts"].get("files not parsed", 0) == 0 and report["problems"] == []
+    mentions = {label: report["splits"]["train"]["per_type"].get(label, 0) + report["splits"]["dev"]["per_type"].get(label, 0)
+                for label in report["splits"]["train"]["per_type"]}
+    assert mentions["TECH_TOOLS"] == 3823 and mentions["EMAIL_ADDRESS"] == 359 and len(mentions) == 12
+
+    project_run(project, "healthcare-convert")
+    report = json.loads((corpus / "healthcare" / "jsonl" / "report.json").read_text())
+    # the corpus README: 4,272 annotated sentences from 1,644 abstracts, 213 with a dose
+    assert report["sentences"] == 4272 and report["pubmed_ids"] == 1644 and report["dose_sentences"] == 213
+    assert sum(report["splits"][s]["sentences"] for s in ("train", "dev", "test")) == 4272
+    docs = sum(n_docs(corpus / "healthcare" / f"{s}.spacy") for s in ("train", "dev", "test"))
+    assert docs == 4272
+    assert n_docs(corpus / "healthcare" / "test_dose.spacy") == report["splits"]["test_dose"]["sentences"]
+
+    project_run(project, "bc5cdr-convert")
+    assert [n_docs(corpus / "bc5cdr" / f"{s}.spacy") for s in ("train", "dev", "test")] == [4560, 4581, 4797]
+
+
+@pytest.mark.slow
+@needs_data
+def test_healthcare_workflow_end_to_end_with_two_training_steps(tmp_path):
+    """The whole healthcare workflow, trained 2 steps (the scores mean nothing): the packaged pipeline
+    has a sentencizer before ner_plus, a recall policy on ADVERSE_EFFECT, and reads plain text."""
+    import spacy
+
+    project = project_copy(tmp_path)
+    project_run(project, "healthcare", "--vars.healthcare_max_steps", "2", "--vars.calibration_bootstrap", "0", timeout=1500)
+    packaged = spacy.load(project / "training" / "healthcare" / "model-packaged")
+    assert packaged.pipe_names == ["sentencizer", "ner_plus"]
+    ner = packaged.get_pipe("ner_plus")
+    assert set(ner.labels) == {"ADVERSE_EFFECT", "DOSE", "DRUG"}
+    assert ner.within_sentences == "windows"
+    calibration = json.loads((project / "metrics" / "healthcare" / "calibration" / "calibration.json").read_text())
+    assert "recall:0.95" in json.dumps(calibration)
+    doc = packaged("The patient took aspirin 100 mg daily. She developed a rash. It was stopped.")
+    assert len(list(doc.sents)) == 3
+    for name in ("metrics.json", "dose/metrics.json"):
+        assert (project / "metrics" / "healthcare" / name).is_file()
+    assert len(list((project / "packages").glob("en_ner_plus_healthcare-*/dist/*.whl"))) == 1
