@@ -25,6 +25,7 @@ SUITE = {
     "bad_json.jsonl": ("spacy", [2, 3, 4, 5, 6], [2, 3, 4, 5, 6], {}),
     "bad_labels.jsonl": ("spacy", [1, 2, 3, 4], [1, 2, 3, 4], {}),
     "labelstudio_bad.json": ("labelstudio", [2, 60], [2, 60], {}),
+    "labelstudio_utf16.json": ("labelstudio", [2, 2, 2, 55], [55], {"utf16": 3}),
 }
 
 
@@ -156,6 +157,18 @@ def test_labelstudio_problems_name_the_task_and_the_line_it_starts_on():
     messages = [str(p) for p in read_spans(SPANS / "labelstudio_bad.json").errors]
     assert messages[0] == f"{SPANS / 'labelstudio_bad.json'}:2: task 1 (id 201): result 1 (0-9): a region needs exactly one label, it has [\"PER\", \"ORG\"]"
     assert messages[1].startswith(f"{SPANS / 'labelstudio_bad.json'}:60: task 3: not JSON")
+
+
+def test_labelstudio_utf16_offsets_are_converted_in_repair_only():
+    # an emoji is two UTF-16 code units: Label Studio's offsets after it are one too far per emoji
+    failed = read_spans(SPANS / "labelstudio_utf16.json")
+    assert "the offsets count UTF-16 code units" in failed.errors[0].message
+    assert "the offsets are outside the text (0-53)" in failed.errors[2].message
+    # offsets that match neither way stay an error
+    assert failed.errors[3].message.endswith("(offsets counted in other units?)")
+    repaired = read_spans(SPANS / "labelstudio_utf16.json", on_error="repair")
+    assert [ents(d) for d in repaired.docs] == [[("Hilton", "ORG"), ("Lisbon", "LOC"), ("Ana Lima", "PER")]]
+    assert "converted to characters 44-52" in repaired.repairs[2].message
 
 
 def test_sentence_mode_splits_but_never_cuts_an_entity():

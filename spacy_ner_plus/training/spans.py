@@ -26,6 +26,9 @@ Alignment: the text is tokenised with ``spacy.blank(lang)`` and every span
 must start and end on token boundaries. With ``on_error="repair"`` these
 rules apply, each reported at its FILE:LINE and counted by kind:
 
+- ``utf16``: offsets that count UTF-16 code units (JavaScript tools such as
+  Label Studio do, so a text with an emoji before a span shifts it) are
+  converted to characters, when the span's own ``text`` shows they are.
 - ``trim``: whitespace at a span's edges is left out of it.
 - ``expand``: a span off token boundaries becomes the smallest run of tokens
   that covers it (``Doc.char_span(alignment_mode="expand")``).
@@ -38,7 +41,7 @@ Identical spans (same tokens and label, e.g. the same mention annotated
 twice) are merged in both modes and counted as ``duplicate``. Everything else
 is an error in both modes: bad JSON, a record without text, offsets that are
 not integers or fall outside the text, a span whose own ``text`` differs from
-the text at its offsets (offsets counted in other units, e.g. UTF-16), a
+the text at its offsets (and not as UTF-16 offsets either), a
 label ``ner_plus`` cannot take (``schemes.label_problem``), a Label Studio
 region with several labels.
 
@@ -518,6 +521,20 @@ def _is_blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
+def _from_utf16(text: str, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """Character offsets of UTF-16 code-unit offsets into ``text`` (None when they
+    fall outside it or inside a surrogate pair)."""
+    positions = {}
+    units = 0
+    for index, char in enumerate(text):
+        positions[units] = index
+        units += 2 if ord(char) > 0xFFFF else 1
+    positions[units] = len(text)
+    if start not in positions or end not in positions:
+        return None
+    return positions[start], positions[end]
+
+
 def _align(nlp, path: Path, record: Record, repair: bool, errors: List[Problem], repairs: List[Problem]) -> Optional[Doc]:
     """The record's Doc with its spans as entities, or None when it has an error."""
     doc = nlp.make_doc(record.text)
@@ -532,20 +549,30 @@ def _align(nlp, path: Path, record: Record, repair: bool, errors: List[Problem],
     aligned: List[Tuple[Span, RawSpan]] = []
     for raw in record.spans:
         what = f"span {raw.number} ({raw.start}-{raw.end} {raw.label})"
-        if not 0 <= raw.start <= raw.end <= len(text):
+        start, end = raw.start, raw.end
+        inside = 0 <= start <= end <= len(text)
+        if raw.text is not None and (not inside or text[start:end] != raw.text):
+            # UTF-16 offsets can run past the end of the text counted in characters
+            converted = _from_utf16(text, start, end) if 0 <= start <= end else None
+            at = f"the text at the offsets is {json.dumps(text[start:end], ensure_ascii=False)}" if inside else f"the offsets are outside the text (0-{len(text)})"
+            mismatch = f"{what}: {at}, the span's own text {json.dumps(raw.text, ensure_ascii=False)}"
+            if converted is None or text[converted[0]:converted[1]] != raw.text:
+                report(f"{mismatch} (offsets counted in other units?)")
+                continue
+            if not repair:
+                report(f"{mismatch}: the offsets count UTF-16 code units (as JavaScript tools do); --on-error repair converts them")
+                continue
+            start, end = converted
+            report(f"{what}: offsets in UTF-16 code units converted to characters {start}-{end}", "utf16")
+        elif not inside:
             report(f"{what}: offsets outside the text (0-{len(text)}) or end before start")
             continue
-        if raw.text is not None and text[raw.start:raw.end] != raw.text:
-            report(f"{what}: the text at the offsets is {json.dumps(text[raw.start:raw.end], ensure_ascii=False)}, "
-                   f"the span's own text {json.dumps(raw.text, ensure_ascii=False)} (offsets counted in other units?)")
-            continue
-        covered = text[raw.start:raw.end]
-        if raw.start == raw.end or _is_blank(covered):
-            kind = "empty" if raw.start == raw.end else "whitespace"
-            message = f"{what} is {'empty' if kind == 'empty' else 'whitespace only'} at {context(text, raw.start, raw.end)}"
+        covered = text[start:end]
+        if start == end or _is_blank(covered):
+            kind = "empty" if start == end else "whitespace"
+            message = f"{what} is {'empty' if kind == 'empty' else 'whitespace only'} at {context(text, start, end)}"
             report(f"{message}: removed", kind) if repair else report(message)
             continue
-        start, end = raw.start, raw.end
         stripped_start = start + (len(covered) - len(covered.lstrip()))
         stripped_end = end - (len(covered) - len(covered.rstrip()))
         if (stripped_start, stripped_end) != (start, end):
