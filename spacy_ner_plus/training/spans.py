@@ -58,7 +58,7 @@ import json
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -74,7 +74,6 @@ CONLL_SUFFIXES = {".iob", ".iob1", ".iob2", ".bio", ".bioes", ".bilou", ".conll"
 SKIPPED_ANSWERS = ("reject", "ignore")
 CONTEXT_CHARS = 30
 
-SpanFormatError = ConllFormatError
 
 
 @dataclass
@@ -457,8 +456,6 @@ def _parse_time(value: Any) -> float:
     except ValueError:
         return float("-inf")
     if parsed.tzinfo is None:
-        from datetime import timezone
-
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
 
