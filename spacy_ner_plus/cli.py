@@ -92,15 +92,30 @@ def convert(
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated types to keep (e.g. PER,ORG); mentions of other types become O, counted"),
     sample: Optional[int] = typer.Option(None, "--sample", help="write a uniform sample of this many sentences (one Doc each; --doc-mode sentence only)"),
     seed: int = typer.Option(0, "--seed", help="seed of --sample"),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="conll | spacy (spaCy/Prodigy JSONL) | doccano (JSONL) | labelstudio (JSON export); default: detect from the extension and content"),
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="Label Studio: read this annotator's annotations (completed_by id or e-mail); default: the latest annotation of each task"),
 ) -> None:
-    """Convert a BIO/IOB/BIOES column file into a spaCy DocBin."""
-    from spacy.tokens import DocBin
+    """Convert a BIO/IOB/BIOES column file, or span-annotated JSONL/JSON (spaCy/Prodigy, Doccano, Label Studio), into a spaCy DocBin."""
     from spacy.vocab import Vocab
 
     from .training.corpus import DOC_MODES, read_conll, result_to_docs, select
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
+    if input_format != "conll":
+        from .training.spans import INPUT_FORMATS, detect_format
+
+        if input_format is not None and input_format not in INPUT_FORMATS:
+            _fail(f"--input-format takes {'|'.join(INPUT_FORMATS)}, not {input_format}")
+        try:
+            input_format = input_format or detect_format(input_path)
+        except ValueError as err:
+            _fail(str(err))
+        if input_format != "conll":
+            if scheme is not None or sample is not None or token_column != 0 or tag_column != -1:
+                _fail("--scheme, --sample, --token-column and --tag-column are for column files; " f"{input_path} is read as {input_format}")
+            _convert_spans(input_path, output_path, input_format, doc_mode, on_error, annotator, labels)
+            return
     if on_error not in ("fail", "repair") or doc_mode not in DOC_MODES:
         _fail(f"--on-error takes fail|repair and --doc-mode {'|'.join(DOC_MODES)}")
     if chunk_tokens < 1:
@@ -133,6 +148,14 @@ def convert(
     if doc_mode != "sentence" and not result.has_doc_markers:
         msg.info(f"{input_path} has no {'-DOCSTART-'} lines: writing one Doc per sentence")
     docs = result_to_docs(result, Vocab(), doc_mode, chunk_tokens)
+    _write_docbin(docs, output_path)
+    msg.good(f"Wrote {len(docs)} docs to {output_path} (scheme {result.scheme}, {len(result.repairs)} repair(s))")
+    _summary_table(docs, result.counts())
+
+
+def _write_docbin(docs, output_path: Path) -> None:
+    from spacy.tokens import DocBin
+
     output_path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a failure never leaves a partial file.
     fd, tmp = tempfile.mkstemp(dir=output_path.parent, suffix=".spacy.tmp")
@@ -146,14 +169,47 @@ def convert(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    counts = result.counts()
-    msg.good(f"Wrote {len(docs)} docs to {output_path} (scheme {result.scheme}, {len(result.repairs)} repair(s))")
+
+
+def _summary_table(docs, counts: dict) -> None:
+    sentences = "-" if counts["sentences"] is None else counts["sentences"]
     msg.table(
-        [("docs", len(docs)), ("documents", counts["documents"]), ("sentences", counts["sentences"]), ("tokens", counts["tokens"]), ("entities", counts["entities"])]
+        [("docs", len(docs)), ("documents", counts["documents"]), ("sentences", sentences), ("tokens", counts["tokens"]), ("entities", counts["entities"])]
         + [(f"  {label}", n) for label, n in counts["per_type"].items()],
         header=("", "count"),
         aligns=("l", "r"),
     )
+
+
+def _convert_spans(input_path: Path, output_path: Path, input_format: str, doc_mode: str, on_error: str, annotator: Optional[str], labels: Optional[str]) -> None:
+    """convert for span formats (training/spans.py): the column path's checks, table and atomic write."""
+    from .training.spans import SPAN_DOC_MODES, read_spans
+
+    if on_error not in ("fail", "repair") or doc_mode not in SPAN_DOC_MODES:
+        _fail(f"--on-error takes fail|repair and --doc-mode {'|'.join(SPAN_DOC_MODES)} for {input_format} files")
+    keep = [x.strip() for x in labels.split(",") if x.strip()] if labels is not None else None
+    try:
+        result = read_spans(input_path, input_format=input_format, on_error=on_error, doc_mode=doc_mode, annotator=annotator, labels=keep)
+    except ValueError as err:
+        _fail(str(err))
+    for repair in result.repairs:
+        msg.warn(str(repair))
+    if result.repairs:
+        msg.warn(f"{len(result.repairs)} repair(s): " + ", ".join(f"{k} {v}" for k, v in result.repair_counts().items()))
+    for what, n in result.skipped.items():
+        msg.info(f"skipped: {what}: {n}")
+    if result.errors:
+        for error in result.errors:
+            print(str(error))
+        hint = "" if on_error == "repair" else " (--on-error repair fixes what a documented rule can)"
+        _fail(f"{len(result.errors)} problem(s) in {input_path}; nothing written{hint}")
+    for what, n in result.dropped.items():
+        msg.info(f"{what}: {n}")
+    if result.joined:
+        msg.info(f"{result.joined} sentence boundar{'y' if result.joined == 1 else 'ies'} inside an entity not cut")
+    _write_docbin(result.docs, output_path)
+    msg.good(f"Wrote {len(result.docs)} docs to {output_path} ({input_format}, {len(result.repairs)} repair(s))")
+    _summary_table(result.docs, result.counts())
 
 
 @app.command()
