@@ -28,16 +28,14 @@ its words joined by single spaces, as "CoNLL++ test documents built from plain
 words"), a DocBin (``.spacy``: the text of each Doc, e.g. corpus/resume/test.spacy,
 whole CVs), or a span export (``.jsonl``/``.json``, read by training/spans.py).
 
-    python bench/plain_text_sentences.py training/conll/model-calibrated --data ../shared/data/conll2003/test.iob --output plain_text_conll.json
-    python bench/plain_text_sentences.py training/resume/model-calibrated --data corpus/resume/test.spacy --output plain_text_resume.json
-    python bench/plain_text_sentences.py MODEL --data FILE --quick      # 3 documents, to check it runs
+    python -m bench plain_text_sentences training/conll/model-calibrated --data ../shared/data/conll2003/test.iob --output plain_text_conll.json
+    python -m bench plain_text_sentences training/resume/model-calibrated --data corpus/resume/test.spacy --output plain_text_resume.json
+    python -m bench plain_text_sentences MODEL --data FILE --quick      # 3 documents, to check it runs
 
 Timings in the output are of one pass on the machine it ran on: run it alone.
 """
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -52,7 +50,7 @@ from spacy_ner_plus.pipeline.ner_plus import ner_plus_pipe_names
 from spacy_ner_plus.training.corpus import read_conll
 from spacy_ner_plus.training.spans import SPAN_FORMATS, detect_format, read_span_docs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("plain", "sentencizer_none", "sentencizer_entities", "sentencizer_windows", "gold_sentences")
 SENTENCE_SETTERS = ("sentencizer", "senter", "parser")
 
@@ -170,7 +168,7 @@ def run_paths(nlp, documents: List[Document], paths: Sequence[str], batch_size: 
             rows["gold_sentences"] = {**score(gold, predicted), "seconds": round(seconds, 2), "sentences": len(pieces)}
         wanted = [p for p in paths if p.startswith("sentencizer_")]
         if wanted:
-            added = nlp.add_pipe("sentencizer", name="_bench_sentencizer", first=True)
+            nlp.add_pipe("sentencizer", name="_bench_sentencizer", first=True)
             try:
                 for path in wanted:
                     ner.within_sentences = path.split("_", 1)[1]
@@ -213,14 +211,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   "seconds": result["seconds"]}), flush=True)
             rows.append(row)
     if args.output and not args.quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import provenance  # bench/provenance.py
+        from bench.provenance import write_result
 
         out = ROOT / "bench" / "results" / args.output
-        out.write_text(json.dumps({"command": "python bench/plain_text_sentences.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                                   "commit": provenance.commit(), "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
-                                   "rows": rows}, indent=2) + "\n")
-        print(f"wrote {out}")
+        record = write_result("plain_text_sentences", {"command": "python -m bench plain_text_sentences " + " ".join(sys.argv[1:] if argv is None else argv),
+                                                       "rows": rows}, out)
+        print(f"wrote {record} and {out}")
     return 0
 
 
