@@ -457,6 +457,9 @@ class Service:
                 message = f"unknown entity type at {where}; known: {model.labels} and {DEFAULT_KEY}"
             elif err.kind == "unknown_operator":
                 message = f"unknown operator at {where}; use one of {list(OPERATOR_NAMES)}"
+            elif where.rpartition(".")[2].startswith("#"):  # a parameter name the client made up
+                message = str(err)
+                message = f"{where}: the operator has no such parameter {message[message.rfind('(parameters:'):]}"
             else:
                 message = str(err).replace(err.field, where)
             raise ApiError(status, kind, message, where) from None
