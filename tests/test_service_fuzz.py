@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from test_service_edge import _env, _free_port, _save, _serve_cmd, _stop, _wait_ready  # noqa: E402
 
-FUZZ_EXAMPLES = {"positive": 12, "negative": 8}
+FUZZ_EXAMPLES = {"positive": 30, "negative": 20}
 # names the server publishes itself (fields, types, operators): an error may name them
 PUBLIC_NAMES = {"text", "texts", "entities", "thresholds", "return_text", "operators", "type", "DEFAULT", "new_value", "masking_char", "chars_to_mask", "from_end"}
 

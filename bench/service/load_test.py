@@ -11,13 +11,13 @@ request in nine adversarial: the issue's slow texts at ``--adversarial-chars``, 
 200,000 nested brackets, lone surrogates, invalid UTF-8, text/plain, a wrong key, PII in a dict key,
 an unknown type), samples the server's resident memory every half second, then checks that every
 /v1 answer the users got has exactly one audit record. Reported: requests, failures (500s,
-undocumented statuses, non-documented error bodies, echoed input), answers by status and error kind,
+undocumented statuses, non-documented error bodies, echoed input, no answer during the run; requests
+cut off when locust stops its users are counted apart), answers by status and error kind,
 p50/p95/p99 per request type and overall, peak RSS, audit records missing or extra.
 Writes bench/results/service_load[_NAME].json (a run never overwrites another: the name gets a
 timestamp when the file exists) and exits 1 when any check fails.
 """
 import argparse
-import csv
 import json
 import os
 import platform
@@ -94,19 +94,12 @@ def _start_server(model: str, workdir: Path, extra: list):
     raise SystemExit("the server was not ready in 300 s")
 
 
-def _latencies(stats_csv: Path) -> dict:
-    rows = {}
-    with open(stats_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            rows[row["Name"]] = {
-                "requests": int(row["Request Count"]),
-                "failures": int(row["Failure Count"]),
-                "p50_ms": float(row["50%"] or 0),
-                "p95_ms": float(row["95%"] or 0),
-                "p99_ms": float(row["99%"] or 0),
-                "max_ms": float(row["Max Response Time"] or 0),
-            }
-    return rows
+def _percentiles(ms: list) -> dict:
+    if not ms:
+        return {}
+    ms = sorted(ms)
+    pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+    return {"requests": len(ms), "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "max_ms": ms[-1]}
 
 
 def main() -> int:
@@ -136,33 +129,46 @@ def main() -> int:
         env = {**os.environ, "LOAD_API_KEY": key, "LOAD_OUT": str(out), "LOAD_ADVERSARIAL_CHARS": str(args.adversarial_chars)}
         cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "--host", base,
                "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{int(seconds)}s", "--stop-timeout", "60",
-               "--csv", str(workdir / "stats"), "--only-summary", "--exit-code-on-error", "0"]  # fmt: skip
+               "--only-summary", "--exit-code-on-error", "0"]  # fmt: skip
         started = time.monotonic()
+        run_end = time.time() + seconds
         locust = subprocess.run(cmd, env=env, capture_output=True, text=True)
         result["wall_s"] = round(time.monotonic() - started, 1)
         stop.set()
         sampler.join(5)
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
-        if locust.returncode != 0 or not (workdir / "stats_stats.csv").exists():
+        parts = sorted(out.glob("samples-*.jsonl"))
+        if locust.returncode != 0 or not parts:
             sys.stderr.write(locust.stdout[-3000:] + locust.stderr[-3000:])
             raise SystemExit(f"locust failed with {locust.returncode}")
-        by_type = _latencies(workdir / "stats_stats.csv")
-        total = by_type.pop("Aggregated")
+        samples = [json.loads(line) for part in parts for line in part.read_text(encoding="utf8").splitlines()]
         answers: dict = {}
-        for part in out.glob("kinds-*.json"):
-            for k, v in json.loads(part.read_text()).items():
-                answers[k] = answers.get(k, 0) + v
-        sent_ids = [line for part in out.glob("request-ids-*.txt") for line in part.read_text().split()]
+        failures: dict = {}
+        for s in samples:
+            if s["status"]:
+                key = f"{s['status']} {s['kind']}".strip()
+            else:  # no answer: cut off when locust stopped its users, or a real failure during the run
+                key = "0 cut off at the end of the run" if s["end"] >= run_end - 2 else "0 no answer"
+            answers[key] = answers.get(key, 0) + 1
+            if key != "0 cut off at the end of the run" and (s["failure"] or not s["status"]):
+                reason = f"{s['name']}: {s['failure'] or 'no answer'}"
+                failures[reason] = failures.get(reason, 0) + 1
+        by_name: dict = {}
+        for s in samples:
+            if s["status"]:
+                by_name.setdefault(s["name"], []).append(s["ms"])
+        sent_ids = [s["request_id"] for s in samples if s["request_id"] and "/v1/" in s["name"]]
         audited = [json.loads(line)["request_id"] for line in audit.read_text(encoding="utf8").splitlines()]
-        failures_csv = workdir / "stats_failures.csv"
-        failures = list(csv.DictReader(open(failures_csv, newline=""))) if failures_csv.exists() else []
         result.update({
-            "requests": total["requests"],
-            "failures": total["failures"],
-            "failure_reasons": {f"{r['Name']}: {r['Error']}": int(r["Occurrences"]) for r in failures},
+            "requests": len(samples),
+            "failures": sum(failures.values()),
+            "failure_reasons": failures,
             "answers_by_status_and_kind": dict(sorted(answers.items())),
-            "latency_ms": {"overall": {k: v for k, v in total.items() if k.endswith("_ms")}, "by_request": by_type},
+            "latency_ms": {
+                "overall": _percentiles([s["ms"] for s in samples if s["status"]]),
+                "by_request": {name: _percentiles(ms) for name, ms in sorted(by_name.items())},
+            },
             "peak_rss_mb": round(peak.get("bytes", 0) / 2**20, 1),
             "rss_mb_first_last": [round(peak["samples"][0] / 2**20, 1), round(peak["samples"][-1] / 2**20, 1)] if peak.get("samples") else None,
             "audit": {"answers": len(sent_ids), "records": len(audited), "missing": len(set(sent_ids) - set(audited)),

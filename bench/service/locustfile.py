@@ -2,9 +2,9 @@
 
 Run by load_test.py (``locust -f bench/service/locustfile.py --headless ...``) with these environment
 variables: ``LOAD_API_KEY`` (a key the server accepts), ``LOAD_OUT`` (a folder: each locust process
-writes ``kinds-<pid>.json``, its answers by status and error kind, and ``request-ids-<pid>.txt``, the
-X-Request-ID of every /v1 answer, for the audit check) and ``LOAD_ADVERSARIAL_CHARS`` (the size of the
-adversarial texts, default 100,000).
+writes ``samples-<pid>.jsonl``, one line per request: name, status, error kind, milliseconds,
+X-Request-ID, failure, end time) and ``LOAD_ADVERSARIAL_CHARS`` (the size of the adversarial texts, default
+100,000). Status 0 is a request that got no answer (connection closed or locust stopping).
 
 An answer counts as a locust failure when it is a 500, a status the service does not document, an
 error not in the documented ``{"error": {kind, message, field}, "request_id"}`` form, or an error that
@@ -14,7 +14,7 @@ kind: under attack the service must refuse, not break.
 import json
 import os
 import random
-from collections import Counter
+import time
 from pathlib import Path
 
 from locust import HttpUser, between, events, task
@@ -46,13 +46,10 @@ def _adversarial(size: int):
 
 
 ADVERSARIAL = _adversarial(SIZE)
-answers = Counter()
-request_ids = []
+samples = []
 
 
-def _record(response, name: str) -> None:
-    if "x-request-id" in response.headers and "/v1/" in name:
-        request_ids.append(response.headers["x-request-id"])
+def _record(response, name: str, ms: float) -> None:
     kind = ""
     failure = None
     if response.status_code not in DOCUMENTED or response.status_code == 500:
@@ -68,7 +65,7 @@ def _record(response, name: str) -> None:
             failure = f"{response.status_code}: not the documented error format"
         elif MARK in response.text:
             failure = f"{response.status_code} {kind}: the error quotes the request"
-    answers[f"{response.status_code} {kind}".strip()] += 1
+    samples.append({"name": name, "status": response.status_code, "kind": kind, "ms": round(ms, 2), "request_id": response.headers.get("x-request-id"), "failure": failure, "end": time.time()})
     if failure is None:
         response.success()
     else:
@@ -81,8 +78,9 @@ class Client(HttpUser):
     def _post(self, path: str, name: str, body=None, content=None, headers=None):
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **(headers or {})}
         data = content if content is not None else json.dumps(body).encode("utf8")
+        started = time.perf_counter()
         with self.client.post(path, data=data, headers=headers, name=name, catch_response=True) as response:
-            _record(response, name)
+            _record(response, name, (time.perf_counter() - started) * 1000)
 
     @task(20)
     def analyze_normal(self):
@@ -129,5 +127,6 @@ class Client(HttpUser):
 @events.quitting.add_listener
 def _write(environment, **kwargs):
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"kinds-{os.getpid()}.json").write_text(json.dumps(dict(answers), indent=2, sort_keys=True))
-    (OUT / f"request-ids-{os.getpid()}.txt").write_text("\n".join(request_ids) + ("\n" if request_ids else ""))
+    with open(OUT / f"samples-{os.getpid()}.jsonl", "w", encoding="utf8") as out:
+        for sample in samples:
+            out.write(json.dumps(sample) + "\n")
