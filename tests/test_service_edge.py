@@ -471,3 +471,69 @@ def test_readme_serve_example_runs_as_written(edge_model, tmp_path):
             assert "request_id" in json.loads(body)
     finally:
         _stop(proc)
+
+
+# --- the batcher alone (no model): deadlines, the character queue, stall detection --------------
+class _FakeDoc:
+    def __init__(self, text):
+        self.text = text
+
+    def __len__(self):
+        return len(self.text.split())
+
+
+class _FakeNlp:
+    """make_doc/pipe like a Language; a text with "SLOW" holds its batch for ``slow_s``."""
+
+    def __init__(self, slow_s: float):
+        self.slow_s = slow_s
+        self.predicted = []
+
+    def make_doc(self, text):
+        return _FakeDoc(text)
+
+    def pipe(self, docs, batch_size=None):
+        docs = list(docs)
+        if any("SLOW" in d.text for d in docs):
+            time.sleep(self.slow_s)
+        self.predicted += [d.text for d in docs]
+        return iter(docs)
+
+
+def test_batcher_drops_expired_texts_counts_characters_and_reports_stalls():
+    from spacy_ner_plus.service.batcher import DeadlineExceeded, MicroBatcher, QueueFull
+
+    nlp = _FakeNlp(slow_s=1.5)
+    expired = []
+    batcher = MicroBatcher(nlp, lambda doc: doc.text, batch_tokens=1000, max_wait_s=0.001, max_queue_chars=100, on_expired=expired.append)
+    batcher.start()
+    try:
+        assert batcher.stalled_for() == 0.0  # idle is not stalled
+        (slow,) = batcher.submit(["SLOW one"])
+        time.sleep(0.3)  # the batcher is inside the slow batch
+        (late,) = batcher.submit(["x" * 60], deadline=time.monotonic() + 0.2)
+        with pytest.raises(QueueFull, match="characters"):
+            batcher.submit(["y" * 41])  # 60 + 41 > 100: the queue holds characters, not texts
+        batcher.submit(["z" * 40])  # 100 fits
+        time.sleep(0.5)
+        assert batcher.stalled_for() > 0.7  # work waits and no batch finished
+        assert slow.result(10) == "SLOW one"
+        with pytest.raises(DeadlineExceeded):
+            late.result(10)
+        deadline = time.monotonic() + 10
+        while "z" * 40 not in nlp.predicted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "x" * 60 not in nlp.predicted and "z" * 40 in nlp.predicted  # the expired text was never predicted
+        assert expired == [1] and batcher.queued_chars == 0 and batcher.stalled_for() == 0.0
+    finally:
+        batcher.close(5)
+
+
+def test_json_depth_is_read_from_the_raw_bytes():
+    from spacy_ner_plus.service.app import json_too_deep
+
+    assert json_too_deep(b"[" * 200_000, 8)
+    assert json_too_deep(b'{"a": ' * 9 + b"1" + b"}" * 9, 8)
+    assert not json_too_deep(b'{"a": ' * 8 + b"1" + b"}" * 8, 8)
+    assert not json_too_deep(b'{"text": "' + b"[{" * 1000 + b'\\" [[[[[[[[[[ "}', 8)  # brackets inside strings, escaped quote
+    assert not json_too_deep(b"[]" * 100_000, 8)

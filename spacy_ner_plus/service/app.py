@@ -652,7 +652,7 @@ def create_app(settings: ServeSettings):
             if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
                 return ApiError(400, "invalid_client_id", f"{CLIENT_ID_HEADER} must match {CLIENT_ID_PATTERN.pattern}", CLIENT_ID_HEADER)
             request.state.client_id = client_id
-        if request.method == "POST" and not _media_type_ok(request.headers.get("content-type")):
+        if request.method == "POST" and path.startswith("/v1/") and not _media_type_ok(request.headers.get("content-type")):
             return ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json (UTF-8)", "Content-Type")
         return None
 

@@ -113,6 +113,7 @@ class MicroBatcher:
             self._thread.join(timeout)
 
     def _expire(self, fut: Future) -> None:
+        self._last_progress = time.monotonic()  # dropping a text is progress too
         if fut.set_running_or_notify_cancel():
             fut.set_exception(DeadlineExceeded("the request's deadline passed while its text was queued"))
         if self.on_expired is not None:
