@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -434,6 +435,7 @@ def _readme_serve_block() -> str:
 
 
 @pytest.mark.skipif(not HAVE_PATTERNS, reason="the README's pipeline has pii_patterns (phonenumbers)")
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's example calls curl")
 def test_readme_serve_example_runs_as_written(edge_model, tmp_path):
     """The README's serve block, run line by line in a fresh folder where the pipelines the README
     says to build (`spacy project run pii`: training/pii/model-best, model-calibrated) are stand-ins:
