@@ -8,7 +8,7 @@ X-Request-ID, failure, end time) and ``LOAD_ADVERSARIAL_CHARS`` (the size of the
 
 An answer counts as a locust failure when it is a 500, a status the service does not document, an
 error not in the documented ``{"error": {kind, message, field}, "request_id"}`` form, or an error that
-quotes the request. Documented refusals (400, 401, 413, 415, 421, 422, 503) are successes, counted by
+quotes the request. Documented refusals (400, 401, 403, 413, 415, 421, 422, 503) are successes, counted by
 kind: under attack the service must refuse, not break.
 """
 import json
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, events, task
 
-DOCUMENTED = {200, 400, 401, 404, 405, 413, 415, 421, 422, 503}
+DOCUMENTED = {200, 400, 401, 403, 404, 405, 413, 415, 421, 422, 503}
 SIZE = int(os.environ.get("LOAD_ADVERSARIAL_CHARS", "100000"))
 KEY = os.environ.get("LOAD_API_KEY", "")
 OUT = Path(os.environ.get("LOAD_OUT", "."))

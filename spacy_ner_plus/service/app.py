@@ -253,6 +253,7 @@ def _error_responses(models: Dict[str, Any], *statuses: int) -> Dict[int, Any]:
     described = {
         400: "bad request: unknown entity type or operator, invalid Unicode, nesting too deep, bad X-Client-ID",
         401: "no or unknown API key",
+        403: "the operator policy refuses the request (docs/service-policy.md)",
         413: "body, text or request over a limit",
         415: "the body is not Content-Type: application/json",
         421: "Host header not allowed",
@@ -721,7 +722,7 @@ def create_app(settings: ServeSettings):
     def body_doc(schema) -> Dict[str, Any]:
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema.model_json_schema()}}}}
 
-    v1_errors = (400, 401, 413, 415, 421, 422, 503)
+    v1_errors = (400, 401, 403, 413, 415, 421, 422, 503)
 
     @app.post(
         "/v1/analyze", openapi_extra=body_doc(service.AnalyzeRequest),
