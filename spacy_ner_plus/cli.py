@@ -476,29 +476,48 @@ def _threshold_bounds(values: List[str], option: str) -> dict:
     return bounds
 
 
+def _serve_default(name: str):
+    """ServeSettings' default of ``name``: the CLI's defaults live there, in one place."""
+    from dataclasses import MISSING, fields
+
+    from .service.settings import ServeSettings
+
+    field = next(f for f in fields(ServeSettings) if f.name == name)
+    return field.default_factory() if field.default is MISSING else field.default
+
+
 @app.command()
 def serve(
     model: str = typer.Argument(..., help="pipeline name or path with one ner_plus component"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (0.0.0.0: every interface)"),
+    host: str = typer.Option(_serve_default("host"), "--host", help="address to bind; anything but loopback (127.0.0.0/8, ::1) needs --api-keys"),
     port: int = typer.Option(8080, "--port"),
-    workers: int = typer.Option(1, "--workers", help="worker processes; each loads the model"),
+    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="file of CLIENT_ID:sha256:HEX lines (python -m spacy_ner_plus.service.auth add CLIENT_ID --file PATH); requests then need Authorization: Bearer KEY"),
+    allowed_hosts: List[str] = typer.Option([], "--allowed-hosts", help="Host header name clients use, repeatable (default: the bound address, plus localhost names on loopback); others get 421"),
+    wait_for_model: bool = typer.Option(_serve_default("wait_for_model"), "--wait-for-model", help="bind before the model is loaded and stay up if it cannot be (/readyz and /v1 answer 503 with the reason); default: load first, exit non-zero on failure"),
+    workers: int = typer.Option(_serve_default("workers"), "--workers", help="worker processes; each loads the model"),
     audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSON-lines audit log, one line per /v1 request (never text)"),
-    audit_max_bytes: int = typer.Option(10_000_000, "--audit-max-bytes", help="rotate the audit log at this size"),
-    audit_backups: int = typer.Option(5, "--audit-backups", help="rotated audit logs kept"),
+    audit_max_bytes: int = typer.Option(_serve_default("audit_max_bytes"), "--audit-max-bytes", help="rotate the audit log at this size"),
+    audit_backups: int = typer.Option(_serve_default("audit_backups"), "--audit-backups", help="rotated audit logs kept"),
     min_threshold: List[str] = typer.Option([], "--min-threshold", help="lowest threshold a request may set: VALUE or TYPE=VALUE, repeatable (default 0)"),
     max_threshold: List[str] = typer.Option([], "--max-threshold", help="highest threshold a request may set: VALUE or TYPE=VALUE, repeatable (default: the pipeline's threshold)"),
     hash_key_file: Optional[Path] = typer.Option(None, "--hash-key-file", help="HMAC key of the hash operator (else $NER_PLUS_HASH_KEY)"),
-    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="larger bodies get 413"),
-    max_texts: int = typer.Option(64, "--max-texts", help="more texts per request get 413"),
-    batch_tokens: int = typer.Option(4096, "--batch-tokens", help="token budget of one micro-batch"),
-    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="how long a text waits for others to share its batch"),
-    queue_texts: int = typer.Option(1024, "--queue-texts", help="most texts waiting for prediction; beyond: 503"),
+    max_body_bytes: int = typer.Option(_serve_default("max_body_bytes"), "--max-body-bytes", help="larger bodies get 413"),
+    max_json_depth: int = typer.Option(_serve_default("max_json_depth"), "--max-json-depth", help="deeper nesting of arrays/objects gets 400, checked before parsing"),
+    max_texts: int = typer.Option(_serve_default("max_texts"), "--max-texts", help="more texts per request get 413"),
+    queue_chars: int = typer.Option(_serve_default("queue_chars"), "--queue-chars", help="most characters waiting for prediction, all requests together; beyond: 503 (a larger single request: 413)"),
+    request_timeout: float = typer.Option(_serve_default("request_timeout"), "--request-timeout", help="seconds a /v1 request may take, queueing included; beyond: 503 deadline_exceeded"),
+    stall_timeout: float = typer.Option(_serve_default("stall_timeout"), "--stall-timeout", help="/readyz answers 503 when work is queued and no batch finished for this many seconds"),
+    batch_tokens: int = typer.Option(_serve_default("batch_tokens"), "--batch-tokens", help="token budget of one micro-batch"),
+    batch_wait_ms: float = typer.Option(_serve_default("batch_wait_ms"), "--batch-wait-ms", help="how long a text waits for others to share its batch"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
     code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
     torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="torch threads per worker (default: torch's, one per core; 1 on a machine shared with other busy processes)"),
     policy: Optional[Path] = typer.Option(None, "--policy", help="operator policy file, TOML or YAML (docs/service-policy.md); default: every type redacted, keep off"),
 ) -> None:
-    """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn."""
+    """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn.
+
+    The model is loaded before the port is bound: a model or settings that cannot serve
+    stop the command with exit status 1 and the reason (unless --wait-for-model)."""
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
@@ -507,19 +526,37 @@ def serve(
         _fail(f"serve needs the 'serve' extra: pip install 'spacy-ner-plus[serve]' ({err.name} is missing)")
     import spacy
 
-    from .service.app import ServeSettings, load_hash_key, run
+    from .service.app import ServeSettings, load_hash_key, load_served_model, run, uncalibrated_warning
+    from .service.auth import ApiKeys, KeyFileError, default_allowed_hosts, is_loopback
 
     if not (spacy.util.is_package(model) or (Path(model) / "config.cfg").is_file()):
         _fail(f"'{model}' is neither an installed pipeline package nor a directory with a config.cfg")
-    for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens), ("--queue-texts", queue_texts), ("--audit-max-bytes", audit_max_bytes)):
+    for name, value in (
+        ("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens),
+        ("--queue-chars", queue_chars), ("--audit-max-bytes", audit_max_bytes), ("--max-json-depth", max_json_depth),
+    ):  # fmt: skip
         if value < 1:
             _fail(f"{name} must be >= 1, not {value}")
     if torch_threads is not None and torch_threads < 1:
         _fail(f"--torch-threads must be >= 1, not {torch_threads}")
     if batch_wait_ms < 0 or drain_timeout < 0 or audit_backups < 0:
         _fail("--batch-wait-ms, --drain-timeout and --audit-backups must be >= 0")
+    if request_timeout <= 0 or stall_timeout <= 0:
+        _fail("--request-timeout and --stall-timeout must be > 0 (seconds)")
     if code is not None and not code.is_file():
         _fail(f"--code {code}: no such file")
+    if api_keys is not None:
+        try:
+            keys = ApiKeys.from_file(str(api_keys))
+        except KeyFileError as err:
+            _fail(str(err))
+        msg.info(f"authentication on: {len(keys.entries)} API key(s) from {api_keys}")
+    elif not is_loopback(host):
+        _fail(f"--host {host} is not loopback: the service then needs --api-keys PATH (docs/service-deploy.md)")
+    else:
+        msg.warn("authentication off (loopback, no --api-keys): any local process can call the service")
+    if not (allowed_hosts or default_allowed_hosts(host)):
+        _fail(f"--host {host} binds every interface: name the Host headers clients use with --allowed-hosts NAME (DNS rebinding)")
     settings = ServeSettings(
         model=model,
         audit_log=str(audit_log) if audit_log else None,
@@ -532,7 +569,14 @@ def serve(
         max_texts=max_texts,
         batch_tokens=batch_tokens,
         batch_wait_ms=batch_wait_ms,
-        queue_texts=queue_texts,
+        queue_chars=queue_chars,
+        request_timeout=request_timeout,
+        stall_timeout=stall_timeout,
+        max_json_depth=max_json_depth,
+        host=host,
+        api_keys_file=str(api_keys) if api_keys else None,
+        allowed_hosts=[h.strip().lower() for h in allowed_hosts],
+        wait_for_model=wait_for_model,
         workers=workers,
         code=str(code) if code else None,
         torch_threads=torch_threads,
@@ -542,8 +586,20 @@ def serve(
 
     try:
         key = load_hash_key(settings)
-        load_policy(settings.policy)  # checked here too, so a bad file stops the command with its reason
+        operator_policy = load_policy(settings.policy)  # checked here, so a bad file stops the command with its reason
     except ValueError as err:
         _fail(str(err))
     msg.info(f"hash operator {'on' if key else 'off (no key: set $NER_PLUS_HASH_KEY or --hash-key-file)'}")
-    run(settings, host, port, drain_timeout)
+    if workers > 1 and not wait_for_model:
+        # uvicorn restarts a worker whose start-up fails, forever: check the model here, once
+        try:
+            served = load_served_model(settings, operator_policy, key is not None)
+        except Exception as err:
+            _fail(f"cannot serve {model}: {type(err).__name__}: {err}")
+        warning = uncalibrated_warning(served)
+        if warning:
+            msg.warn(warning)
+        del served
+    status = run(settings, port, drain_timeout)
+    if status != 0:
+        _fail(f"cannot serve {model}: the server did not start (exit status {status}); the reason is in the log above")

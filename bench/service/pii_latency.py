@@ -125,7 +125,7 @@ def start_server(model: str, max_texts: int, torch_threads: int):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "spacy_ner_plus", "serve", model, "--host", "127.0.0.1", "--port", str(port),
-           "--max-body-bytes", "10000000", "--max-texts", str(max_texts), "--queue-texts", "100000"]  # fmt: skip
+           "--max-body-bytes", "10000000", "--max-texts", str(max_texts), "--queue-chars", "1000000000"]  # fmt: skip
     if torch_threads:
         cmd += ["--torch-threads", str(torch_threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

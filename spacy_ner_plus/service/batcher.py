@@ -9,51 +9,100 @@ from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
 # --- the micro-batcher ------------------------------------------------------------
 class QueueFull(RuntimeError):
-    """More texts are waiting than the service queues."""
+    """More work is waiting than the service queues."""
+
+
+class DeadlineExceeded(RuntimeError):
+    """A queued text's request deadline passed before the batcher reached it."""
+
+
+class _Item:
+    __slots__ = ("text", "future", "arrived", "deadline")
+
+    def __init__(self, text: str, future: Future, arrived: float, deadline: Optional[float]) -> None:
+        self.text = text
+        self.future = future
+        self.arrived = arrived
+        self.deadline = deadline
 
 
 class MicroBatcher:
     """The one thread that calls the pipeline: texts queued by any request within
     ``max_wait_s`` of the oldest are predicted together in one ``nlp.pipe`` call.
 
+    The queue is measured in characters, the unit of work (a 100 KB text costs what
+    a thousand short ones do), and every text carries its request's deadline: a text
+    whose deadline has passed when the batcher reaches it is dropped, not predicted.
+
     nlp (Language): the pipeline (only this thread touches it).
     extract (Callable[[Doc], Any]): turns a predicted Doc into plain data, in this thread.
     batch_tokens (int): a batch stops taking texts once it holds this many tokens.
     max_wait_s (float): the longest the oldest text of a batch waits for company.
-    max_queue (int): most texts waiting; ``submit`` raises QueueFull beyond.
+    max_queue_chars (int): most characters waiting; ``submit`` raises QueueFull beyond.
     on_batch (Optional[Callable[[int, int], None]]): called with (texts, tokens) per batch (metrics).
+    on_expired (Optional[Callable[[int], None]]): called with the number of texts dropped because
+        their deadline passed (metrics).
     """
 
-    def __init__(self, nlp, extract: Callable[[Any], Any], batch_tokens: int, max_wait_s: float, max_queue: int, on_batch: Optional[Callable[[int, int], None]] = None) -> None:
+    def __init__(
+        self,
+        nlp,
+        extract: Callable[[Any], Any],
+        batch_tokens: int,
+        max_wait_s: float,
+        max_queue_chars: int,
+        on_batch: Optional[Callable[[int, int], None]] = None,
+        on_expired: Optional[Callable[[int], None]] = None,
+    ) -> None:
         self.nlp = nlp
         self.extract = extract
         self.batch_tokens = batch_tokens
         self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
+        self.max_queue_chars = max_queue_chars
         self.on_batch = on_batch
+        self.on_expired = on_expired
         self._cond = threading.Condition()
-        self._pending: Deque[Tuple[str, Future, float]] = deque()
+        self._pending: Deque[_Item] = deque()
+        self._queued_chars = 0
+        self._busy = False  # a batch is being tokenized or predicted
+        self._last_progress = time.monotonic()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="ner-plus-batcher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, texts: Sequence[str]) -> List[Future]:
-        """Queue ``texts``; each Future gets the ``extract`` result of its text.
+    @property
+    def queued_chars(self) -> int:
+        return self._queued_chars
+
+    def submit(self, texts: Sequence[str], deadline: Optional[float] = None) -> List[Future]:
+        """Queue ``texts``; each Future gets the ``extract`` result of its text, or
+        DeadlineExceeded when ``deadline`` (a ``time.monotonic()`` value) passes first.
 
         RAISES (QueueFull): the queue cannot take all of them (none is queued).
         """
         now = time.monotonic()
         futures: List[Future] = [Future() for _ in texts]
+        chars = sum(len(t) for t in texts)
         with self._cond:
             if self._closing:
                 raise QueueFull("the service is shutting down")
-            if len(self._pending) + len(texts) > self.max_queue:
-                raise QueueFull(f"{len(self._pending)} texts are waiting (at most {self.max_queue})")
-            self._pending.extend((text, fut, now) for text, fut in zip(texts, futures))
+            if self._queued_chars + chars > self.max_queue_chars:
+                raise QueueFull(f"{self._queued_chars} characters are waiting; {chars} more would pass the limit of {self.max_queue_chars}")
+            if not self._pending and not self._busy:
+                self._last_progress = now  # an idle batcher has not stalled
+            self._pending.extend(_Item(text, fut, now, deadline) for text, fut in zip(texts, futures))
+            self._queued_chars += chars
             self._cond.notify()
         return futures
+
+    def stalled_for(self) -> float:
+        """Seconds since the batcher last finished a batch while work waited (0 when idle)."""
+        with self._cond:
+            if not self._pending and not self._busy:
+                return 0.0
+            return time.monotonic() - self._last_progress
 
     def close(self, timeout: float) -> None:
         """Predict what is queued, then stop the thread."""
@@ -63,21 +112,30 @@ class MicroBatcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _next_batch(self) -> Optional[List[Tuple[Any, Future]]]:
-        """Texts for one nlp.pipe call as (Doc, Future); None once closed and empty.
+    def _expire(self, fut: Future) -> None:
+        self._last_progress = time.monotonic()  # dropping a text is progress too
+        if fut.set_running_or_notify_cancel():
+            fut.set_exception(DeadlineExceeded("the request's deadline passed while its text was queued"))
+        if self.on_expired is not None:
+            self.on_expired(1)
+
+    def _next_batch(self) -> Optional[List[Tuple[Any, _Item]]]:
+        """Texts for one nlp.pipe call as (Doc, item); None once closed and empty.
 
         Everything already queued joins the batch up to the token budget; the
         wait for more ends ``max_wait_s`` after the oldest text arrived."""
-        batch: List[Tuple[Any, Future]] = []
+        batch: List[Tuple[Any, _Item]] = []
         tokens = 0
         deadline = 0.0
         while True:
             with self._cond:
                 if not batch:
+                    self._busy = False
                     while not self._pending and not self._closing:
                         self._cond.wait()
                     if not self._pending:
                         return None
+                    self._busy = True
                 else:
                     while not self._pending and not self._closing:
                         remaining = deadline - time.monotonic()
@@ -86,17 +144,21 @@ class MicroBatcher:
                         self._cond.wait(remaining)
                     if not self._pending:
                         return batch
-                text, fut, arrived = self._pending.popleft()
+                item = self._pending.popleft()
+                self._queued_chars -= len(item.text)
             if not batch:
-                deadline = arrived + self.max_wait_s
-            if not fut.set_running_or_notify_cancel():
+                deadline = item.arrived + self.max_wait_s
+            if item.deadline is not None and time.monotonic() >= item.deadline:
+                self._expire(item.future)
+                continue
+            if not item.future.set_running_or_notify_cancel():
                 continue  # its request is gone
             try:
-                doc = self.nlp.make_doc(text)
+                doc = self.nlp.make_doc(item.text)
             except Exception as err:  # e.g. longer than nlp.max_length: this text's own failure
-                fut.set_exception(err)
+                item.future.set_exception(err)
                 continue
-            batch.append((doc, fut))
+            batch.append((doc, item))
             tokens += len(doc)
             if tokens >= self.batch_tokens:
                 return batch
@@ -106,6 +168,9 @@ class MicroBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            if not batch:
+                self._progress()
+                continue
             if self.on_batch is not None:
                 self.on_batch(len(batch), sum(len(doc) for doc, _ in batch))
             try:
@@ -114,12 +179,21 @@ class MicroBatcher:
                 # One text broke the batch: predict each on its own (fresh Docs, since a
                 # half-annotated Doc would carry entities into the next run), so only
                 # the request that sent it fails.
-                for doc, fut in batch:
+                for doc, item in batch:
+                    if item.deadline is not None and time.monotonic() >= item.deadline:
+                        item.future.set_exception(DeadlineExceeded("the request's deadline passed"))
+                        continue
                     try:
                         fresh = self.nlp.make_doc(doc.text)
-                        fut.set_result(self.extract(next(iter(self.nlp.pipe([fresh])))))
+                        item.future.set_result(self.extract(next(iter(self.nlp.pipe([fresh])))))
                     except Exception as err:
-                        fut.set_exception(err)
+                        item.future.set_exception(err)
+                self._progress()
                 continue
-            for (_, fut), result in zip(batch, results):
-                fut.set_result(result)
+            for (_, item), result in zip(batch, results):
+                item.future.set_result(result)
+            self._progress()
+
+    def _progress(self) -> None:
+        with self._cond:
+            self._last_progress = time.monotonic()

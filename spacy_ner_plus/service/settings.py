@@ -3,7 +3,7 @@ worker process as JSON in an environment variable; the CLI takes its defaults fr
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .keys import HASH_KEY_ENV, Keyring, load_keyring  # noqa: F401 (HASH_KEY_ENV: where app.py and the CLI read it)
 
@@ -29,7 +29,20 @@ class ServeSettings:
     max_texts (int): more texts in one request get 413.
     batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
     batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
-    queue_texts (int): most texts waiting for prediction; beyond: 503.
+    queue_chars (int): most characters (the unit of work: the pipeline's time grows with them) waiting
+        for prediction, all requests together; a request that would exceed it gets 503 overloaded.
+    request_timeout (float): seconds a /v1 request may take, queueing included; beyond: 503
+        deadline_exceeded, and its texts still queued are dropped from the batcher's queue.
+    stall_timeout (float): /readyz answers 503 when texts are queued and the batcher has finished no
+        batch for this many seconds.
+    max_json_depth (int): deeper nesting of arrays and objects in a body gets 400 (checked on the raw
+        bytes, before the JSON parser).
+    host (str): the address the server binds: authentication is required unless it is loopback.
+    api_keys_file (Optional[str]): file of ``client_id:sha256:HEX`` lines (service/auth.py); None: no
+        authentication (refused unless ``host`` is loopback).
+    allowed_hosts (List[str]): Host header names accepted (others: 421); empty: auth.default_allowed_hosts.
+    wait_for_model (bool): start serving before the model is loaded, and stay up if it cannot be
+        (/readyz and /v1 then answer 503 with the reason); default: load first, exit non-zero on failure.
     workers (int): uvicorn worker processes (each loads the model).
     code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
     torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
@@ -50,7 +63,14 @@ class ServeSettings:
     max_texts: int = 64
     batch_tokens: int = 4096
     batch_wait_ms: float = 5.0
-    queue_texts: int = 1024
+    queue_chars: int = 4_000_000
+    request_timeout: float = 30.0
+    stall_timeout: float = 60.0
+    max_json_depth: int = 8
+    host: str = "127.0.0.1"
+    api_keys_file: Optional[str] = None
+    allowed_hosts: List[str] = field(default_factory=list)
+    wait_for_model: bool = False
     workers: int = 1
     code: Optional[str] = None
     torch_threads: Optional[int] = None
