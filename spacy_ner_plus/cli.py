@@ -216,7 +216,7 @@ def evaluate(
     try:
         scheme = normalize_scheme(scheme)
     except ValueError:
-        scheme = "IOB1"  # refused just below, with the schemes evaluate takes
+        _fail(f"--scheme takes IOB2 or BIOES, not '{scheme}'")
     if scheme == "IOB1":
         _fail("--scheme takes IOB2 or BIOES")
     from .evaluation.evaluate import entity_labels, evaluate_examples, predict_examples
