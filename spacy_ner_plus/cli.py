@@ -1,21 +1,62 @@
 """The command-line app: ``python -m spacy_ner_plus COMMAND``. Thin: it parses
 arguments, calls the modules and prints with wasabi; errors exit non-zero
-without a traceback."""
+without a traceback.
+
+Only typer and wasabi are imported here: spaCy, torch and the package's
+modules are imported inside the commands, after their arguments are checked,
+so ``--help`` and argument errors answer at once (tests/test_cli.py checks
+that no heavy module is imported for them)."""
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import typer
-from wasabi import msg
+from wasabi import Printer
 
 app = typer.Typer(help="spacy-ner-plus: transformer NER for spaCy, production-ready.", no_args_is_help=True, pretty_exceptions_enable=False)
+# the CLI's own printer: its colours follow the stream it prints to (set per run in _main),
+# leaving wasabi's shared ``msg`` to its other users
+msg = Printer()
+
+
+def use_color(stream) -> bool:
+    """Colour codes only for a terminal, and never when NO_COLOR is set
+    (https://no-color.org): piped or redirected output stays plain text.
+
+    stream (IO): the stream printed to.
+    RETURNS (bool): whether to print colour codes.
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+@app.callback()
+def _main() -> None:
+    # decided when a command runs, on the stdout it runs with (a test runner swaps it)
+    msg.show_color = use_color(sys.stdout)
 
 
 def _fail(message: str) -> None:
     msg.fail(message)
     raise typer.Exit(1)
+
+
+def _warn_stderr(message: str) -> None:
+    """A warning on stderr, so it reaches the user when stdout is piped into a file."""
+    printer = Printer(no_print=True)
+    printer.show_color = use_color(sys.stderr)
+    print(printer.warn(message), file=sys.stderr)
+
+
+def _print_problems(problems: Iterable[object]) -> None:
+    # one ``FILE:LINE: message`` a line, unwrapped, so editors and grep can jump to each
+    for problem in problems:
+        print(str(problem))
 
 
 def _load_pipeline(model: str, config: Optional[dict] = None):
@@ -76,7 +117,8 @@ def _load_gold(nlp, path: Path, doc_mode: str):
     try:
         return read_docs(path, nlp.vocab, doc_mode=doc_mode)
     except ConllFormatError as err:
-        _fail(str(err))
+        _print_problems(err.errors)
+        _fail(f"{len(err.errors)} problem(s) in {path}, listed above: fix them and run again")
 
 
 @app.command()
@@ -96,12 +138,10 @@ def convert(
     annotator: Optional[str] = typer.Option(None, "--annotator", help="Label Studio: read this annotator's annotations (completed_by id or e-mail); default: the latest annotation of each task"),
 ) -> None:
     """Convert a BIO/IOB/BIOES column file, or span-annotated JSONL/JSON (spaCy/Prodigy, Doccano, Label Studio), into a spaCy DocBin."""
-    from spacy.vocab import Vocab
-
-    from .training.corpus import DOC_MODES, read_conll, result_to_docs, select
-
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
+    if on_error not in ("fail", "repair"):
+        _fail("--on-error takes fail|repair")
     if input_format != "conll":
         from .training.spans import INPUT_FORMATS, detect_format
 
@@ -116,12 +156,16 @@ def convert(
                 _fail("--scheme, --sample, --token-column and --tag-column are for column files; " f"{input_path} is read as {input_format}")
             _convert_spans(input_path, output_path, input_format, doc_mode, on_error, annotator, labels)
             return
-    if on_error not in ("fail", "repair") or doc_mode not in DOC_MODES:
-        _fail(f"--on-error takes fail|repair and --doc-mode {'|'.join(DOC_MODES)}")
     if chunk_tokens < 1:
         _fail(f"--chunk-tokens must be >= 1, not {chunk_tokens}")
     if sample is not None and doc_mode != "sentence":
         _fail(f"--sample draws sentences: use it with --doc-mode sentence, not {doc_mode}")
+    from spacy.vocab import Vocab
+
+    from .training.corpus import DOC_MODES, read_conll, result_to_docs, select
+
+    if doc_mode not in DOC_MODES:
+        _fail(f"--doc-mode takes {'|'.join(DOC_MODES)}")
     try:
         result = read_conll(input_path, scheme=scheme, on_error=on_error, token_column=token_column, tag_column=tag_column)
     except ValueError as err:
@@ -134,8 +178,7 @@ def convert(
             kinds[r.kind] = kinds.get(r.kind, 0) + 1
         msg.warn(f"{len(result.repairs)} repair(s): " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     if result.errors:
-        for error in result.errors:
-            print(str(error))
+        _print_problems(result.errors)
         hint = "" if on_error == "repair" else " (--on-error repair fixes what a documented rule can)"
         _fail(f"{len(result.errors)} problem(s) in {input_path}; nothing written{hint}")
     if labels is not None or sample is not None:
@@ -199,8 +242,7 @@ def _convert_spans(input_path: Path, output_path: Path, input_format: str, doc_m
     for what, n in result.skipped.items():
         msg.info(f"skipped: {what}: {n}")
     if result.errors:
-        for error in result.errors:
-            print(str(error))
+        _print_problems(result.errors)
         hint = "" if on_error == "repair" else " (--on-error repair fixes what a documented rule can)"
         _fail(f"{len(result.errors)} problem(s) in {input_path}; nothing written{hint}")
     for what, n in result.dropped.items():
@@ -222,14 +264,18 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Strict entity-level evaluation (seqeval) with an error analysis."""
-    from .evaluation.evaluate import evaluate_examples, predict_examples
-    from .schemes import normalize_scheme
-
-    scheme = normalize_scheme(scheme)
-    if scheme == "IOB1":
-        _fail("--scheme takes IOB2 or BIOES")
     if not data_path.exists():  # before the slow part: loading the pipeline
         _fail(f"{data_path}: no such file")
+    from .schemes import normalize_scheme
+
+    try:
+        scheme = normalize_scheme(scheme)
+    except ValueError:
+        _fail(f"--scheme takes IOB2 or BIOES, not '{scheme}'")
+    if scheme == "IOB1":
+        _fail("--scheme takes IOB2 or BIOES")
+    from .evaluation.evaluate import entity_labels, evaluate_examples, predict_examples
+
     nlp = _load_pipeline(model)
     from .pipeline.ner_plus import stale_calibrations
 
@@ -241,7 +287,9 @@ def evaluate(
 
     names = ner_plus_pipe_names(nlp)
     spans_key = nlp.get_pipe(names[0]).spans_key if names else None
-    metrics = evaluate_examples(examples, scheme, output, spans_key=spans_key)
+    metrics = evaluate_examples(examples, scheme, output, spans_key=spans_key, model_labels=entity_labels(nlp))
+    for warning in metrics.get("warnings", []):
+        _warn_stderr(warning)
     rows = [(label, f"{d['precision']:.4f}", f"{d['recall']:.4f}", f"{d['f1']:.4f}", d["support"]) for label, d in metrics["per_type"].items()]
     rows.append(("micro", f"{metrics['precision']:.4f}", f"{metrics['recall']:.4f}", f"{metrics['f1']:.4f}", metrics["support"]))
     msg.table(rows, header=("type", "P", "R", "F1", "support"), aligns=("l", "r", "r", "r", "r"))
@@ -280,12 +328,13 @@ def calibrate(
     from contextlib import ExitStack
 
     from .annotate.atomic_output import atomic_directory, atomic_files_into
-    from .evaluation.calibration_report import write_report
-    from .evaluation.calibrate import calibrate_pipeline
 
     if not dev_path.exists():
         _fail(f"{dev_path}: no such file")
     _check_output(model, output_model, "pipeline")
+    from .evaluation.calibration_report import write_report
+    from .evaluation.calibrate import calibrate_pipeline
+
     default_policy = "max_f1"
     overrides = {}
     for item in policy:
@@ -330,22 +379,26 @@ def calibrate(
 def annotate(
     model: str = typer.Argument(..., help="pipeline name or path (with --engine ray: loadable on every node, e.g. an installed pipeline package)"),
     paths: List[str] = typer.Argument(..., metavar="INPUT... OUTPUT", help="input files or globs (plain text, one text a line, or JSONL), then the output file"),
-    input_format: Optional[str] = typer.Option(None, "--input-format", help="text or jsonl (default: from each INPUT's extension, .jsonl/.json -> jsonl)"),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="text or jsonl for every INPUT (default: from each INPUT's extension, .jsonl/.json -> jsonl, else text; the inputs may mix both)"),
     output_format: str = typer.Option("jsonl", "--format", help="output: jsonl, or parquet (--engine ray)"),
     text_key: str = typer.Option("text", "--text-key", help="JSONL key holding the text"),
     on_error: str = typer.Option("skip", "--on-error", help="skip: report bad lines and go on; fail: stop at the first, writing nothing"),
     batch_size: int = typer.Option(64, "--batch-size", help="texts per batch (per actor call with --engine ray)"),
     resume: bool = typer.Option(False, "--resume", help="continue the partial output (OUTPUT.part) of an interrupted run"),
     restart: bool = typer.Option(False, "--restart", help="discard the partial output of an interrupted run and start over"),
-    engine: str = typer.Option("local", "--engine", help="local: this process; ray: an actor pool on Ray Data (pip install 'spacy-ner-plus[ray]')"),
+    engine: str = typer.Option("local", "--engine", help="local: this process; ray: an actor pool on Ray Data (pip install 'spacy-ner-plus\\[ray]')"),
     address: Optional[str] = typer.Option(None, "--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else a new local instance)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="ray: actors (default: as many as the cluster's CPUs or GPUs hold)"),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs per actor, also its torch threads"),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per actor"),
     preserve_order: bool = typer.Option(False, "--preserve-order", help="ray: write records in input order (the local engine always does)"),
 ) -> None:
-    """Annotate files in constant memory: JSONL (or Parquet) out with each entity's offsets, label and confidence."""
-    from .annotate.local import AnnotateError, BadLineError, annotate_files, expand_inputs, input_format_of, partial_paths
+    """Annotate files in constant memory: JSONL (or Parquet) out with each entity's offsets, label and confidence.
+
+    Each INPUT is read in its own format, so a run may mix JSONL and plain text
+    files: a plain text line becomes the record {"text": LINE}."""
+    # light: imports neither spaCy nor torch, so bad arguments are refused at once
+    from .annotate.local import AnnotateError, BadLineError, annotate_files, check_partial_output, expand_inputs, input_format_of, partial_paths
 
     if len(paths) < 2:
         _fail("give at least one INPUT and the OUTPUT file")
@@ -366,16 +419,27 @@ def annotate(
         inputs = expand_inputs(patterns)
     except AnnotateError as err:
         _fail(str(err))
-    formats = {input_format or input_format_of(path) for path in inputs}
-    if len(formats) > 1:
-        _fail("the inputs mix .jsonl and plain text files: give --input-format, or annotate them in two runs")
-    fmt = formats.pop()
+    formats = [input_format or input_format_of(path) for path in inputs]
+    # one name when every input has the same format (as the journal of a resumable run records it)
+    fmt = formats[0] if len(set(formats)) == 1 else formats
     if output_path.resolve() in {path.resolve() for path in inputs}:
         _fail(f"{output_path} is also an INPUT")
+    if engine == "local":
+        try:
+            check_partial_output(output_path, resume=resume, restart=restart)
+        except AnnotateError as err:
+            _fail(str(err))
     try:
         if engine == "ray":
             if resume or restart:
                 _fail("--resume and --restart work with --engine local only")
+            if not isinstance(fmt, str):
+                jsonl = [str(path) for path, f in zip(inputs, formats) if f == "jsonl"]
+                text = [str(path) for path, f in zip(inputs, formats) if f == "text"]
+                _fail(
+                    f"--engine ray reads all inputs in one format, and these mix JSONL ({', '.join(jsonl)}) with plain text "
+                    f"({', '.join(text)}): annotate them in two runs, give --input-format, or use --engine local, which reads each file in its own format"
+                )
             try:
                 from .annotate.ray_engine import annotate_with_ray
             except ImportError as err:
@@ -393,7 +457,7 @@ def annotate(
             nlp = _load_pipeline(model)
             stats = annotate_files(
                 nlp, inputs, output_path, model=model, fmt=fmt, text_key=text_key, on_error=on_error,
-                batch_size=batch_size, resume=resume, restart=restart,
+                batch_size=batch_size, resume=resume, restart=restart, progress=sys.stderr.isatty(),
             )
     except BadLineError as err:
         _fail(f"{err} (nothing written; --on-error skip goes on past bad lines)")
@@ -438,21 +502,29 @@ def quantize(
 @app.command()
 def render(
     model: str = typer.Argument(..., help="pipeline name or path"),
-    input_path: Path = typer.Argument(..., help="plain text, one text a line"),
+    input_path: Path = typer.Argument(..., help="plain text, one text a line, or JSONL (the text under --text-key)"),
     output_path: Path = typer.Argument(..., help="HTML page to write"),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="text or jsonl (default: from the extension, .jsonl/.json -> jsonl, as annotate)"),
+    text_key: str = typer.Option("text", "--text-key", help="JSONL key holding the text"),
 ) -> None:
-    """Render the entities of each line with their confidences (displaCy) into one HTML page."""
+    """Render the entities of each text with their confidences (displaCy) into one HTML page."""
     from .annotate.atomic_output import atomic_file
-    from .evaluation.visualize import render_entities
+    from .annotate.local import AnnotateError, AnnotateStats, input_format_of, iter_input_records
 
     if not input_path.is_file():
         _fail(f"{input_path}: no such file")
+    if input_format not in (None, "text", "jsonl"):
+        _fail("--input-format takes text|jsonl")
     _check_output(model, output_path, "file")
-    nlp = _load_pipeline(model)
+    # the reader of annotate: the same formats, text key and FILE:LINE errors
+    records = iter_input_records([input_path], input_format or input_format_of(input_path), text_key, "fail", AnnotateStats())
     try:
-        texts = input_path.read_text(encoding="utf8").splitlines()
-    except UnicodeDecodeError as err:
-        _fail(f"{input_path}: bytes are not UTF-8 at byte {err.start}")
+        texts = [record.text for record in records]
+    except AnnotateError as err:
+        _fail(f"{err}: nothing rendered")
+    from .evaluation.visualize import render_entities
+
+    nlp = _load_pipeline(model)
     page = render_entities(list(nlp.pipe(texts)))
     try:
         with atomic_file(output_path) as tmp:

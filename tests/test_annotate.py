@@ -200,3 +200,93 @@ def test_annotate_several_inputs_and_a_glob_in_order(model, tmp_path):
     assert [json.loads(l)["id"] for l in out.read_text(encoding="utf8").splitlines()] == ["c1", "a1", "a2", "b1"]
     result = runner.invoke(app, ["annotate", str(model), str(tmp_path / "*.csv"), str(out)])
     assert result.exit_code == 1 and "matches no file" in summary(result.output)
+
+
+def records_of(path: Path):
+    return [json.loads(line) for line in path.read_text(encoding="utf8").splitlines()]
+
+
+def test_annotate_reads_each_input_in_its_own_format(unbuffered_model, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id": "a1", "text": "John lives in New York City ."}\n{"id": "a2", "text": "Paris ."}\n', encoding="utf8")
+    (tmp_path / "b.txt").write_text("Mary works for Acme Corp in Paris .\n{\"id\": \"not a record\"}\n", encoding="utf8")
+    out = tmp_path / "mixed.jsonl"
+    # two texts a batch: the mixed run and the runs of each file alone batch alike (same scores to the bit)
+    result = runner.invoke(app, ["annotate", str(unbuffered_model), str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt"), str(out), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Wrote 4 of 4 lines" in summary(result.output)
+    # the same records as annotating each file alone: JSONL records kept, a text line becomes {"text": LINE}
+    alone = []
+    for name in ("a.jsonl", "b.txt"):
+        single = tmp_path / f"{name}.out.jsonl"
+        assert runner.invoke(app, ["annotate", str(unbuffered_model), str(tmp_path / name), str(single), "--batch-size", "2"]).exit_code == 0
+        alone += records_of(single)
+    mixed = records_of(out)
+    assert mixed == alone
+    assert [r.get("id") for r in mixed] == ["a1", "a2", None, None]
+    assert mixed[3]["text"] == '{"id": "not a record"}'  # a line of a .txt file is text, whatever it looks like
+    assert [(e["label"], e["text"]) for e in mixed[2]["entities"]] == [("PER", "Mary"), ("ORG", "Acme Corp"), ("LOC", "Paris")]
+    # --input-format still reads every input one way
+    forced = tmp_path / "forced.jsonl"
+    result = runner.invoke(app, ["annotate", str(unbuffered_model), str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt"), str(forced), "--input-format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert "b.txt:1: not JSON" in summary(result.output) and "b.txt:2: no string under the key 'text'" in summary(result.output)
+
+
+def test_annotate_resumes_a_run_over_mixed_formats(unbuffered_model, tmp_path):
+    from spacy_ner_plus.annotate.local import _run_header, partial_paths
+
+    (tmp_path / "a.jsonl").write_text('{"id": 1, "text": "John ."}\n', encoding="utf8")
+    (tmp_path / "b.txt").write_text("Paris .\nMary .\n", encoding="utf8")
+    inputs = [tmp_path / "a.jsonl", tmp_path / "b.txt"]
+    reference = tmp_path / "reference.jsonl"
+    assert runner.invoke(app, ["annotate", str(unbuffered_model), *map(str, inputs), str(reference)]).exit_code == 0
+    out = tmp_path / "out.jsonl"
+    part, journal = partial_paths(out)
+    part.write_bytes(b"")  # killed before its first checkpoint
+    journal.write_text(json.dumps(_run_header(inputs, str(unbuffered_model), ["jsonl", "text"], "text", "skip")) + "\n", encoding="utf8")
+    result = runner.invoke(app, ["annotate", str(unbuffered_model), *map(str, inputs), str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_annotate_with_ray_explains_that_it_reads_one_format(model, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "John ."}\n', encoding="utf8")
+    (tmp_path / "b.txt").write_text("Paris .\n", encoding="utf8")
+    result = runner.invoke(app, ["annotate", str(model), str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt"), str(tmp_path / "o.jsonl"), "--engine", "ray"])
+    assert result.exit_code == 1
+    text = summary(result.output)
+    assert "--engine ray reads all inputs in one format" in text and "a.jsonl" in text and "b.txt" in text and "--engine local" in text
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_annotate_resume_with_nothing_to_resume_is_refused_and_keeps_the_output(model, tmp_path, monkeypatch):
+    import spacy
+
+    from spacy_ner_plus.annotate.local import AnnotateError, annotate_files
+
+    src = tmp_path / "in.jsonl"
+    write_input(src, 10)
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["annotate", str(model), str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    finished, stat = out.read_bytes(), out.stat()
+    nlp = spacy.load(model)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the refusal")
+
+    monkeypatch.setattr(spacy, "load", refuse)
+    result = runner.invoke(app, ["annotate", str(model), str(src), str(out), "--resume"])
+    assert result.exit_code == 1
+    assert f"{out} is already complete: there is no partial output (out.jsonl.part) to resume" in summary(result.output)
+    assert out.read_bytes() == finished and out.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+    with pytest.raises(AnnotateError, match="already complete"):
+        annotate_files(nlp, [src], out, resume=True, progress=False)
+    assert out.read_bytes() == finished
+
+    missing = tmp_path / "never.jsonl"
+    result = runner.invoke(app, ["annotate", str(model), str(src), str(missing), "--resume"])
+    assert result.exit_code == 1
+    assert "there is no partial output" in summary(result.output) and "run without --resume to start" in summary(result.output)
+    assert not missing.exists() and not (tmp_path / "never.jsonl.part").exists()

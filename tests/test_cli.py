@@ -1,7 +1,12 @@
-"""The commands as a user runs them (typer's CliRunner), on the trained fixture saved to disk."""
+"""The commands as a user runs them (typer's CliRunner, or ``python -m spacy_ner_plus`` in a
+subprocess where the process matters: imports, terminals), on the trained fixture saved to disk."""
 import json
+import os
+import pty
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +16,13 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 from typer.testing import CliRunner
 
-import spacy_ner_plus.pipeline.ner_plus
-from spacy_ner_plus.cli import app
-from spacy_ner_plus.evaluation.evaluate import evaluate_examples, predict_examples
+from spacy_ner_plus.cli import app, use_color
+from spacy_ner_plus.evaluation.evaluate import entity_labels, evaluate_examples, predict_examples
 
 from conftest import TRAIN
+
+ROOT = Path(__file__).resolve().parents[1]
+MIXED_IOB = ROOT / "tests" / "fixtures" / "malformed" / "mixed.iob"
 
 DEV = TRAIN + [("Paris met John in Acme Corp .", [(0, 5, "PER"), (10, 14, "PER"), (18, 27, "ORG")])]
 
@@ -97,9 +104,12 @@ def test_evaluate_writes_the_metrics_of_the_library(trained_nlp, model_dir, dev_
     out = tmp_path / "eval"
     result = invoke("evaluate", model_dir, dev_path, "--output", out)
     assert result.exit_code == 0, result.output
-    expected = evaluate_examples(predict_examples(trained_nlp, gold_docs(trained_nlp, DEV)), "IOB2", spans_key="ner_plus")
+    expected = evaluate_examples(
+        predict_examples(trained_nlp, gold_docs(trained_nlp, DEV)), "IOB2", spans_key="ner_plus", model_labels=entity_labels(trained_nlp)
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(expected))
+    assert metrics["unknown_gold_types"] == {} and metrics["warnings"] == []  # the model knows every gold type
     assert {label: d["support"] for label, d in metrics["per_type"].items()} == {"LOC": 2, "ORG": 2, "PER": 4}
     assert metrics["support"] == 8 and metrics["scheme"] == "IOB2"
     assert sum(n for kind, n in metrics["errors"].items() if kind != "spurious") == 8  # each gold entity once
@@ -149,20 +159,58 @@ def test_evaluate_fails_clearly_on_missing_inputs(model_dir, dev_path, tmp_path)
     assert failed_cleanly(invoke("evaluate", model_dir, bad), "bad.iob:4")
 
 
-def test_evaluate_prints_each_stale_calibration_warning(model_dir, dev_path, monkeypatch):
-    messages = ["ner_plus: calibration fitted to weights abc, the pipeline has def", "ner_2: thresholds fitted to other weights"]
-    seen = []
+def test_evaluate_warns_of_a_calibration_fitted_to_other_weights(model_dir, dev_path, tmp_path):
+    from spacy_ner_plus.calibration import Calibrator
 
-    def stale(nlp):
-        seen.append(nlp.pipe_names)
-        return messages
+    # a calibrated pipeline, then its weights changed behind the calibration's back
+    # (another checkpoint's weights copied in): the real stale_calibrations must see it
+    nlp = spacy.load(model_dir)
+    ner = nlp.get_pipe("ner_plus")
+    ner.set_calibration({label: Calibrator("temperature", 2.0) for label in ner.labels}, {"PER": 0.3})
+    nlp.to_disk(tmp_path / "calibrated")
+    output = ner.model.get_ref("output")
+    output.set_param("b", output.get_param("b") + 0.1)
+    nlp.to_disk(tmp_path / "stale")
 
-    monkeypatch.setattr(spacy_ner_plus.pipeline.ner_plus, "stale_calibrations", stale, raising=False)
-    result = invoke("evaluate", model_dir, dev_path)
+    fresh = invoke("evaluate", tmp_path / "calibrated", dev_path)
+    assert fresh.exit_code == 0, fresh.output
+    assert "⚠" not in fresh.output
+    result = invoke("evaluate", tmp_path / "stale", dev_path)
     assert result.exit_code == 0, result.output
-    assert seen == [["ner_plus"]]
-    for message in messages:
-        assert f"⚠ {message}" in plain(result.output)
+    warnings = [line for line in plain(result.output).split("⚠ ")[1:]]
+    assert len(warnings) == 1, result.output
+    assert warnings[0].startswith("ner_plus: its calibration and thresholds were fitted to other weights")
+    assert "run `python -m spacy_ner_plus calibrate` again" in warnings[0]
+
+
+def test_evaluate_warns_of_gold_types_the_model_does_not_know(trained_nlp, model_dir, tmp_path):
+    data = DEV + [("Ann saw the Eiffel Tower and the Louvre .", [(0, 3, "PER"), (12, 24, "LANDMARK"), (33, 39, "LANDMARK")]),
+                  ("He speaks Dutch .", [(10, 15, "LANGUAGE")])]
+    gold = tmp_path / "gold.spacy"
+    DocBin(docs=gold_docs(trained_nlp, data)).to_disk(gold)
+    out = tmp_path / "eval"
+    result = invoke("evaluate", model_dir, gold, "--output", out)
+    assert result.exit_code == 0, result.output
+    # on stderr: seen when stdout goes to a file
+    warning = plain(result.stderr)
+    assert "⚠" in warning and "LANDMARK 2, LANGUAGE 1" in warning and "only count as misses" in warning
+    assert "LANDMARK" not in result.stdout.split("type")[0]  # not mixed into the table output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unknown_gold_types"] == {"LANDMARK": 2, "LANGUAGE": 1}
+    assert len(metrics["warnings"]) == 1 and "LANDMARK 2, LANGUAGE 1" in metrics["warnings"][0]
+    assert metrics["per_type"]["LANDMARK"]["recall"] == 0.0 and metrics["per_type"]["LANGUAGE"]["support"] == 1
+    assert "**Warning**: " + metrics["warnings"][0] in (out / "report.md").read_text()
+
+
+def test_evaluate_lists_each_read_error_on_its_own_line(model_dir, tmp_path):
+    bad = tmp_path / "bad.iob"
+    bad.write_text("John B-PER\nlives O\nin O\nParis X-LOC\nand\nBerlin B-LOC\n", encoding="utf8")
+    result = invoke("evaluate", model_dir, bad)
+    assert failed_cleanly(result, "2 problem(s) in", "bad.iob")
+    lines = result.output.splitlines()
+    # each FILE:LINE: message whole on a line of its own, as grep and editors read them
+    assert f"{bad}:4: tag 'X-LOC' has unknown prefix 'X' (expected B, I, E, S, L, U)" in lines
+    assert f"{bad}:5: expected 2 columns (as on the first token line), found 1" in lines
 
 
 # --- calibrate ---------------------------------------------------------------------------------
@@ -333,3 +381,139 @@ def test_render_failing_midway_leaves_the_previous_page(model_dir, tmp_path, mon
     monkeypatch.undo()
     assert page.read_text(encoding="utf8") == "the previous page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "page.html"]
+
+
+# --- the CLI as a process: imports, help, colours --------------------------------------------
+
+HEAVY = ("spacy", "thinc", "torch", "transformers", "spacy_transformers", "fastapi", "uvicorn", "matplotlib", "ray", "numpy")
+
+
+def imported_packages(*args, env=None):
+    """Run ``python -X importtime -m spacy_ner_plus ARGS``: (the process, the top-level packages it imported)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "spacy_ner_plus", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", proc.stderr, re.M)
+    assert names, proc.stderr  # else the check below proves nothing
+    return proc, {name.split(".")[0] for name in names}
+
+
+@pytest.mark.parametrize(
+    "args,exit_code,phrase",
+    [
+        (["--help"], 0, "convert"),
+        (["convert", "--help"], 0, "--doc-mode"),
+        (["annotate", "--help"], 0, "--engine"),
+        (["convert"], 2, "Missing argument"),
+        (["convert", "nope.iob", "out.spacy", "--chunk-tokens", "many"], 2, "Invalid value for '--chunk-tokens'"),
+        (["convert", "nope.iob", "out.spacy"], 1, "nope.iob: no such file"),
+        (["annotate", "model", "tests/conftest.py", "out.jsonl", "--on-error", "ignore"], 1, "--on-error takes skip|fail"),
+        (["annotate", "model", "nope.jsonl", "out.jsonl"], 1, "nope.jsonl: no such file"),
+        (["render", "model", "nope.txt", "out.html"], 1, "nope.txt: no such file"),
+        (["evaluate", "model", "nope.spacy"], 1, "nope.spacy: no such file"),
+    ],
+)
+def test_help_and_argument_errors_import_no_heavy_module(args, exit_code, phrase):
+    proc, packages = imported_packages(*args)
+    assert proc.returncode == exit_code, proc.stdout + proc.stderr
+    assert phrase in plain((proc.stdout + proc.stderr).replace("│", " "))
+    assert "spacy_ner_plus" in packages
+    # spaCy and torch alone take seconds to import: none of them before a command has work to do
+    assert not packages & set(HEAVY), sorted(packages & set(HEAVY))
+
+
+def test_the_package_imports_nothing_heavy_and_still_loads_saved_pipelines():
+    script = (
+        "import sys, spacy_ner_plus\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import spacy\n"
+        # nothing of the package imported by hand: the entry points register the factories
+        "nlp = spacy.load('tests/fixtures/saved_pipeline_0_2_0')\n"
+        "assert nlp.get_pipe('ner_plus').__class__ is spacy_ner_plus.NerPlus\n"
+        "assert spacy_ner_plus.register_scored_spans_key and spacy_ner_plus.stale_calibrations(nlp) == []\n"
+        "print(nlp.pipe_names)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['ner_plus']"
+
+
+def test_every_bracket_of_a_help_text_shows_in_the_help():
+    import typer.main
+
+    command = typer.main.get_command(app)
+    checked = 0
+    for name, sub in command.commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        shown = " ".join(result.output.replace("│", " ").split())
+        for param in sub.params:
+            for bracket in re.findall(r"\\?\[[^\]]*\]", getattr(param, "help", None) or ""):
+                checked += 1
+                # written escaped (\\[ray]) so that Rich prints it instead of reading it as markup
+                assert bracket.lstrip("\\") in shown, (name, param.name, bracket)
+    assert checked
+    annotate = " ".join(CliRunner().invoke(app, ["annotate", "--help"], env={"COLUMNS": "250"}).output.replace("│", " ").split())
+    assert "pip install 'spacy-ner-plus[ray]'" in annotate
+
+
+def no_color_env(**extra):
+    """The environment without the variables that force colours on (CI sets some)."""
+    forcing = ("NO_COLOR", "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "ANSI_COLORS_DISABLED")
+    env = {k: v for k, v in os.environ.items() if k not in forcing}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    "args", [["convert", MIXED_IOB], ["convert", "nope.iob"], ["--help"], ["convert", "--help"], ["convert"]]
+)
+def test_piped_output_has_no_colour_codes(args, tmp_path):
+    if args[0] == "convert" and len(args) == 2:
+        args = [*args, tmp_path / "out.spacy"]
+    # cwd: python -m finds this checkout's package first
+    proc = subprocess.run([sys.executable, "-m", "spacy_ner_plus", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, env=no_color_env(), timeout=300)
+    assert proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr, (proc.stdout, proc.stderr)
+
+
+def run_in_terminal(args, env):
+    """stdout and stderr of ``python -m spacy_ner_plus ARGS`` run on a pseudo-terminal."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "spacy_ner_plus", *map(str, args)], stdout=terminal, stderr=terminal,
+                            stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(controller)
+    return b"".join(chunks).decode("utf8", errors="replace")
+
+
+def test_a_terminal_gets_colours_unless_no_color_is_set(tmp_path):
+    env = no_color_env()
+    args = ["convert", "nope.iob", tmp_path / "out.spacy"]
+    coloured = run_in_terminal(args, env)
+    assert "nope.iob: no such file" in coloured and "\x1b[" in coloured  # else the next check proves nothing
+    plain_text = run_in_terminal(args, {**env, "NO_COLOR": "1"})
+    assert "nope.iob: no such file" in plain_text and "\x1b" not in plain_text
+
+
+def test_use_color_follows_the_stream_and_no_color(monkeypatch):
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    with open(os.devnull, "w") as devnull:
+        assert use_color(Terminal()) and not use_color(devnull)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Terminal())

@@ -10,7 +10,9 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from spacy_ner_plus.evaluation.evaluate import analyse_errors, confusion_array, evaluate_examples, strict_scores, tag_sequences, touching_pairs
+from spacy_ner_plus.evaluation.evaluate import (
+    analyse_errors, confusion_array, entity_labels, evaluate_examples, strict_scores, tag_sequences, touching_pairs, unknown_gold_types,
+)
 from spacy_ner_plus.metrics import prf
 
 VOCAB = Vocab()
@@ -226,3 +228,41 @@ def test_evaluate_writes_outputs(tmp_path):
     assert "| PER | 1.0000 | 1.0000 | 1.0000 | 1 |" in report
     assert "| LOC | 0.0000 | 0.0000 | 0.0000 | 1 |" in report
     assert "| **micro** | **0.5000** | **0.5000** | **0.5000** | 2 |" in report
+
+
+def test_unknown_gold_types_are_counted_and_warned_of(tmp_path):
+    gold = make_doc(12, [(0, 2, "PER"), (4, 5, "MISC"), (6, 7, "MISC"), (8, 9, "DATE")])
+    pred = make_doc(12, [(0, 2, "PER"), (4, 5, "ORG")])
+    examples = [Example(pred, gold)]
+    assert unknown_gold_types(examples, LABELS) == {"DATE": 1, "MISC": 2}
+    metrics = evaluate_examples(examples, "IOB2", tmp_path, model_labels=LABELS)
+    assert metrics["unknown_gold_types"] == {"DATE": 1, "MISC": 2}
+    [warning] = metrics["warnings"]
+    assert "3 entities of types the pipeline does not predict (DATE 1, MISC 2; it knows LOC, ORG, PER)" in warning
+    assert "only count as misses" in warning
+    assert json.loads((tmp_path / "metrics.json").read_text())["warnings"] == [warning]
+    assert f"**Warning**: {warning}." in (tmp_path / "report.md").read_text()
+    # the scores are the same: the warning explains them, it does not change them
+    plain = evaluate_examples(examples, "IOB2")
+    assert "warnings" not in plain and {k: metrics[k] for k in plain} == plain
+    assert evaluate_examples(examples, "IOB2", model_labels=LABELS + ["MISC", "DATE"])["warnings"] == []
+
+
+def test_entity_labels_are_those_of_the_pipes_that_set_entities():
+    import spacy
+    from spacy.language import Language
+
+    nlp = spacy.blank("en")
+    assert entity_labels(nlp) == []
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "GPE", "pattern": "Paris"}, {"label": "ORG", "pattern": "Acme"}])
+    nlp.add_pipe("ner_plus_entity_filter")  # removes entities: adds no type
+    nlp.add_pipe("sentencizer")  # sets no entities
+    assert entity_labels(nlp) == ["GPE", "ORG"]
+
+    @Language.component("test_unlisted_entities", assigns=["doc.ents"])
+    def unlisted(doc):
+        return doc
+
+    nlp.add_pipe("test_unlisted_entities")
+    assert entity_labels(nlp) is None  # a pipe that sets entities without listing its types: nobody can say

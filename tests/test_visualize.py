@@ -1,4 +1,5 @@
 import html
+import json
 import re
 from typing import List, Tuple
 
@@ -103,3 +104,36 @@ def test_evaluate_writes_an_error_page(trained_nlp, tmp_path):
     assert page.count("<h3>") == min(n_errors, 20)
     # every error shows the gold entities of its context, then the predicted ones
     assert page.count("<h4>gold</h4>") == page.count("<h4>predicted</h4>") == page.count("<h3>")
+
+
+def test_render_command_renders_the_text_of_jsonl_records(trained_nlp, tmp_path):
+    trained_nlp.to_disk(tmp_path / "model")
+    texts = ["John lives in New York City .", "Mary works for Acme Corp in Paris ."]
+    expected = [[(e.start_char, e.end_char, e.text, f"{e.label_} {e._.confidence:.2f}") for e in doc.ents] for doc in trained_nlp.pipe(texts)]
+    assert any(expected)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf8")
+    (tmp_path / "body.json").write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(texts)), encoding="utf8")
+    for name, args in (("in.jsonl", []), ("body.json", ["--text-key", "body"])):
+        out = tmp_path / f"{name}.html"
+        result = CliRunner().invoke(app, ["render", str(tmp_path / "model"), str(tmp_path / name), str(out), *args])
+        assert result.exit_code == 0, result.output
+        page = out.read_text(encoding="utf8")
+        assert marked_entities(page) == expected  # the texts, not the JSON lines
+        assert '"id"' not in html.unescape(page)
+    # --input-format text shows a JSONL file as it is
+    out = tmp_path / "raw.html"
+    result = CliRunner().invoke(app, ["render", str(tmp_path / "model"), str(tmp_path / "in.jsonl"), str(out), "--input-format", "text"])
+    assert result.exit_code == 0, result.output
+    # the page's text without its labels, tags and whitespace (a mark adds some around an entity)
+    shown = html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<span[^>]*>.*?</span>", "", out.read_text(encoding="utf8"), flags=re.S)))
+    assert '{"id":0,"text":"Johnlives' in "".join(shown.split())
+
+
+def test_render_command_names_a_bad_jsonl_line(trained_nlp, tmp_path):
+    trained_nlp.to_disk(tmp_path / "model")
+    (tmp_path / "in.jsonl").write_text('{"text": "John ."}\n{"body": "Paris ."}\n', encoding="utf8")
+    out = tmp_path / "out.html"
+    result = CliRunner().invoke(app, ["render", str(tmp_path / "model"), str(tmp_path / "in.jsonl"), str(out)])
+    assert result.exit_code == 1
+    assert "in.jsonl:2: no string under the key 'text': nothing rendered" in " ".join(result.output.split())
+    assert not out.exists()

@@ -1,8 +1,9 @@
 """Batch annotation: plain text or JSONL in, JSONL out, in constant memory,
 resumable after a crash.
 
-Each output line is the input record (``{"text": ...}`` for plain text) plus
-``"entities"``: character offsets, label, text and confidence of each entity
+Each input file is read in its own format (plain text or JSONL), so one run
+may mix both. Each output line is the input record (``{"text": ...}`` for
+plain text) plus ``"entities"``: character offsets, label, text and confidence of each entity
 in ``doc.ents``. A bad input line (not UTF-8, not JSON, not an object, no
 string under the text key) is reported as FILE:LINE and either skipped
 (counted) or fatal.
@@ -20,19 +21,26 @@ truncated last journal line is ignored), cuts ``OUTPUT.part`` back to the
 recorded size (dropping records written after it, including a half-written
 line), and reads on from the recorded input position. So every record is
 written once, in input order, and every bad line is counted once, whatever
-moment the run was killed at.
+moment the run was killed at. ``--resume`` with no partial output is refused:
+it never starts over, so it never replaces a finished output.
+
+This module imports neither spaCy nor torch at import time: the CLI uses it
+to check its arguments before the slow imports.
 """
+from __future__ import annotations
+
 import glob
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from spacy.tokens import Doc
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
 
-from ..training.corpus import Problem
+    from ..training.corpus import Problem
 
 INPUT_FORMATS = ("text", "jsonl")
 ON_ERROR = ("skip", "fail")
@@ -109,8 +117,13 @@ def entities_of(doc: Doc) -> List[Dict[str, Any]]:
 
     doc (Doc): an annotated Doc.
     RETURNS (List[Dict[str, Any]]): ``start``/``end`` character offsets,
-        ``label``, ``text`` and ``confidence`` of each entity.
+        ``label``, ``text`` and ``confidence`` of each entity (None from a
+        pipe that scores none).
     """
+    # registers Span._.confidence, which a pipeline without ner_plus lacks
+    # (imported here, not at the top: see the module docstring)
+    from ..pipeline import scored_spans  # noqa: F401
+
     return [
         {"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text, "confidence": e._.confidence}
         for e in doc.ents
@@ -179,6 +192,8 @@ def read_records(
     YIELDS (InputRecord): each good record with its position.
     RAISES (BadLineError): the first bad line when ``on_error="fail"``.
     """
+    from ..training.corpus import Problem
+
     for lineno, raw in enumerate(handle, start=first_line):
         stats.read += 1
         offset += len(raw)
@@ -212,8 +227,25 @@ def read_records(
         yield InputRecord(record[text_key], record, file, lineno, offset, stats.read, len(stats.skipped))
 
 
+def formats_per_input(fmt: Union[str, Sequence[str]], n_inputs: int) -> List[str]:
+    """The format of each input file: ``fmt`` for every file, or one per file.
+
+    fmt (Union[str, Sequence[str]]): ``text`` or ``jsonl``, or one of them per input.
+    n_inputs (int): the number of input files.
+    RETURNS (List[str]): one format per input.
+    RAISES (ValueError): an unknown format, or a list of another length.
+    """
+    formats = [fmt] * n_inputs if isinstance(fmt, str) else list(fmt)
+    if len(formats) != n_inputs:
+        raise ValueError(f"{len(formats)} input formats for {n_inputs} input files: give one format, or one per file")
+    unknown = sorted(set(formats) - set(INPUT_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown input format(s) {unknown}: the input formats are {INPUT_FORMATS}")
+    return formats
+
+
 def iter_input_records(
-    paths: Sequence[Path], fmt: str, text_key: str, on_error: str, stats: AnnotateStats, start: ReadStart = ReadStart()
+    paths: Sequence[Path], fmt: Union[str, Sequence[str]], text_key: str, on_error: str, stats: AnnotateStats, start: ReadStart = ReadStart()
 ) -> Iterator[InputRecord]:
     """Yield the good records of several input files in order, from ``start``.
 
@@ -221,20 +253,21 @@ def iter_input_records(
     with this function, so both count and report the same bad lines.
 
     paths (Sequence[Path]): the input files.
-    fmt (str): ``text`` or ``jsonl``.
+    fmt (Union[str, Sequence[str]]): ``text`` or ``jsonl`` for every file, or one per file.
     text_key (str): the JSONL key holding the text.
     on_error (str): ``skip`` or ``fail``.
     stats (AnnotateStats): updated in place.
     start (ReadStart): where to start reading.
     YIELDS (InputRecord): each good record with its position.
     """
-    if fmt not in INPUT_FORMATS or on_error not in ON_ERROR:
-        raise ValueError(f"the input format is one of {INPUT_FORMATS} and on_error one of {ON_ERROR}")
+    formats = formats_per_input(fmt, len(paths))
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error is one of {ON_ERROR}")
     for index in range(start.file, len(paths)):
         first_line, offset = (start.line + 1, start.offset) if index == start.file else (1, 0)
         with open(paths[index], "rb") as handle:
             handle.seek(offset)
-            yield from read_records(handle, str(paths[index]), fmt, text_key, on_error, stats, file=index, first_line=first_line, offset=offset)
+            yield from read_records(handle, str(paths[index]), formats[index], text_key, on_error, stats, file=index, first_line=first_line, offset=offset)
 
 
 def partial_paths(output_path: Path) -> Tuple[Path, Path]:
@@ -242,19 +275,24 @@ def partial_paths(output_path: Path) -> Tuple[Path, Path]:
     return output_path.with_name(output_path.name + PARTIAL_SUFFIX), output_path.with_name(output_path.name + JOURNAL_SUFFIX)
 
 
-def _run_header(paths: Sequence[Path], model: str, fmt: str, text_key: str, on_error: str) -> Dict[str, Any]:
+def _run_header(paths: Sequence[Path], model: str, fmt: Union[str, Sequence[str]], text_key: str, on_error: str) -> Dict[str, Any]:
     # A resumed run must read the same bytes with the same settings, or the
     # recorded offsets and counts would describe another input.
     inputs = []
     for path in paths:
         st = path.stat()
         inputs.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"version": JOURNAL_VERSION, "inputs": inputs, "model": model, "input_format": fmt, "text_key": text_key, "on_error": on_error}
+    # one format for all inputs is recorded as its name (as before formats could mix)
+    formats = formats_per_input(fmt, len(paths))
+    input_format: Union[str, List[str]] = fmt if isinstance(fmt, str) else formats[0] if len(set(formats)) == 1 else formats
+    return {"version": JOURNAL_VERSION, "inputs": inputs, "model": model, "input_format": input_format, "text_key": text_key, "on_error": on_error}
 
 
 def _read_journal(journal_path: Path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], List[Problem]]:
     """The header, the last complete checkpoint (None if none) and every bad
     line recorded up to it."""
+    from ..training.corpus import Problem
+
     lines = journal_path.read_bytes().split(b"\n")
     # Every entry ends with a newline, so the last piece is b"" unless the
     # run died while writing it: that entry never took effect.
@@ -280,13 +318,40 @@ def _describe_difference(old: Dict[str, Any], new: Dict[str, Any]) -> str:
     return "another " + ", ".join(changed)
 
 
+def check_partial_output(output_path: Path, *, resume: bool = False, restart: bool = False) -> None:
+    """Refuse a run that the partial output beside ``output_path`` (or its
+    absence) does not allow, before any work: ``annotate_files`` checks the
+    same, and the CLI calls this before it loads the pipeline.
+
+    output_path (Path): the output file of the run.
+    resume (bool): the run is to continue an interrupted one.
+    restart (bool): the run is to discard an interrupted one.
+    RAISES (AnnotateError): a partial output without ``resume`` or
+        ``restart``; ``resume`` with no partial output (a finished output is
+        never replaced by a resumed run, nor a run started over by one).
+    """
+    part, journal_path = partial_paths(output_path)
+    if part.exists() or journal_path.exists():
+        if not (resume or restart):
+            raise AnnotateError(
+                f"{part} is the partial output of an interrupted run: pass --resume to continue it or --restart to discard it"
+            )
+    elif resume:
+        if output_path.exists():
+            raise AnnotateError(
+                f"{output_path} is already complete: there is no partial output ({part.name}) to resume; "
+                f"{output_path} is left as it is (run without --resume to annotate again and replace it)"
+            )
+        raise AnnotateError(f"there is no partial output {part} to resume: run without --resume to start")
+
+
 def annotate_files(
     nlp,
     inputs: Sequence[Path],
     output_path: Path,
     *,
     model: str = "",
-    fmt: str = "jsonl",
+    fmt: Union[str, Sequence[str]] = "jsonl",
     text_key: str = "text",
     on_error: str = "skip",
     batch_size: int = 64,
@@ -303,38 +368,37 @@ def annotate_files(
     output_path (Path): the JSONL file to write.
     model (str): the pipeline's name or path, recorded so that ``resume``
         refuses to mix two models in one output.
-    fmt (str): input format, ``text`` or ``jsonl``.
+    fmt (Union[str, Sequence[str]]): input format, ``text`` or ``jsonl``, for
+        every input or one per input (a run may mix them).
     text_key (str): the JSONL key holding the text.
     on_error (str): ``skip`` (count bad lines and go on) or ``fail`` (stop at
         the first, deleting the partial output).
     batch_size (int): texts per ``nlp.pipe`` batch; a checkpoint follows
         every batch written.
-    resume (bool): continue the partial output of an interrupted run (start
-        afresh when there is none).
+    resume (bool): continue the partial output of an interrupted run; refused
+        when there is none (see ``check_partial_output``).
     restart (bool): discard the partial output of an interrupted run.
     progress (bool): show a progress bar.
     RETURNS (AnnotateStats): counts for the whole output, earlier runs included.
     RAISES (AnnotateError): a bad line with ``on_error="fail"``; a partial
-        output without ``resume`` or ``restart``; a partial output made with
-        other inputs or settings.
+        output without ``resume`` or ``restart``; ``resume`` without a partial
+        output; a partial output made with other inputs or settings.
     """
     from tqdm import tqdm
 
-    if fmt not in INPUT_FORMATS or on_error not in ON_ERROR:
-        raise ValueError(f"the input format is one of {INPUT_FORMATS} and on_error one of {ON_ERROR}")
+    inputs = list(inputs)
+    formats_per_input(fmt, len(inputs))
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error is one of {ON_ERROR}")
     if resume and restart:
         raise ValueError("resume and restart exclude each other")
-    inputs = list(inputs)
     part, journal_path = partial_paths(output_path)
+    check_partial_output(output_path, resume=resume, restart=restart)
     header = _run_header(inputs, model, fmt, text_key, on_error)
     stats = AnnotateStats()
     start = ReadStart()
     output_bytes = 0
     exists = part.exists() or journal_path.exists()
-    if exists and not (resume or restart):
-        raise AnnotateError(
-            f"{part} is the partial output of an interrupted run: pass --resume to continue it or --restart to discard it"
-        )
     if exists and resume:
         if journal_path.exists() and not part.exists() and output_path.exists():
             old, checkpoint, problems = _read_journal(journal_path)

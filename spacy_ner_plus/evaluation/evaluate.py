@@ -14,6 +14,10 @@ Error categories, per gold/predicted entity pair that is not an exact match:
 - ``boundary+type``: overlapping, other boundaries and label;
 - ``spurious``: a predicted entity that overlaps no gold entity;
 - ``missed``: a gold entity that overlaps no predicted entity.
+
+Gold entities of a type the pipeline cannot predict (``entity_labels``) can
+only be misses; ``evaluate_examples`` names those types and their counts in
+``unknown_gold_types`` and ``warnings`` instead of scoring them without a word.
 """
 import json
 from collections import Counter
@@ -236,6 +240,10 @@ def markdown_report(metrics: Dict[str, Any], analysis: Dict[str, Any]) -> str:
         "",
         f"Strict entity-level scores (seqeval, {metrics['scheme']}), {metrics['support']} gold entities.",
         "",
+    ]
+    for warning in metrics.get("warnings", []):
+        lines += [f"**Warning**: {warning}.", ""]
+    lines += [
         "| type | precision | recall | F1 | support |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -321,15 +329,71 @@ def confidence_summary(scored: Dict[str, Dict[str, List]]) -> Dict[str, Any]:
             "per_type": {label: summary(e["scores"], e["raw"], e["correct"]) for label, e in scored.items()}}
 
 
+# pipes that set doc.ents but only remove entities: they add no type to what the pipeline predicts
+_FILTER_FACTORIES = ("ner_plus_entity_filter",)
+
+
+def entity_labels(nlp: Any) -> Optional[List[str]]:
+    """The entity types a pipeline can predict: the labels of every pipe that
+    assigns ``doc.ents`` (ner_plus, pii_patterns, spaCy's ner and rulers).
+
+    nlp (Language): the pipeline.
+    RETURNS (Optional[List[str]]): the sorted types, or None when a pipe that
+        assigns ``doc.ents`` does not list its labels (then nobody can say).
+    """
+    labels = set()
+    for name, pipe in nlp.pipeline:
+        meta = nlp.get_pipe_meta(name)
+        if "doc.ents" not in meta.assigns or meta.factory in _FILTER_FACTORIES:
+            continue
+        pipe_labels = getattr(pipe, "labels", None)
+        if not isinstance(pipe_labels, (tuple, list)) or not all(isinstance(label, str) for label in pipe_labels):
+            return None
+        labels.update(pipe_labels)
+    return sorted(labels)
+
+
+def unknown_gold_types(examples: Sequence[Example], model_labels: Iterable[str]) -> Dict[str, int]:
+    """Gold entities per type that is not among ``model_labels``: each can only be a miss."""
+    known = set(model_labels)
+    counts: Counter = Counter(ent.label_ for eg in examples for ent in eg.reference.ents if ent.label_ not in known)
+    return dict(sorted(counts.items()))
+
+
 def evaluate_examples(
-    examples: Sequence[Example], scheme: str = "IOB2", output: Optional[Path] = None, spans_key: Optional[str] = None
+    examples: Sequence[Example],
+    scheme: str = "IOB2",
+    output: Optional[Path] = None,
+    spans_key: Optional[str] = None,
+    model_labels: Optional[Iterable[str]] = None,
 ) -> Dict[str, Any]:
     """Score examples; with ``output``, write metrics.json, report.md, confusion.png and
     errors.html (the example errors rendered with displaCy, for a reviewer).
     With ``spans_key`` (a ner_plus pipe's scored span group), also how well its
-    confidences are calibrated on these examples, and reliability.png."""
+    confidences are calibrated on these examples, and reliability.png.
+
+    examples (Sequence[Example]): predicted and gold docs.
+    scheme (str): ``IOB2`` or ``BIOES``, the strict seqeval scheme.
+    output (Optional[Path]): directory for the files above.
+    spans_key (Optional[str]): a ner_plus pipe's scored span group.
+    model_labels (Optional[Iterable[str]]): the types the pipeline can predict
+        (``entity_labels``); given, ``unknown_gold_types`` counts the gold
+        entities of any other type, and ``warnings`` says they can only be misses.
+    RETURNS (Dict[str, Any]): the metrics written to metrics.json.
+    """
     metrics = strict_scores(examples, scheme)
     metrics["scheme"] = scheme
+    if model_labels is not None:
+        unknown = unknown_gold_types(examples, model_labels)
+        metrics["unknown_gold_types"] = unknown
+        metrics["warnings"] = []
+        if unknown:
+            counts = ", ".join(f"{label} {n}" for label, n in unknown.items())
+            metrics["warnings"].append(
+                f"the gold data has {sum(unknown.values())} entities of types the pipeline does not predict ({counts}; "
+                f"it knows {', '.join(sorted(set(model_labels))) or 'none'}): they can only count as misses, "
+                "lowering recall and F1"
+            )
     analysis = analyse_errors(examples)
     metrics["errors"] = analysis["counts"]
     metrics["confusion"] = analysis["confusion"]

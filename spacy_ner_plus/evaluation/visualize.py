@@ -7,6 +7,9 @@ from spacy.displacy.render import DEFAULT_LABEL_COLORS
 from spacy.tokens import Doc
 from spacy.training import Example
 
+# registers Span._.confidence, which a pipeline without ner_plus (gold docs, spaCy's own ner) lacks
+from ..pipeline import scored_spans  # noqa: F401
+
 
 def ents_with_confidence(doc: Doc) -> Dict[str, Any]:
     """displaCy "manual" data for ``doc.ents``, each label followed by its confidence."""
