@@ -12,18 +12,16 @@ config wins, as for every setting), and they are dropped.
 """
 import hashlib
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy
 from spacy.language import Language
+from spacy.pipeline import TrainablePipe
 from thinc.api import Model
 
 from ..calibration import Calibrator
 from ..ml.lora import effective_state_dict
 from ..ml.shim import get_transformer
-
-if TYPE_CHECKING:
-    from .ner_plus import NerPlus
 
 # cfg entries that must round-trip bit for bit
 EXACT_KEYS = ("thresholds", "calibration", "calibration_weights")
@@ -37,7 +35,7 @@ def exact_state(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {key: cfg[key] for key in EXACT_KEYS}
 
 
-def current_settings(pipe: "NerPlus") -> Dict[str, Any]:
+def current_settings(pipe: TrainablePipe) -> Dict[str, Any]:
     """The pipe's settings that old pipelines also kept in cfg, and its scheme,
     taken before a load replaces ``cfg``."""
     settings = {key: getattr(pipe, key) for key in OLD_CFG_SETTINGS}
@@ -45,7 +43,7 @@ def current_settings(pipe: "NerPlus") -> Dict[str, Any]:
     return settings
 
 
-def restore_learned_state(pipe: "NerPlus", settings: Dict[str, Any], exact: Optional[Dict[str, Any]]) -> None:
+def restore_learned_state(pipe: TrainablePipe, settings: Dict[str, Any], exact: Optional[Dict[str, Any]]) -> None:
     """After ``TrainablePipe`` loaded ``pipe.cfg``: put back the exact floats,
     check the scheme, and read and drop the settings of a pipeline saved
     before 0.2.0 (the settings stay those of the config).
