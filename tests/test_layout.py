@@ -197,7 +197,8 @@ def test_the_parser_sees_the_package(graph):
     assert len(graph) > 30
     assert f"{PACKAGE}.calibration" in graph[f"{PACKAGE}.pipeline.ner_plus"]  # from ..calibration import
     assert f"{PACKAGE}.decoding" in graph[f"{PACKAGE}.pipeline.ner_plus"]  # from .. import decoding
-    assert f"{PACKAGE}.pipeline.ner_plus" in graph[f"{PACKAGE}.cli"]  # imported inside a function
+    # the CLI imports its heavy modules inside its commands: those edges must be seen
+    assert any(target.startswith((f"{PACKAGE}.pipeline", f"{PACKAGE}.evaluation")) for target in graph[f"{PACKAGE}.cli"])
 
 
 def test_no_import_cycle(graph):
