@@ -40,6 +40,15 @@ def init_configs(hf: HFObjects) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return dict(hf._init_tokenizer_config), dict(hf._init_transformer_config)
 
 
+def unloaded_hf_objects(tokenizer_config: Dict[str, Any], transformer_config: Dict[str, Any]) -> HFObjects:
+    """An ``HFObjects`` with no tokenizer or transformer yet, remembering the settings to load them with."""
+    # The settings can only be given as the dataclass's private fields
+    # (`_init_tokenizer_config`, `_init_transformer_config`), positionally as
+    # spacy-transformers' own TransformerModel does; HFShim saves them for an
+    # uninitialized model.
+    return HFObjects(None, None, None, dict(tokenizer_config), dict(transformer_config))
+
+
 def shim_torch_module(shim: Shim) -> Optional[torch.nn.Module]:
     """The PyTorch module a thinc shim wraps, or None for a shim of another framework."""
     # thinc's Shim keeps the wrapped model in `_model` and has no accessor

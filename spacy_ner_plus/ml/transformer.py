@@ -22,12 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from spacy.tokens import Span
-from spacy_transformers.data_classes import HFObjects
 from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
+from ._private import unloaded_hf_objects
 from .inference import InferenceModules
 from .lora import lora_settings
 from .shim import EncoderShim, encoder_shim, get_tokenizer, get_transformer
@@ -68,7 +68,7 @@ def HFTokenEncoder(
     if pooling not in ("first", "mean"):
         raise ValueError(f"pooling must be 'first' or 'mean', not '{pooling}'")
     settings = lora_settings(lora)
-    hf = HFObjects(None, None, None, dict(tokenizer_config or {}), dict(transformer_config or {}))
+    hf = unloaded_hf_objects(tokenizer_config or {}, transformer_config or {})
     # spacy-transformers' HFWrapper, with a shim that knows how to save adapters
     shim = EncoderShim(hf, name, settings, mixed_precision=mixed_precision, grad_scaler_config=dict(grad_scaler_config or {}))
     wrapper = Model(
