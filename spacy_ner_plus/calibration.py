@@ -24,6 +24,17 @@ This module is the maths only: it knows no pipeline. Running a pipeline on
 DEV and storing the result in its ner_plus is evaluation/calibrate.py; the
 report and plots are evaluation/calibration_report.py.
 
+Fitted maps never say 0 or 1: a frequency estimated from ``n`` DEV
+predictions is never certain. By Laplace's rule of succession (``s`` right out
+of ``n`` gives ``(s + 1) / (n + 2)``), each ``isotonic`` step holds
+``(s + 1) / (n + 2)`` of its own predictions instead of ``s / n`` (steps then
+pooled again where that broke the order), and ``temperature`` and ``logistic``
+maps are clipped to ``[1 / (n + 2), (n + 1) / (n + 2)]`` of the type's ``n``
+(their ``bounds``). This happens at fit time: a saved calibrator maps raw
+scores exactly as before. So an entity that a threshold of 0 keeps ("keep what
+the model decodes") has a confidence of at least ``1 / (n + 2)``: DEV held
+``n`` such predictions and few or none were right, not an impossible 0.
+
 Fallbacks, each reported: a type with fewer than ``min_spans`` DEV
 predictions (or only right or only wrong ones) keeps the identity map; a type
 absent from DEV keeps the default threshold.
@@ -65,33 +76,91 @@ class Calibrator:
     y: List[float] = field(default_factory=list)
     # logistic: weights of logit(raw) and log(length), and the intercept
     coef: List[float] = field(default_factory=list)
+    # [lowest, highest] calibrated score (Laplace's bounds of the fit, module docstring); [] for none
+    bounds: List[float] = field(default_factory=list)
 
     def __call__(self, raw: numpy.ndarray, lengths: Optional[Sequence[int]] = None) -> numpy.ndarray:
         """Calibrated scores of entities with these raw scores (and lengths in tokens).
 
-        RAISES (ValueError): a length-aware calibrator called without lengths.
+        RAISES (ValueError): a length-aware calibrator called without lengths,
+            or a method this release does not know.
         """
         raw = numpy.asarray(raw, dtype="float64")
-        if self.method == "temperature":
-            return _sigmoid(_logit(raw) / self.temperature)
-        if self.method == "isotonic":
-            return numpy.interp(raw, self.x, self.y)
-        if self.method == "logistic":
+        if self.method == "identity":
+            out = raw
+        elif self.method == "temperature":
+            out = _sigmoid(_logit(raw) / self.temperature)
+        elif self.method == "isotonic":
+            out = numpy.interp(raw, self.x, self.y)
+        elif self.method == "logistic":
             if lengths is None:
                 raise ValueError("the logistic calibrator needs each entity's length in tokens")
             a, b, c = self.coef
-            return _sigmoid(a * _logit(raw) + b * numpy.log(numpy.asarray(lengths, dtype="float64")) + c)
-        return raw
+            out = _sigmoid(a * _logit(raw) + b * numpy.log(numpy.asarray(lengths, dtype="float64")) + c)
+        else:
+            raise ValueError(f"unknown calibrator method {self.method!r}: a calibrator is one of {', '.join(CALIBRATOR_METHODS)}")
+        if self.bounds:
+            out = numpy.clip(out, self.bounds[0], self.bounds[1])
+        return out
 
     def to_dict(self) -> Dict:
         data = {"method": self.method, "temperature": self.temperature, "x": list(self.x), "y": list(self.y)}
         if self.coef:
             data["coef"] = list(self.coef)
+        if self.bounds:
+            data["bounds"] = list(self.bounds)
         return data
 
     @classmethod
     def from_dict(cls, data: Dict) -> "Calibrator":
-        return cls(data["method"], float(data["temperature"]), list(data["x"]), list(data["y"]), list(data.get("coef", [])))
+        """The calibrator ``to_dict`` gave. RAISES (ValueError): a method this
+        release does not know (calibrated by a newer release, an edited cfg)."""
+        method = data.get("method")
+        if method not in CALIBRATOR_METHODS:
+            raise ValueError(f"unknown calibrator method {method!r}: a calibrator is one of {', '.join(CALIBRATOR_METHODS)}")
+        return cls(
+            method,
+            float(data["temperature"]),
+            list(data["x"]),
+            list(data["y"]),
+            list(data.get("coef", [])),
+            list(data.get("bounds", [])),
+        )
+
+
+# What a stored calibrator may be (logistic_pooled is fitted jointly but stored as logistic).
+CALIBRATOR_METHODS = ("identity", "temperature", "isotonic", "logistic")
+
+
+def laplace_bounds(n: int) -> List[float]:
+    """The range of a frequency estimated from ``n`` observations by Laplace's
+    rule of succession: ``[1 / (n + 2), (n + 1) / (n + 2)]``."""
+    return [1.0 / (n + 2), (n + 1.0) / (n + 2)]
+
+
+def _laplace_isotonic(raw: numpy.ndarray, y: numpy.ndarray, fitted: numpy.ndarray) -> Tuple[List[float], List[float]]:
+    """Breakpoints of an isotonic fit whose steps hold ``(s + 1) / (n + 2)``, from
+    the fit's points sorted by raw score and the fit at each (its step's ``s / n``)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    edges = numpy.flatnonzero(numpy.diff(fitted)) + 1
+    starts = numpy.concatenate([[0], edges])
+    ends = numpy.concatenate([edges, [len(raw)]])
+    n = (ends - starts).astype("float64")
+    s = numpy.add.reduceat(y, starts)
+    shrunk = (s + 1.0) / (n + 2.0)
+    # shrinking moves small steps more than large ones, which can break the order:
+    # pool adjacent violators again, each step weighing its n + 2 (pseudo-)counts
+    steps = numpy.arange(len(starts), dtype="float64")
+    values = IsotonicRegression().fit(steps, shrunk, sample_weight=n + 2.0).predict(steps)
+    xs: List[float] = []
+    ys: List[float] = []
+    for start, end, value in zip(starts, ends, values):
+        for x in (raw[start], raw[end - 1]):
+            if not xs or x > xs[-1]:
+                xs.append(float(x))
+                ys.append(float(value))
+    return xs, ys
 
 
 def _logit(p: numpy.ndarray) -> numpy.ndarray:
@@ -120,7 +189,7 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, l
         # weak L2 (C=100): two features and hundreds of points; lbfgs is deterministic
         model = LogisticRegression(C=100.0).fit(features, y.astype(int))
         a, b = (float(v) for v in model.coef_[0])
-        return Calibrator("logistic", coef=[a, b, float(model.intercept_[0])])
+        return Calibrator("logistic", coef=[a, b, float(model.intercept_[0])], bounds=laplace_bounds(len(raw)))
     if method == "logistic_pooled":
         return fit_pooled_logistic({"": (raw, correct, lengths)})[""]
     if method == "temperature":
@@ -133,13 +202,14 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], method: str, l
             return float(-(y * numpy.log(p) + (1 - y) * numpy.log1p(-p)).mean())
 
         best = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-8})
-        return Calibrator("temperature", float(numpy.exp(best.x)))
+        return Calibrator("temperature", float(numpy.exp(best.x)), bounds=laplace_bounds(len(raw)))
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
         order = numpy.lexsort((y, raw))
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw[order], y[order])
-        return Calibrator("isotonic", 1.0, [float(v) for v in model.X_thresholds_], [float(v) for v in model.y_thresholds_])
+        x, steps = _laplace_isotonic(raw[order], y[order], model.predict(raw[order]))
+        return Calibrator("isotonic", 1.0, x, steps)
     raise ValueError(f"unknown calibration method '{method}': use one of {', '.join(METHODS)}")
 
 
@@ -167,7 +237,10 @@ def fit_pooled_logistic(data: Dict[str, Tuple[Sequence[float], Sequence[bool], O
     # the one-hot columns are the intercepts; weak L2 (C=100) as for the per-type fit
     model = LogisticRegression(C=100.0, fit_intercept=False).fit(numpy.vstack(features), numpy.concatenate(targets))
     a, b, *intercepts = (float(v) for v in model.coef_[0])
-    return {label: Calibrator("logistic", coef=[a, b, intercepts[i]]) for i, label in enumerate(labels)}
+    return {
+        label: Calibrator("logistic", coef=[a, b, intercepts[i]], bounds=laplace_bounds(len(data[label][0])))
+        for i, label in enumerate(labels)
+    }
 
 
 def parse_policy(text: str) -> Tuple[str, float]:

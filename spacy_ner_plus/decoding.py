@@ -192,3 +192,51 @@ def run_confidence(probs: numpy.ndarray, span: SpanTuple, columns: Dict[str, num
     if end < n:
         value *= 1.0 - typed[-1]
     return float(min(1.0, max(0.0, value)))
+
+
+def decode_scored(
+    probs: numpy.ndarray,
+    tags: Sequence[str],
+    scheme: str,
+    segments: Sequence[Tuple[int, int]],
+    *,
+    fixed_outside: Sequence[Tuple[int, int]] = (),
+    no_edge: Optional[Sequence[bool]] = None,
+    joined: bool = False,
+    constraints: Optional[Dict[str, numpy.ndarray]] = None,
+) -> Tuple[List[SpanTuple], List[float]]:
+    """The entities of one document and their raw confidences.
+
+    Each segment (token range) is decoded, joined and scored on its own, as if
+    it were a document, so no entity crosses a segment start (the pipe passes
+    its sentences when ``within_sentences`` asks for it, else one segment).
+
+    probs (numpy.ndarray): (n_tokens, n_tags) per-token distributions.
+    tags (Sequence[str]): the tag of each column.
+    scheme (str): "IOB2" or "BIOES".
+    segments (Sequence[Tuple[int, int]]): token ranges decoded on their own.
+    fixed_outside (Sequence[Tuple[int, int]]): token ranges that stay outside any entity.
+    no_edge (Optional[Sequence[bool]]): tokens that may neither start nor end an entity.
+    joined (bool): join touching entities of a type and score them with
+        ``run_confidence`` (else ``span_confidence``).
+    constraints (Optional[Dict]): ``constraints_for(tags, scheme)``, when the caller has it.
+    RETURNS (Tuple[List[SpanTuple], List[float]]): entities in order and their confidences.
+    """
+    if constraints is None:
+        constraints = constraints_for(tags, scheme)
+    tag_index = {tag: i for i, tag in enumerate(tags)}
+    columns = label_columns(tags) if joined else {}
+    spans: List[SpanTuple] = []
+    confidences: List[float] = []
+    for a, b in segments:
+        fixed = [(start - a, end - a) for start, end in fixed_outside if start < b and end > a]
+        edges = None if no_edge is None else list(no_edge[a:b])
+        found = decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=edges)
+        if joined:
+            found = join_touching(found)
+            scores = [run_confidence(probs[a:b], s, columns) for s in found]
+        else:
+            scores = [span_confidence(probs[a:b], s, tag_index, scheme) for s in found]
+        spans.extend((start + a, end + a, label) for start, end, label in found)
+        confidences.extend(scores)
+    return spans, confidences

@@ -269,6 +269,21 @@ def tag_names(labels: Sequence[str], scheme: str) -> List[str]:
     return ["O"] + [f"{p}-{label}" for label in labels for p in prefixes]
 
 
+def from_biluo(tag: str, scheme: str) -> str:
+    """spaCy's BILUO tag (``Example.get_aligned_ner``) as a tag of ``scheme``
+    ("BIOES": L and U become E and S; "BIO"/"IOB2": they become I and B).
+
+    tag (str): a BILUO tag, "O" or e.g. "U-PER".
+    scheme (str): "BIOES" or "IOB2" (and their aliases).
+    """
+    prefix, label = tag[0], tag[2:]
+    if prefix == "O":
+        return "O"
+    if normalize_scheme(scheme) == "BIOES":
+        return _BILOU_TO_BIOES.get(prefix, prefix) + "-" + label
+    return {"U": "B", "L": "I"}.get(prefix, prefix) + "-" + label
+
+
 def transition_constraints(tags: Sequence[str], scheme: str) -> Dict[str, numpy.ndarray]:
     """Masks of the valid starts, transitions and ends of a scheme.
 

@@ -1,21 +1,11 @@
+"""Shared fixtures. Slow tests carry ``@pytest.mark.slow`` and run by default, as CI
+(``.ci/run`` -> ``python3 scripts/dev.py test``) runs everything; ``pytest -m "not slow"``
+leaves them out for a quick run while developing."""
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from test_annotate import save_unbuffered, summary, write_input  # noqa: E402
 
 runner = CliRunner()
 N_LINES = 120
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)

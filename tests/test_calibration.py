@@ -344,3 +344,97 @@ def test_logistic_calibration_in_the_pipeline_scores_each_entity_with_its_length
             assert score == float(calibrator([raw], [len(span)])[0])
     finally:
         ner.cfg.update(saved)
+
+
+# --- unknown methods, and maps that never say 0 or 1 ---------------------------------------
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("method", ["platt", "", None])
+def test_an_unknown_calibrator_method_is_an_error_naming_it(method):
+    data = {"method": method, "temperature": 1.0, "x": [], "y": []}
+    with pytest.raises(ValueError, match=f"unknown calibrator method {method!r}"):
+        Calibrator.from_dict(data)
+    calibrator = Calibrator()
+    calibrator.method = method  # changed after construction: applying it must not pass scores through
+    with pytest.raises(ValueError, match=f"unknown calibrator method {method!r}"):
+        calibrator([0.5])
+
+
+def test_a_saved_pipeline_with_an_unknown_calibrator_does_not_load(tmp_path):
+    import shutil
+
+    import srsly
+
+    path = tmp_path / "pipeline"
+    shutil.copytree(FIXTURES / "saved_pipeline_0_2_0", path)
+    exact = srsly.read_msgpack(path / "ner_plus" / "exact")
+    exact["calibration"]["ORG"]["method"] = "beta"  # a method this release does not know
+    srsly.write_msgpack(path / "ner_plus" / "exact", exact)
+    with pytest.raises(ValueError, match=r"ner_plus: the stored calibrator of 'ORG' cannot be read: unknown calibrator method 'beta'"):
+        spacy.load(path)
+
+
+def test_isotonic_steps_follow_laplaces_rule_and_never_reach_0_or_1():
+    # 40 wrong predictions below 0.5, then 10 right ones: a plain isotonic fit says 0 and 1
+    raw = numpy.concatenate([numpy.linspace(0.01, 0.49, 40), numpy.linspace(0.6, 0.99, 10)])
+    y = numpy.array([False] * 40 + [True] * 10)
+    cal = fit_calibrator(raw, y, "isotonic")
+    assert cal([0.0, 0.3, 0.49]).tolist() == [1 / 42] * 3  # (0 + 1) / (40 + 2)
+    assert cal([0.6, 1.0]).tolist() == [11 / 12] * 2  # (10 + 1) / (10 + 2)
+    # on DEV-like data: every step in (0, 1), monotone, and close to the plain fit where steps are large
+    z, labels = sample(3000, sig, seed=4)
+    scores = sig(2 * z)
+    cal = fit_calibrator(scores, labels, "isotonic")
+    grid = numpy.linspace(0, 1, 1001)
+    values = cal(grid)
+    assert values.min() > 0 and values.max() < 1 and numpy.all(numpy.diff(values) >= 0)
+    assert ece(cal(scores), labels) < 0.03
+
+
+def test_shrunk_steps_that_break_the_order_are_pooled_again():
+    # a large step at 0.65 followed by a tiny one at 2/3: shrinking the tiny one
+    # puts it below the large one, so the two are pooled with weights n + 2
+    raw = numpy.concatenate([numpy.full(100, 0.2), numpy.full(3, 0.4)])
+    y = numpy.array([True] * 65 + [False] * 35 + [True, True, False])
+    cal = fit_calibrator(raw, y, "isotonic")
+    low, high = cal([0.2, 0.4])
+    assert low <= high
+    assert low == pytest.approx((66 + 3) / (102 + 5))  # (65+1 + 2+1) / (100+2 + 3+2)
+
+
+@pytest.mark.parametrize("method", ["temperature", "logistic"])
+def test_temperature_and_logistic_maps_are_bounded_by_laplaces_rule(method):
+    # separable DEV data: the fitted map is as sharp as the optimizer allows
+    raw = numpy.concatenate([numpy.linspace(1e-9, 0.3, 50), numpy.linspace(0.7, 1 - 1e-9, 50)])
+    y = raw > 0.5
+    lengths = [1] * len(raw)
+    cal = fit_calibrator(raw, y, method, lengths)
+    assert cal.bounds == [1 / 102, 101 / 102]
+    out = cal(numpy.array([0.0, 1e-12, 1.0]), [1, 1, 1])
+    assert out.tolist() == [1 / 102, 1 / 102, 101 / 102]
+    assert Calibrator.from_dict(cal.to_dict()) == cal
+    # a calibrator saved before the bounds existed is applied unclipped, as it was
+    old = cal.to_dict()
+    del old["bounds"]
+    assert Calibrator.from_dict(old)([1e-12], [1])[0] < 1 / 102
+
+
+def test_a_threshold_of_0_keeps_every_decoded_entity_with_a_confidence_above_0(trained):
+    texts = ["John lives in New York City .", "Mary works for Acme Corp in Paris ."]
+    ner = trained.get_pipe("ner_plus")
+    raw = [r for doc in trained.pipe(texts) for r in doc.spans["ner_plus"].attrs["raw_scores"]]
+    assert raw and max(raw) < 1.0
+    # DEV where everything up to the highest of these raw scores was wrong, only 1.0 right:
+    # a plain isotonic fit maps every one of today's entities to 0
+    dev_raw = numpy.concatenate([numpy.linspace(0.0, max(raw), 50), numpy.ones(5)])
+    dev_right = numpy.array([False] * 50 + [True] * 5)
+    calibrator = fit_calibrator(dev_raw, dev_right, "isotonic")
+    saved = {k: ner.cfg[k] for k in ("calibration", "thresholds", "calibration_weights", "calibration_decoding")}
+    try:
+        ner.set_calibration({label: calibrator for label in ner.labels}, {label: 0.0 for label in ner.labels})
+        for doc in trained.pipe(texts):
+            assert len(doc.ents) == len(doc.spans["ner_plus"]) > 0  # threshold 0: keep what the model decodes
+            assert [e._.confidence for e in doc.ents] == [1 / 52] * len(doc.ents)  # (0 + 1) / (50 + 2)
+    finally:
+        ner.cfg.update(saved)

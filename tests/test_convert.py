@@ -282,6 +282,7 @@ EXPECTED_CONLL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", sorted(EXPECTED_CONLL))
 def test_conll2003_counts_reproduced(shared_data, split, tmp_path):
     docs_n, sents_n, tokens_n, per_type = EXPECTED_CONLL[split]
@@ -302,6 +303,7 @@ EXPECTED_BC5CDR = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", sorted(EXPECTED_BC5CDR))
 def test_bc5cdr_counts_reproduced(shared_data, split, tmp_path):
     sents_n, tokens_n, per_type = EXPECTED_BC5CDR[split]

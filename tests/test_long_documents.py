@@ -97,13 +97,13 @@ def test_entities_on_window_edges_are_recovered(trained_nlp, monkeypatch, window
 
 
 def test_wordpiece_cache_overflow_keeps_every_word(trained_nlp, monkeypatch):
-    from spacy_ner_plus.ml import transformer
+    from spacy_ner_plus.ml import wordpieces
 
     encoder = trained_nlp.get_pipe("ner_plus").model.get_ref("encoder")
-    expected = transformer.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"])
-    monkeypatch.setattr(transformer, "_CACHE_LIMIT", 3)
-    encoder.attrs["piece_cache"].data.clear()
-    transformer.word_pieces(encoder, ["alpha", "beta"])
+    expected = wordpieces.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"])
+    monkeypatch.setattr(wordpieces, "CACHE_LIMIT", 3)
+    wordpieces.piece_state(encoder).data.clear()
+    wordpieces.word_pieces(encoder, ["alpha", "beta"])
     # two cached words and two new ones overflow the cache: all four must still come back
-    assert transformer.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"]) == expected
-    encoder.attrs["piece_cache"].data.clear()
+    assert wordpieces.word_pieces(encoder, ["alpha", "beta", "gamma", "delta"]) == expected
+    wordpieces.piece_state(encoder).data.clear()

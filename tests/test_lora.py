@@ -11,14 +11,9 @@ import torch
 from thinc.api import Adam
 
 from conftest import train_examples
-from spacy_ner_plus.ml.transformer import (
-    _eval_view,
-    encode_windows,
-    get_transformer,
-    is_adapted,
-    lora_settings,
-    merged_copy,
-)
+from spacy_ner_plus.ml.inference import eval_view
+from spacy_ner_plus.ml.lora import is_adapted, lora_settings, merged_copy
+from spacy_ner_plus.ml.transformer import encode_windows, get_transformer, inference_modules
 
 pytest.importorskip("peft")
 
@@ -133,7 +128,7 @@ def test_merged_weights_equal_the_adapters_to_1e_5(trained):
     batch = encode_windows(enc, [doc[:] for doc in docs])
     inputs = {"input_ids": torch.tensor(batch.input_ids), "attention_mask": torch.tensor(batch.attention_mask)}
     with torch.no_grad():
-        unmerged = _eval_view(transformer)(**inputs).last_hidden_state
+        unmerged = eval_view(transformer)(**inputs).last_hidden_state
         merged_out = merged(**inputs).last_hidden_state
     assert torch.allclose(unmerged, merged_out, atol=1e-5, rtol=0)
 
@@ -147,7 +142,7 @@ def test_int8_prediction_of_an_adapted_pipe_quantizes_its_merged_copy_only(train
     set_quantize(enc, True)
     try:
         int8 = predictions(trained)
-        module = enc.attrs["inference"]._module
+        module = inference_modules(enc).module
         assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in module.modules())
         assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in transformer.modules())
         assert is_adapted(transformer)  # the trained module keeps its adapters, unmerged

@@ -11,7 +11,9 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_ner_plus.ml.transformer import encode_windows, get_tokenizer, get_transformer, wordpiece_labels
+from spacy_ner_plus.ml.shim import encoder_shim
+from spacy_ner_plus.ml.transformer import encode_windows, get_tokenizer, get_transformer, inference_modules, wordpiece_labels
+from spacy_ner_plus.ml.wordpieces import piece_cache
 
 from conftest import TRAIN, train_examples
 
@@ -237,7 +239,7 @@ def test_eight_threads_give_the_entities_and_scores_of_sequential_calls(trained,
         order = THREAD_TEXTS[i % len(THREAD_TEXTS):] + THREAD_TEXTS[: i % len(THREAD_TEXTS)]
         return "call", [(t, annotations([loaded(t)])[0]) for t in order]
 
-    transformer = loaded.get_pipe("ner_plus").model.get_ref("encoder").layers[0].shims[0]._model
+    transformer = get_transformer(loaded.get_pipe("ner_plus").model.get_ref("encoder"))
     mode = transformer.training
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(call, range(16)))
@@ -249,6 +251,52 @@ def test_eight_threads_give_the_entities_and_scores_of_sequential_calls(trained,
             assert all(ents == expected[t] for t, ents in result)
     assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in transformer.modules())
     assert transformer.training == mode  # prediction never switched the shared module's mode
+
+
+def scored(nlp, texts):
+    """Entities and calibrated scores of each text, as users read them."""
+    return [[(e.start, e.end, e.label_, e._.confidence) for e in doc.ents] + [tuple(doc.spans["ner_plus"].attrs["scores"])] for doc in nlp.pipe(texts)]
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_model_copy_and_deepcopy_predict_like_the_original_and_share_no_lock_or_cache(trained, quantize):
+    import copy
+
+    from spacy_ner_plus.ml.transformer import set_quantize
+
+    nlp, _ = trained
+    ner = nlp.get_pipe("ner_plus")
+    encoder = ner.model.get_ref("encoder")
+    texts = THREAD_TEXTS[:4]
+    set_quantize(encoder, quantize)
+    try:
+        expected = scored(nlp, texts)  # fills the original's wordpiece cache and inference module
+        assert any(row[:-1] for row in expected)
+        windows = ner._windows([nlp.make_doc(t) for t in texts])[0]
+        model_copy = ner.model.copy()  # thinc deep-copies attrs: nothing there may hold a lock
+        for a, b in zip(ner.model.predict(windows), model_copy.predict(windows)):
+            numpy.testing.assert_array_equal(a, b)
+        nlp_copy = copy.deepcopy(nlp)
+        assert scored(nlp_copy, texts) == expected
+        # thinc's Model.copy keeps no refs: find the copied encoder by its name
+        copied_encoder = next(node for node in model_copy.walk() if node.name == "hf_token_encoder")
+        for other in (copied_encoder, nlp_copy.get_pipe("ner_plus").model.get_ref("encoder")):
+            mine, theirs = encoder_shim(encoder), encoder_shim(other)
+            assert theirs.pieces is not mine.pieces and theirs.pieces.lock is not mine.pieces.lock
+            assert theirs.inference is not mine.inference and theirs.inference.lock is not mine.inference.lock
+            assert theirs.inference.quantize is quantize  # the setting is copied, the modules are not
+            assert get_transformer(other) is not get_transformer(encoder)
+            assert piece_cache(other).state is None or piece_cache(other).state is not piece_cache(encoder).state
+        # training the copy changes the copy's predictions only: no shared weights, and no
+        # inference module (an int8 copy) or cache of the original answers for the copy
+        copy_ner = nlp_copy.get_pipe("ner_plus")
+        before_update = scored(nlp_copy, texts)
+        nlp_copy.update(examples(nlp_copy), sgd=Adam(1e-2), drop=0.0)
+        assert scored(nlp_copy, texts) != before_update
+        assert scored(nlp, texts) == expected
+        assert copy_ner.weights_fingerprint() != ner.weights_fingerprint()
+    finally:
+        set_quantize(encoder, False)
 
 
 def test_entities_set_before_ner_plus_are_kept_and_decoded_around(trained, tmp_path):
@@ -411,9 +459,9 @@ def test_int8_quantization_is_saved_and_close_to_fp32(trained, tmp_path):
     assert ner.quantize is True
     texts = [t for t, _ in TRAIN]
     fp32_docs, int8_docs = list(nlp.pipe(texts)), list(int8.pipe(texts))
-    inference = ner.model.get_ref("encoder").attrs["inference"]
-    assert inference._module is not None  # the int8 copy was used
-    qlinears = [m for m in inference._module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    inference = inference_modules(ner.model.get_ref("encoder"))
+    assert inference.module is not None  # the int8 copy was used
+    qlinears = [m for m in inference.module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert qlinears and all(m.weight().qscheme() == torch.per_channel_affine for m in qlinears)
     source = get_transformer(ner.model.get_ref("encoder"))  # quantized in a copy, the stored weights untouched
     assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in source.modules())
@@ -504,10 +552,10 @@ def test_word_pieces_match_the_tokenizer_and_follow_a_new_tokenizer():
     padded = AutoTokenizer.from_pretrained(str(embedded_backbone_path()))
     padded.backend_tokenizer.enable_padding(length=8)
     padded.backend_tokenizer.enable_truncation(max_length=1)
-    encoder.layers[0].shims[0]._hfmodel.tokenizer = padded
-    assert encoder.attrs["piece_cache"].data  # filled by the first tokenizer ...
+    encoder_shim(encoder).hf.tokenizer = padded
+    assert piece_cache(encoder).state.data  # filled by the first tokenizer ...
     assert word_pieces(encoder, words[:2]) == expected[:2]
-    assert set(encoder.attrs["piece_cache"].data) == set(words[:2])  # ... and emptied for the new one
+    assert set(piece_cache(encoder).state.data) == set(words[:2])  # ... and emptied for the new one
     assert word_pieces(encoder, words[2:]) == expected[2:]  # later calls: no padding, no truncation
 
 

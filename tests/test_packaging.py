@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["John lives in New York City .", "Mary works for Acme Corp in Paris .", "Anna met Peter in Berlin ."]
@@ -25,6 +27,7 @@ def run(*args, **kwargs):
     return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_packaged_wheel_in_fresh_venv(trained_nlp, tmp_path):
     ner = trained_nlp.get_pipe("ner_plus")
     unfiltered = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in trained_nlp(t).ents] for t in TEXTS]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import spacy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,7 @@ def write_iob(path: Path, sentences) -> None:
     path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n", encoding="utf8")
 
 
+@pytest.mark.slow
 def test_the_workflow_runs_end_to_end_with_hyphenated_labels(tmp_path):
     project = tmp_path / "project"
     project.mkdir()

@@ -8,6 +8,7 @@ import numpy
 from thinc.api import Model, Ops
 from thinc.types import Floats2d
 
+from ._private import shim_torch_module
 
 
 def softmax(logits: numpy.ndarray) -> numpy.ndarray:
@@ -90,8 +91,8 @@ def clip_global_grad_norm(model: Model, max_norm: float) -> float:
         for name in node.grad_names:
             thinc_grads.append((node, name))
         for shim in node.shims:
-            torch_model = getattr(shim, "_model", None)
-            if torch_model is not None and hasattr(torch_model, "parameters"):
+            torch_model = shim_torch_module(shim)
+            if torch_model is not None:
                 torch_grads.extend(p.grad for p in torch_model.parameters() if p.grad is not None)
     total = 0.0
     for node, name in thinc_grads:

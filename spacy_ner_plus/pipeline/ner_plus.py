@@ -1,13 +1,22 @@
 """The ``ner_plus`` pipe: transformer token classification with scored entities.
 
+The pipe orchestrates: windows (windowing.py) -> encoder (ml/) -> merge
+(windowing.merge_windows) -> decode (decoding.py) -> calibrate
+(calibration.py) -> annotations (``doc.ents``, the scored span group of
+scored_spans.py). Saving, reading older pipelines and checking a calibration
+against the weights is ner_plus_state.py; the loss is ml/loss.py.
+
 Thread safety: ``nlp(text)``, ``nlp.pipe(texts)``, ``predict`` and
 ``set_annotations`` may run in several threads at once on one loaded
 pipeline; they read the model and the learned state and change nothing
 shared (the inference modules are built once under a lock, see
-layers/transformer.py). Training (``update``, ``initialize``), loading and
+ml/inference.py). Training (``update``, ``initialize``), loading and
 ``set_calibration`` change the pipe and must not run while other threads predict.
+
+Size: over 500 lines because the factory documents each of its 16 settings and
+holds the default model config beside the pipe, as spaCy's own pipes do (about
+140 lines); the pipe class itself is orchestration.
 """
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,15 +39,16 @@ from thinc.types import Floats2d
 from .. import decoding, schemes, windowing
 from ..calibration import Calibrator
 from ..ml.loss import clip_global_grad_norm, frequency_class_weights, softmax, token_classification_loss
-from .scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, register_scored_spans_key  # noqa: F401  (re-exported)
-from ..ml.transformer import (
-    effective_state_dict,
-    invalidate_inference,
-    max_sequence_length,
-    n_special_tokens,
-    set_quantize,
-    word_pieces,
+from ..ml.transformer import invalidate_inference, max_sequence_length, n_special_tokens, set_quantize, word_pieces
+from .ner_plus_state import (  # noqa: F401  (ner_plus_pipe_names, stale_calibrations: re-exported)
+    current_settings,
+    exact_state,
+    ner_plus_pipe_names,
+    restore_learned_state,
+    stale_calibrations,
+    weights_fingerprint,
 )
+from .scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, register_scored_spans_key  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -62,42 +72,6 @@ rows = 5000
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 WITHIN_SENTENCES = ("none", "entities", "windows")
-# Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
-_OLD_CFG_SETTINGS = ("window", "stride", "window_batch_size", "sort_buffer_tokens", "class_weights",
-                     "focal_gamma", "max_grad_norm", "spans_key", "quantize")
-def ner_plus_pipe_names(nlp: Language) -> List[str]:
-    """Names of the pipes of ``nlp`` made by the ``ner_plus`` factory."""
-    return [name for name in nlp.component_names if nlp.get_pipe_meta(name).factory == "ner_plus"]
-
-
-def stale_calibrations(nlp: Language) -> List[str]:
-    """One message per ner_plus pipe whose calibration was fitted to other weights
-    or to entities decoded in the other ``join_touching`` mode."""
-    messages = []
-    for name in ner_plus_pipe_names(nlp):
-        pipe = nlp.get_pipe(name)
-        fitted = pipe.cfg.get("calibration_weights")
-        if not (pipe.cfg["calibration"] or pipe.cfg["thresholds"]):
-            continue
-        if not fitted:
-            messages.append(f"{name}: its calibration does not say which weights it was fitted to (saved before 0.2.0)")
-        else:
-            now = pipe.weights_fingerprint()
-            if fitted != now:
-                messages.append(
-                    f"{name}: its calibration and thresholds were fitted to other weights (fingerprint "
-                    f"{fitted[:12]}, now {now[:12]}): run `python -m spacy_ner_plus calibrate` again"
-                )
-        decoded = pipe.cfg.get("calibration_decoding", "tags")
-        if decoded != pipe.decoding_mode:
-            messages.append(
-                f"{name}: its calibration and thresholds were fitted to entities decoded with join_touching = "
-                f"{decoded == 'join_touching'}, but it now decodes with join_touching = {pipe.join_touching}: "
-                "run `python -m spacy_ner_plus calibrate` again"
-            )
-    return messages
-
-
 
 
 @Language.factory(
@@ -406,28 +380,22 @@ class NerPlus(TrainablePipe):
         for w, (doc_i, _, _) in enumerate(owners):
             per_doc[doc_i].append(w)
         tags = self.tags
-        constraints = decoding.constraints_for(tags, self.cfg["scheme"])
-        tag_index = {tag: i for i, tag in enumerate(tags)}
-        columns = decoding.label_columns(tags)
+        scheme = self.cfg["scheme"]
+        constraints = decoding.constraints_for(tags, scheme)
         predictions = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
             probs = windowing.merge_windows(ranges, [softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
-            preset = [] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents]
-            no_edge = [t.is_space for t in doc]
-            spans, confidences = [], []
-            # within_sentences "entities" or "windows": each sentence is decoded, joined and
-            # scored on its own, as if it were a Doc, so no entity crosses a sentence start.
-            for a, b in self._segments(doc):
-                fixed = [(start - a, end - a) for start, end in preset if start < b and end > a]
-                found = decoding.decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=no_edge[a:b])
-                if self.join_touching:
-                    found = decoding.join_touching(found)
-                    scores = [decoding.run_confidence(probs[a:b], s, columns) for s in found]
-                else:
-                    scores = [decoding.span_confidence(probs[a:b], s, tag_index, self.cfg["scheme"]) for s in found]
-                spans.extend((start + a, end + a, label) for start, end, label in found)
-                confidences.extend(scores)
+            spans, confidences = decoding.decode_scored(
+                probs,
+                tags,
+                scheme,
+                self._segments(doc),
+                fixed_outside=[] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents],
+                no_edge=[t.is_space for t in doc],
+                joined=self.join_touching,
+                constraints=constraints,
+            )
             predictions.append(DocPrediction(spans, confidences))
         return predictions
 
@@ -452,7 +420,13 @@ class NerPlus(TrainablePipe):
         """Write ``doc.spans[spans_key]`` (every decoded entity, ``attrs["scores"]``
         calibrated and ``attrs["raw_scores"]``) and ``doc.ents``: the entities whose
         calibrated score reaches their type's threshold, beside the entities that
-        were there before (unless ``overwrite_ents``)."""
+        were there before (unless ``overwrite_ents``).
+
+        A threshold of 0 keeps every entity the model decodes. Such an entity may
+        sit where DEV's predictions were (nearly) all wrong; a calibrator fitted
+        by this release then gives it the lowest value its fit allows, at least
+        ``1 / (n + 2)`` for ``n`` DEV predictions (Laplace's rule, calibration.py),
+        never 0. A type without a calibrator keeps its raw score."""
         thresholds = self.cfg["thresholds"]
         calibrators = {label: Calibrator.from_dict(d) for label, d in self.cfg["calibration"].items()}
         key = self.spans_key
@@ -497,18 +471,7 @@ class NerPlus(TrainablePipe):
 
     def weights_fingerprint(self) -> str:
         """SHA-256 of every weight of the model (thinc parameters and the transformer's state)."""
-        digest = hashlib.sha256()
-        for i, node in enumerate(self.model.walk()):
-            for name in node.param_names:
-                if node.has_param(name):
-                    digest.update(f"{i}:{name}".encode())
-                    digest.update(numpy.ascontiguousarray(self.model.ops.to_numpy(node.get_param(name))).tobytes())
-        # an adapted transformer counts as its merged weights, so the fingerprint
-        # is the same before saving, after a merged save and after loading an adapter
-        for name, tensor in effective_state_dict(self._encoder()).items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return weights_fingerprint(self.model)
 
     # --- training ----------------------------------------------------------
     def update(
@@ -551,7 +514,7 @@ class NerPlus(TrainablePipe):
         for i, biluo in enumerate(example.get_aligned_ner()):
             if biluo is None or biluo == "-" or biluo == "":
                 continue
-            tag = _biluo_to(biluo, scheme)
+            tag = schemes.from_biluo(biluo, scheme)
             if tag not in index:
                 raise ValueError(
                     f"gold tag '{biluo}' (token {i} of doc '{example.reference.text[:40]}...') has a label "
@@ -616,65 +579,31 @@ class NerPlus(TrainablePipe):
         return frequency_class_weights(counts, setting)
 
 
-    # --- serialization ----------------------------------------------------
-    # cfg is written as JSON, which rounds floats; thresholds and calibrators
-    # must come back bit for bit, so they also travel as msgpack.
-    _EXACT = ("thresholds", "calibration", "calibration_weights")
-
+    # --- serialization (the learned state: ner_plus_state.py) -------------
     def to_bytes(self, *, exclude=tuple()) -> bytes:
         data = srsly.msgpack_loads(super().to_bytes(exclude=exclude))
-        data["exact"] = srsly.msgpack_dumps({k: self.cfg[k] for k in self._EXACT})
+        data["exact"] = srsly.msgpack_dumps(exact_state(self.cfg))
         return srsly.msgpack_dumps(data)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "NerPlus":
-        settings = self._settings()
-        settings["scheme"] = self.cfg["scheme"]
+        settings = current_settings(self)
         super().from_bytes(bytes_data, exclude=exclude)
         data = srsly.msgpack_loads(bytes_data)
-        self._after_load(settings, srsly.msgpack_loads(data["exact"]) if "exact" in data else None)
+        restore_learned_state(self, settings, srsly.msgpack_loads(data["exact"]) if "exact" in data else None)
+        invalidate_inference(self._encoder())
         return self
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
         super().to_disk(path, exclude=exclude)
-        srsly.write_msgpack(Path(path) / "exact", {k: self.cfg[k] for k in self._EXACT})
+        srsly.write_msgpack(Path(path) / "exact", exact_state(self.cfg))
 
     def from_disk(self, path, *, exclude=tuple()) -> "NerPlus":
-        settings = self._settings()
-        settings["scheme"] = self.cfg["scheme"]
+        settings = current_settings(self)
         super().from_disk(path, exclude=exclude)
         exact = Path(path) / "exact"
-        self._after_load(settings, srsly.read_msgpack(exact) if exact.exists() else None)
-        return self
-
-    def _settings(self) -> Dict[str, Any]:
-        return {key: getattr(self, key) for key in _OLD_CFG_SETTINGS}
-
-    def _after_load(self, settings: Dict[str, Any], exact: Optional[Dict[str, Any]]) -> None:
-        """Restore learned state; the settings stay those of the config.
-
-        A pipeline saved before 0.2.0 kept its settings in cfg as well: they are
-        read once, a difference from the config is reported (the config wins),
-        and they are dropped.
-        """
-        if exact:
-            self.cfg.update(exact)
-        if self.cfg["scheme"] != settings["scheme"]:
-            raise ValueError(
-                f"{self.name} was trained with scheme {self.cfg['scheme']}, but the config says {settings['scheme']}: "
-                "the scheme is fixed by training (the output layer has its tags)"
-            )
-        old = {key: self.cfg.pop(key) for key in _OLD_CFG_SETTINGS if key in self.cfg}
-        differ = {key: value for key, value in old.items() if value != settings[key]}
-        if differ:
-            warnings.warn(
-                f"{self.name}: this pipeline was saved by spacy-ner-plus < 0.2.0 with settings in its cfg that differ "
-                f"from its config: {differ}. The config decides now ({ {k: settings[k] for k in differ} }); to keep "
-                "the old values, load it with spacy.load(path, config={'components': {NAME: {...}}}) and save it again."
-            )
-        self.cfg.setdefault("calibration_weights", "")
-        # Pipelines calibrated before join_touching existed read entities from the tags.
-        self.cfg.setdefault("calibration_decoding", "tags")
+        restore_learned_state(self, settings, srsly.read_msgpack(exact) if exact.exists() else None)
         invalidate_inference(self._encoder())
+        return self
 
 
 def _buffered(stream: Iterable[Doc], batch_size: int, max_tokens: int) -> Iterator[List[Doc]]:
@@ -693,12 +622,3 @@ def _buffered(stream: Iterable[Doc], batch_size: int, max_tokens: int) -> Iterat
             buffer, n_tokens = [], 0
     if buffer:
         yield buffer
-
-
-def _biluo_to(tag: str, scheme: str) -> str:
-    prefix, label = tag[0], tag[2:]
-    if prefix == "O":
-        return "O"
-    if scheme == "BIOES":
-        return {"U": "S", "L": "E"}.get(prefix, prefix) + "-" + label
-    return {"U": "B", "L": "I"}.get(prefix, prefix) + "-" + label
