@@ -598,7 +598,9 @@ def serve(
         _fail(f"serve needs the 'serve' extra: pip install 'spacy-ner-plus[serve]' ({err.name} is missing)")
     import spacy
 
-    from .service.app import ServeSettings, load_hash_key, load_served_model, run, uncalibrated_warning
+    from .service.app import run
+    from .service.settings import ServeSettings, load_hash_key
+    from .service.state import load_served_model, uncalibrated_warning
     from .service.auth import ApiKeys, KeyFileError, default_allowed_hosts, is_loopback
 
     if not (spacy.util.is_package(model) or (Path(model) / "config.cfg").is_file()):

@@ -401,7 +401,7 @@ def test_serve_entities_config_probes_and_metrics(server):
 
 
 def test_audit_log_rotates_by_size(tmp_path):
-    from spacy_ner_plus.service.app import make_audit_logger
+    from spacy_ner_plus.service.observability import make_audit_logger
 
     logger = make_audit_logger(str(tmp_path / "audit.jsonl"), max_bytes=500, backups=2)
     for i in range(100):

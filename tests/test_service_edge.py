@@ -532,7 +532,7 @@ def test_batcher_drops_expired_texts_counts_characters_and_reports_stalls():
 
 
 def test_json_depth_is_read_from_the_raw_bytes():
-    from spacy_ner_plus.service.app import json_too_deep
+    from spacy_ner_plus.service.requests import json_too_deep
 
     assert json_too_deep(b"[" * 200_000, 8)
     assert json_too_deep(b'{"a": ' * 9 + b"1" + b"}" * 9, 8)

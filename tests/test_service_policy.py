@@ -338,7 +338,7 @@ class Server:
             "import json, sys\n"
             "from spacy_ner_plus.service.app import run\n"
             "from spacy_ner_plus.service.settings import ServeSettings\n"
-            "run(ServeSettings(**json.loads(sys.argv[1])), '127.0.0.1', int(sys.argv[2]), 30.0)\n"
+            "sys.exit(run(ServeSettings(**json.loads(sys.argv[1])), int(sys.argv[2]), 30.0))\n"
         )
         env = {k: v for k, v in os.environ.items() if k not in (HASH_KEY_ENV, "PROMETHEUS_MULTIPROC_DIR")}
         self.proc = subprocess.Popen([sys.executable, "-c", launcher, json.dumps(settings), str(self.port)], stdout=subprocess.DEVNULL, stderr=open(self.stderr, "wb"), env=env)

@@ -4,7 +4,7 @@ Three systems, scored on ``corpus/pii/test.spacy`` (held-out templates; exact te
 and line breaks, written by ``scripts/make_pii_corpus.py docbin``):
 
 (a) ``ours``: the calibrated pipeline as the service decides. Every candidate
-    of a text goes through ``spacy_ner_plus.service.app.ServedModel.candidates`` and
+    of a text goes through ``spacy_ner_plus.service.decision.ServedModel.candidates`` and
     ``serve.decide`` at the pipeline's per-type thresholds (pattern entities
     always, model entities at their calibrated thresholds). The thresholds come
     from ``calibrate ... --policy fbeta:2`` on the dev split only. The script also
@@ -72,7 +72,7 @@ from presidio_analyzer.predefined_recognizers import SpacyRecognizer  # noqa: E4
 
 import spacy_ner_plus  # noqa: E402,F401  (registers the factories)
 from bench import provenance
-from spacy_ner_plus.service.app import ServedModel, decide  # noqa: E402
+from spacy_ner_plus.service.decision import ServedModel, decide  # noqa: E402
 
 TYPES = [
     "PERSON", "ORGANIZATION", "LOCATION", "STREET_ADDRESS", "DATE_TIME", "EMAIL_ADDRESS",

@@ -42,592 +42,26 @@ and for lone surrogates before any model work; every request has a deadline.
 import asyncio
 import json
 import logging
-import math
 import os
-import re
 import sys
 import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Optional
 
-from .auth import ApiKeys, default_allowed_hosts, host_name, is_loopback
-from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
-from .decision import NEAR_THRESHOLD, Candidate, Decision, ServedModel, short_hash, decide
-from .keys import HashKeyError
-from .observability import AuditWriteError, Metrics, frames_only, make_audit_logger
-from .operators import _PARAMS, DEFAULT_KEY, OPERATOR_NAMES, Entity, Operator, OperatorError, OutputTooLarge, RedactionRefused, parse_operators, redact
-from .policy import Policy, PolicyViolation, audit_counts, load_policy
-from .settings import HASH_KEY_ENV, SETTINGS_ENV, ServeSettings, load_hash_key
-
-CLIENT_ID_HEADER = "X-Client-ID"
-CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-SCORE_DIGITS = 6
-WARMUP_TEXT = "Anna Keller from Helios Bank wrote to anna.keller@example.com about the office in Berlin on 3 May 2021 ."
-# paths that need an API key when the server has keys (the page, /healthz and /readyz do not)
-PROTECTED_PREFIXES = ("/v1/", "/metrics", "/openapi.json", "/docs", "/redoc")
-_STRUCTURAL = b"[]{}"
-_DELETE_NON_STRUCTURAL = bytes(b for b in range(256) if b not in _STRUCTURAL)
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+from .auth import host_name
+from .decision import NEAR_THRESHOLD, decide
+from .observability import AuditWriteError, frames_only
+from .operators import Entity, Operator, clip
+from .policy import audit_counts
+from .requests import CLIENT_ID_HEADER, CLIENT_ID_PATTERN, PROTECTED_PREFIXES, ApiError, media_type_ok
+from .schemas import error_responses, response_models
+from .settings import SETTINGS_ENV, ServeSettings
+from .state import ModelUnavailable, Service, entity_json, public_info
 
 log = logging.getLogger("spacy_ner_plus.serve")
-
-
-# --- errors ------------------------------------------------------------------------
-class ApiError(Exception):
-    """An error answered to the client: status, a kind for the audit log, the field it names."""
-
-    def __init__(self, status: int, kind: str, message: str, field: Optional[str] = None, headers: Optional[Dict[str, str]] = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.field = field
-        self.headers = headers or {}
-
-
-def json_too_deep(raw: bytes, limit: int) -> bool:
-    """Whether arrays/objects in ``raw`` nest deeper than ``limit``, read from the bytes
-    (string contents skipped) so a 200,000-deep body never reaches the recursive parser.
-    Linear in the body."""
-    structural = _JSON_STRING.sub(b"", raw).translate(None, _DELETE_NON_STRUCTURAL)
-    if structural.count(b"[") + structural.count(b"{") <= limit:
-        return False
-    depth = 0
-    for byte in structural:
-        if byte == 91 or byte == 123:  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
-def _safe_path(parts: Sequence[Any], body: Any, vocabulary: Set[str]) -> str:
-    """A dotted path into ``body`` that quotes no request content: list indices and names the
-    server knows (field names, entity types, operator names) as they are, any other object key
-    as ``#N``, its position among its object's keys."""
-    out: List[str] = []
-    node = body
-    for part in parts:
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            out.append(part if part in vocabulary else f"#{list(node).index(part)}")
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            out.append(str(part))
-            node = node[part]
-        elif isinstance(part, int):
-            out.append(str(part))
-            node = None
-        else:  # not a key of the body (pydantic's own location tags): only known names pass
-            if isinstance(part, str) and part in vocabulary:
-                out.append(part)
-            node = None
-    return ".".join(out) or "body"
-
-
-def _strings_in(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _strings_in(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings_in(v)
-
-
-def _first_surrogate(value: Any, parts: List[Any]) -> Optional[List[Any]]:
-    """The path of the first string (key or value) holding a lone surrogate, else None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf8")
-        except UnicodeEncodeError:
-            return parts
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            try:
-                k.encode("utf8")
-            except UnicodeEncodeError:
-                return parts + [k]
-            found = _first_surrogate(v, parts + [k])
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = _first_surrogate(v, parts + [i])
-            if found is not None:
-                return found
-    return None
-
-
-# --- request and response bodies ---------------------------------------------------------
-def _request_models():
-    from pydantic import BaseModel, ConfigDict
-
-    class AnalyzeRequest(BaseModel):
-        model_config = ConfigDict(strict=True, extra="forbid")
-        text: Optional[str] = None
-        texts: Optional[List[str]] = None
-        entities: Optional[List[str]] = None
-        thresholds: Optional[Dict[str, float]] = None
-        return_text: bool = False
-
-    class RedactRequest(BaseModel):
-        model_config = ConfigDict(strict=True, extra="forbid")
-        text: str
-        operators: Optional[Dict[str, Any]] = None
-        entities: Optional[List[str]] = None
-        thresholds: Optional[Dict[str, float]] = None
-
-    return AnalyzeRequest, RedactRequest
-
-
-def _response_models() -> Dict[str, Any]:
-    """The answers as pydantic models: they only document the OpenAPI schema (the
-    handlers build plain dicts), so a schema-driven client or fuzzer can check them."""
-    from pydantic import BaseModel
-
-    class ErrorDetail(BaseModel):
-        kind: str
-        message: str
-        field: Optional[str]
-
-    class ErrorResponse(BaseModel):
-        error: ErrorDetail
-        request_id: str
-
-    class EntityOut(BaseModel):
-        entity_type: str
-        start: int
-        end: int
-        score: Optional[float]
-        threshold: Optional[float]
-        source: str
-        text: Optional[str] = None
-
-    class ModelOut(BaseModel):
-        name: str
-        version: str
-        calibration: Dict[str, str]
-        config_hash: str
-
-    class AnalyzeResponse(BaseModel):
-        request_id: str
-        model: ModelOut
-        results: Any  # a list of EntityOut for "text", one such list per text for "texts"
-
-    class RedactedItemOut(BaseModel):
-        entity_type: str
-        start: int
-        end: int
-        operator: str
-
-    class RedactResponse(BaseModel):
-        request_id: str
-        text: str
-        items: List[RedactedItemOut]
-
-    class EntityTypeOut(BaseModel):
-        entity_type: str
-        sources: List[str]
-        threshold: Optional[float] = None
-        min_threshold: Optional[float] = None
-        max_threshold: Optional[float] = None
-
-    class EntitiesResponse(BaseModel):
-        entities: List[EntityTypeOut]
-
-    class Probe(BaseModel):
-        status: str
-        reason: Optional[str] = None
-        config_hash: Optional[str] = None
-
-    return {k: v for k, v in locals().items() if isinstance(v, type)}
-
-
-def _error_responses(models: Dict[str, Any], *statuses: int) -> Dict[int, Any]:
-    described = {
-        400: "bad request: unknown entity type or operator, invalid Unicode, nesting too deep, bad X-Client-ID",
-        401: "no or unknown API key",
-        403: "the operator policy refuses the request (docs/service-policy.md)",
-        413: "body, text or request over a limit",
-        415: "the body is not Content-Type: application/json",
-        421: "Host header not allowed",
-        422: "invalid JSON or a field of the wrong type",
-        503: "not ready, overloaded, or the request deadline passed",
-    }
-    return {s: {"model": models["ErrorResponse"], "description": described[s]} for s in statuses}
-
-
-# --- the service ----------------------------------------------------------------------
-class ModelUnavailable(RuntimeError):
-    """The model or the settings cannot serve: the message says why."""
-
-
-class Service:
-    """State of one worker process: the model, the batcher, metrics, the audit log,
-    the API keys and the request checks.
-
-    RAISES (ValueError): settings that cannot serve (a non-loopback address without API keys,
-        a wildcard address without allowed hosts, an unreadable key file).
-    """
-
-    def __init__(self, settings: ServeSettings) -> None:
-        from prometheus_client import Counter
-
-        self.settings = settings
-        self.api_keys: Optional[ApiKeys] = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file else None
-        if self.api_keys is None and not is_loopback(settings.host):
-            raise ValueError(f"binding {settings.host} (not loopback) needs API keys: --api-keys PATH (docs/service-deploy.md)")
-        self.allowed_hosts = {h.lower() for h in (settings.allowed_hosts or default_allowed_hosts(settings.host))}
-        if not self.allowed_hosts:
-            raise ValueError(f"binding {settings.host} needs --allowed-hosts: the names clients use to reach it (DNS rebinding)")
-        self.keyring = load_hash_key(settings)
-        self.policy = load_policy(settings.policy)
-        self.metrics = Metrics(multiprocess="PROMETHEUS_MULTIPROC_DIR" in os.environ)
-        registry = self.metrics.registry
-        self.errors = Counter("ner_plus_errors_total", "Error answers by kind (401, 413, 503 deadline_exceeded, ...)", ["kind"], registry=registry)
-        self.expired = Counter("ner_plus_expired_texts_total", "Queued texts dropped because their request's deadline passed", registry=registry)
-        self.audit: Optional[logging.Logger] = None
-        if settings.audit_log:
-            path = settings.audit_log if settings.workers <= 1 else f"{settings.audit_log}.{os.getpid()}"
-            self.audit = make_audit_logger(path, settings.audit_max_bytes, settings.audit_backups)
-        self.model: Optional[ServedModel] = None
-        self.batcher: Optional[MicroBatcher] = None
-        self.ready = threading.Event()
-        self.load_error: Optional[str] = None  # why the model cannot serve (no file paths: it is answered)
-        self.AnalyzeRequest, self.RedactRequest = _request_models()
-
-    # lifecycle
-    def load(self) -> None:
-        """Load the model and warm it up.
-
-        RAISES (ModelUnavailable): it cannot serve; the message says why, without file paths.
-        """
-        started = time.perf_counter()
-        try:
-            model = load_served_model(self.settings, self.policy, self.keyring is not None)
-            batcher = MicroBatcher(
-                model.nlp, model.candidates, self.settings.batch_tokens, self.settings.batch_wait_ms / 1000.0, self.settings.queue_chars,
-                on_batch=self._observe_batch, on_expired=self.expired.inc,
-            )
-            batcher.start()
-            self.model, self.batcher = model, batcher
-            batcher.submit([WARMUP_TEXT, WARMUP_TEXT * 4])[1].result()
-        except Exception as err:
-            reason = self.public_reason(err)
-            self.load_error = reason
-            raise ModelUnavailable(reason) from None
-        warning = uncalibrated_warning(model)
-        if warning:
-            log.warning(warning)
-        self.metrics.model_info.labels(model.info["name"], model.info["version"], model.config_hash).set(1)
-        self.ready.set()
-        log.info("ready: %s %s (config %s), types %s, in %.1f s", model.info["name"], model.info["version"], model.config_hash, model.labels, time.perf_counter() - started)
-
-    def load_in_background(self) -> None:
-        try:
-            self.load()
-        except ModelUnavailable as err:
-            log.error("cannot serve %s: %s", self.settings.model, err)
-
-    def public_reason(self, err: BaseException) -> str:
-        """``err`` as a sentence for /readyz and /v1 answers: the model's path becomes MODEL."""
-        reason = f"{type(err).__name__}: {err}" if not isinstance(err, ModelUnavailable) else str(err)
-        for path in sorted({self.settings.model, os.path.abspath(self.settings.model), os.path.realpath(self.settings.model)}, key=len, reverse=True):
-            reason = reason.replace(path, "MODEL")
-        if self.settings.code:
-            reason = reason.replace(self.settings.code, "CODE")
-        return reason
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close(timeout=60.0)
-
-    def _observe_batch(self, n_texts: int, n_tokens: int) -> None:
-        self.metrics.batch_texts.observe(n_texts)
-        self.metrics.batch_tokens.observe(n_tokens)
-
-    def require_model(self) -> ServedModel:
-        if self.load_error is not None:  # no retry hint: retrying cannot help
-            raise ApiError(503, "model_unavailable", f"the model cannot be served: {self.load_error}")
-        if self.model is None or not self.ready.is_set():
-            raise ApiError(503, "not_ready", "the model is loading; retry when GET /readyz answers 200", headers={"Retry-After": "1"})
-        return self.model
-
-    def vocabulary(self, model: ServedModel) -> Set[str]:
-        """Names the server itself publishes: echoing them quotes nothing of a request."""
-        fields = set(self.AnalyzeRequest.model_fields) | set(self.RedactRequest.model_fields)
-        params = {p for ps in _PARAMS.values() for p in ps}
-        return fields | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params
-
-    # request checks
-    async def read_json(self, request, schema, model: ServedModel):
-        """The request body: size, nesting depth and UTF-8 checked on the bytes, then parsed,
-        checked for lone surrogates and validated against ``schema``."""
-        from pydantic import ValidationError
-
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "body_too_large", f"the body has {declared} bytes; the limit is {limit}", "body")
-        chunks: List[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes", "body")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if json_too_deep(raw, self.settings.max_json_depth):
-            raise ApiError(400, "too_deep", f"arrays and objects nest deeper than {self.settings.max_json_depth} levels", "body")
-        try:
-            body = raw.decode("utf8")
-        except UnicodeDecodeError as err:
-            raise ApiError(400, "invalid_encoding", f"the body is not UTF-8 (byte {err.start})", "body") from None
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as err:
-            raise ApiError(422, "invalid_json", f"the body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", "body") from None
-        except RecursionError:  # json_too_deep counts brackets; this is the parser's own limit
-            raise ApiError(400, "too_deep", "arrays and objects nest too deep", "body") from None
-        vocabulary = self.vocabulary(model)
-        request.state.foreign = sorted({s for s in _strings_in(data) if s not in vocabulary and len(s) >= 3}, key=len, reverse=True)
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid_field", f"the body must be a JSON object, not {type(data).__name__}", "body")
-        bad = _first_surrogate(data, [])
-        if bad is not None:
-            where = _safe_path(bad, data, vocabulary)
-            raise ApiError(400, "invalid_unicode", f"{where} holds a lone surrogate (\\ud800-\\udfff escape without its pair): not a Unicode character", where)
-        try:
-            return schema.model_validate(data)
-        except ValidationError as err:
-            first = err.errors(include_input=False, include_url=False, include_context=False)[0]
-            where = _safe_path(first["loc"], data, vocabulary)
-            raise ApiError(422, "invalid_field", f"{where}: {first['msg']}", where) from None
-
-    def check_texts(self, model: ServedModel, texts: List[str], field_name: str) -> None:
-        if len(texts) > self.settings.max_texts:
-            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; the limit is {self.settings.max_texts}", field_name)
-        for i, text in enumerate(texts):
-            if len(text) > model.nlp.max_length:
-                where = field_name if field_name == "text" else f"{field_name}.{i}"
-                raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; the limit is {model.nlp.max_length}", where)
-        total = sum(len(t) for t in texts)
-        if total > self.settings.queue_chars:
-            raise ApiError(413, "request_too_large", f"the request holds {total} characters; the server queues at most {self.settings.queue_chars}", field_name)
-
-    @staticmethod
-    def check_types(model: ServedModel, types: Optional[List[str]]) -> Optional[List[str]]:
-        if types is None:
-            return None
-        for i, label in enumerate(types):
-            if label not in model.labels:
-                raise ApiError(400, "unknown_entity_type", f"unknown entity type at entities.{i}; known: {model.labels}", f"entities.{i}")
-        return types
-
-    @staticmethod
-    def effective_thresholds(model: ServedModel, overrides: Optional[Dict[str, float]]) -> Dict[str, float]:
-        thresholds = dict(model.thresholds)
-        for i, (label, value) in enumerate((overrides or {}).items()):
-            if label not in model.thresholds:
-                if label in model.pattern_labels:
-                    where = f"thresholds.{label}"
-                    raise ApiError(400, "unknown_entity_type", f"{label} in thresholds is a pattern type: rule matches are always reported", where)
-                where = f"thresholds.#{i}"
-                raise ApiError(400, "unknown_entity_type", f"unknown entity type at {where} (the key at position {i}); known: {model.model_labels}", where)
-            where = f"thresholds.{label}"
-            lo, hi = model.bounds[label]
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise ApiError(422, "threshold_out_of_bounds", f"{where} must lie in [{lo}, {hi}] (the bounds this server allows)", where)
-            thresholds[label] = float(value)
-        return thresholds
-
-    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]]) -> Dict[str, Operator]:
-        spec = spec or {}
-        try:
-            operators = parse_operators(spec, model.labels)
-        except OperatorError as err:
-            status = 422 if err.kind == "invalid" else 400
-            kind = err.kind if err.kind != "unknown_type" else "unknown_entity_type"
-            where = _operator_error_path(err.field, spec, self.vocabulary(model))
-            if err.kind == "unknown_type":
-                message = f"unknown entity type at {where}; known: {model.labels} and {DEFAULT_KEY}"
-            elif err.kind == "unknown_operator":
-                message = f"unknown operator at {where}; use one of {list(OPERATOR_NAMES)}"
-            elif where.rpartition(".")[2].startswith("#"):  # a parameter name the client made up
-                message = str(err)
-                message = f"{where}: the operator has no such parameter {message[message.rfind('(parameters:'):]}"
-            else:
-                message = str(err).replace(err.field, where)
-            raise ApiError(status, kind, message, where) from None
-        if self.keyring is None:
-            for key, op in operators.items():
-                if op.name == "hash":
-                    raise ApiError(
-                        400, "hash_unavailable", f"operators.{key}: the hash operator is off: the server has no key ({HASH_KEY_ENV} or --hash-key-file)",
-                        f"operators.{key}.type",
-                    )
-        try:
-            return self.policy.resolve_operators(operators, model.labels)
-        except PolicyViolation as err:
-            raise ApiError(403, "policy_violation", str(err), err.field) from None
-
-    def check_redact_types(self, model: ServedModel, types: Optional[List[str]]) -> Optional[List[str]]:
-        """``entities`` of /v1/redact: known types, and none left out that the policy keeps in."""
-        types = self.check_types(model, types)
-        try:
-            self.policy.check_entities(types, model.labels)
-        except PolicyViolation as err:
-            raise ApiError(403, "policy_violation", str(err), err.field) from None
-        return types
-
-    def hasher_for(self, operators: Dict[str, Operator], client_id: Optional[str]) -> Optional[Callable[[str, str], str]]:
-        """The hash operator's token function in the client's token space (None: no type is hashed)."""
-        hashed = sorted(label for label, op in operators.items() if op.name == "hash")
-        if not hashed or self.keyring is None:
-            return None
-        try:
-            return self.keyring.hasher(client_id)
-        except HashKeyError as err:
-            raise ApiError(400, "hash_unavailable", f"the hash operator is off for this request: {err}", f"operators.{hashed[0]}") from None
-
-    def apply_redaction(self, text: str, entities: List[Entity], operators: Dict[str, Operator], hasher: Optional[Callable[[str, str], str]]) -> tuple:
-        """operators.redact under the policy's output bound, its refusals answered 403."""
-        try:
-            return redact(text, entities, operators, hasher, self.policy.max_output_chars)
-        except RedactionRefused as err:
-            raise ApiError(403, "policy_violation", str(err), f"{err.where}.new_value") from None
-        except OutputTooLarge as err:
-            rule = self.policy.rule("max_output_chars")
-            raise ApiError(403, "policy_violation", f"{err} (rule {rule}); send a shorter text or a shorter new_value", "text") from None
-
-    async def predict(self, texts: List[str], deadline: float) -> List[List[Candidate]]:
-        """Candidates per text, or 503 when the queue is full or ``deadline`` (monotonic) passes."""
-        assert self.batcher is not None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise self.deadline_error()
-        try:
-            futures = self.batcher.submit(texts, deadline=deadline)
-        except QueueFull as err:
-            raise ApiError(503, "overloaded", f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from None
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), remaining))
-        except (asyncio.TimeoutError, DeadlineExceeded):
-            for f in futures:
-                f.cancel()  # still queued: the batcher skips it
-            raise self.deadline_error() from None
-
-    def deadline_error(self) -> ApiError:
-        return ApiError(503, "deadline_exceeded", f"the request took longer than the server's limit of {self.settings.request_timeout} s (--request-timeout)")
-
-    def record(self, audit: Dict[str, Any], decisions: Sequence[Decision], thresholds: Dict[str, float]) -> None:
-        """Counts into the audit record and the metrics."""
-        totals: Dict[str, Dict[str, int]] = {}
-        for decision in decisions:
-            for label, count in decision.counts.items():
-                into = totals.setdefault(label, {"detected": 0, "redacted": 0, "below_threshold": 0, "near_threshold": 0})
-                for k, v in count.items():
-                    into[k] += v
-            for label, score in decision.scores:
-                self.metrics.scores.labels(label).observe(score)
-        for label, count in totals.items():
-            for k in ("detected", "below_threshold", "near_threshold"):
-                if count[k]:
-                    self.metrics.entities.labels(label, k).inc(count[k])
-        audit["entities"] = totals
-        audit["thresholds_hash"] = short_hash(thresholds)
-        audit["thresholds_overridden"] = sorted(k for k, v in thresholds.items() if v != self.model.thresholds.get(k)) if self.model else []
-
-
-def _operator_error_path(field: str, spec: Dict[str, Any], vocabulary: Set[str]) -> str:
-    """OperatorError's ``operators.KEY[.PARAM]`` as a path that quotes no request content."""
-    rest = field[len("operators.") :] if field.startswith("operators.") else ""
-    keys = [k for k in spec if rest == k or rest.startswith(k + ".")]
-    if not keys:
-        return "operators"
-    key = max(keys, key=len)
-    parts: List[Any] = ["operators", key]
-    if len(rest) > len(key):
-        parts.append(rest[len(key) + 1 :])
-    return _safe_path(parts, {"operators": spec}, vocabulary)
-
-
-def load_served_model(settings: ServeSettings, policy: Optional[Policy] = None, hashing: bool = False) -> ServedModel:
-    """Load the pipeline of ``settings`` as the service sees it, its threshold bounds tightened by
-    ``policy``'s floor and ceiling (``hashing``: whether the server has a hash key).
-
-    RAISES (Exception): whatever stops it from serving (no pipeline, bounds around a threshold,
-        a policy that names types the model does not know).
-    """
-    import spacy
-
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    if settings.code:
-        spacy.util.import_file("serve_code", settings.code)
-    nlp = spacy.load(settings.model)
-    model = ServedModel(nlp, settings.model, settings.min_thresholds, settings.max_thresholds)
-    if policy is None:
-        return model
-    lows, highs = policy.bind(model.model_labels, model.pattern_labels, model.thresholds, settings.min_thresholds, settings.max_thresholds, hashing)
-    return ServedModel(nlp, settings.model, lows, highs)
-
-
-def uncalibrated_warning(model: ServedModel) -> Optional[str]:
-    """A warning when the pipeline was never calibrated: every threshold 0, no calibration."""
-    if model.pipe.cfg.get("calibration") or any(t != 0.0 for t in model.thresholds.values()):
-        return None
-    return (
-        "serving an uncalibrated pipeline: every threshold is 0 and it has no calibration, so every entity the model "
-        "decodes is reported, with an uncalibrated score; run `python -m spacy_ner_plus calibrate` on a dev set first"
-    )
-
-
-def _clip(name: Any, limit: int = 64) -> str:
-    name = str(name)
-    return name if len(name) <= limit else name[:limit] + "..."
-
-
-def _entity_json(c: Candidate, threshold: Optional[float], text: Optional[str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {
-        "entity_type": c.label,
-        "start": c.start,
-        "end": c.end,
-        "score": None if c.score is None else round(c.score, SCORE_DIGITS),
-        "threshold": None if threshold is None else round(threshold, SCORE_DIGITS),
-        "source": c.source,
-    }
-    if text is not None:
-        out["text"] = text[c.start : c.end]
-    return out
-
-
-def _public_info(model: ServedModel) -> Dict[str, Any]:
-    """The model's name and version: never its path on the server."""
-    return {k: v for k, v in model.info.items() if k != "path"}
-
-
-def _media_type_ok(header: Optional[str]) -> bool:
-    if not header:
-        return False
-    media, *params = [p.strip().lower() for p in header.split(";")]
-    if media != "application/json":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
-            return False
-    return True
 
 
 def create_app(settings: ServeSettings):
@@ -644,7 +78,7 @@ def create_app(settings: ServeSettings):
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     service = Service(settings)
-    models = _response_models()
+    models = response_models()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -672,8 +106,8 @@ def create_app(settings: ServeSettings):
         for foreign in getattr(request.state, "foreign", ()):  # defence in depth: no request string comes back
             if foreign in message:
                 message = message.replace(foreign, "(request content)")
-            elif _clip(foreign) in message:
-                message = message.replace(_clip(foreign), "(request content)")
+            elif clip(foreign) in message:
+                message = message.replace(clip(foreign), "(request content)")
         body = {"error": {"kind": err.kind, "message": message, "field": err.field}, "request_id": request.state.request_id}
         return JSONResponse(body, status_code=err.status, headers=err.headers)
 
@@ -694,7 +128,7 @@ def create_app(settings: ServeSettings):
             if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
                 return ApiError(400, "invalid_client_id", f"{CLIENT_ID_HEADER} must match {CLIENT_ID_PATTERN.pattern}", CLIENT_ID_HEADER)
             request.state.client_id = client_id
-        if request.method == "POST" and path.startswith("/v1/") and not _media_type_ok(request.headers.get("content-type")):
+        if request.method == "POST" and path.startswith("/v1/") and not media_type_ok(request.headers.get("content-type")):
             return ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json (UTF-8)", "Content-Type")
         return None
 
@@ -778,7 +212,7 @@ def create_app(settings: ServeSettings):
 
     @app.post(
         "/v1/analyze", openapi_extra=body_doc(service.AnalyzeRequest),
-        responses={200: {"model": models["AnalyzeResponse"]}, **_error_responses(models, *v1_errors)},
+        responses={200: {"model": models["AnalyzeResponse"]}, **error_responses(models, *v1_errors)},
     )
     async def analyze(request: Request):
         """Entities of ``text`` (results: a list) or ``texts`` (results: one list per text)."""
@@ -794,16 +228,16 @@ def create_app(settings: ServeSettings):
         thresholds = service.effective_thresholds(model, req.thresholds)
         decisions = [decide(c, thresholds, types) for c in await service.predict(texts, request.state.deadline)]
         service.record(audit, decisions, thresholds)
-        results = [[_entity_json(c, t, text if req.return_text else None) for c, t in d.entities] for d, text in zip(decisions, texts)]
+        results = [[entity_json(c, t, text if req.return_text else None) for c, t in d.entities] for d, text in zip(decisions, texts)]
         return {
             "request_id": request.state.request_id,
-            "model": {**_public_info(model), "calibration": model.calibration, "config_hash": model.config_hash},
+            "model": {**public_info(model), "calibration": model.calibration, "config_hash": model.config_hash},
             "results": results[0] if req.text is not None else results,
         }
 
     @app.post(
         "/v1/redact", openapi_extra=body_doc(service.RedactRequest),
-        responses={200: {"model": models["RedactResponse"]}, **_error_responses(models, *v1_errors)},
+        responses={200: {"model": models["RedactResponse"]}, **error_responses(models, *v1_errors)},
     )
     async def redact_text(request: Request):
         """``text`` with each detected entity replaced by its type's operator."""
@@ -837,7 +271,7 @@ def create_app(settings: ServeSettings):
             "items": [{"entity_type": i.entity_type, "start": i.start, "end": i.end, "operator": i.operator} for i in items],
         }
 
-    get_errors = _error_responses(models, 401, 421, 503)
+    get_errors = error_responses(models, 401, 421, 503)
 
     @app.get("/v1/entities", responses={200: {"model": models["EntitiesResponse"]}, **get_errors})
     async def entities():
@@ -855,7 +289,7 @@ def create_app(settings: ServeSettings):
     async def config():
         model = service.require_model()
         return {
-            "model": _public_info(model),
+            "model": public_info(model),
             "pipeline": model.nlp.pipe_names,
             "labels": model.labels,
             "thresholds": model.thresholds,
@@ -882,7 +316,7 @@ def create_app(settings: ServeSettings):
             },
         }
 
-    @app.get("/", responses={200: {"content": {"text/html": {}}}, **_error_responses(models, 421)})
+    @app.get("/", responses={200: {"content": {"text/html": {}}}, **error_responses(models, 421)})
     async def page():
         """A page to try the service (page.py); it loads nothing from elsewhere."""
         from fastapi.responses import HTMLResponse
@@ -892,7 +326,7 @@ def create_app(settings: ServeSettings):
         csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": csp})
 
-    probe_responses = {200: {"model": models["Probe"]}, 503: {"model": models["Probe"]}, **_error_responses(models, 421)}
+    probe_responses = {200: {"model": models["Probe"]}, 503: {"model": models["Probe"]}, **error_responses(models, 421)}
 
     @app.get("/healthz", responses=probe_responses)
     async def healthz():
@@ -914,7 +348,7 @@ def create_app(settings: ServeSettings):
             return JSONResponse({"status": "stalled", "reason": reason}, status_code=503)
         return {"status": "ready", "config_hash": service.model.config_hash}
 
-    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}, **_error_responses(models, 401, 421)})
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}}, **error_responses(models, 401, 421)})
     async def metrics():
         from prometheus_client import CONTENT_TYPE_LATEST
 

@@ -147,14 +147,14 @@ def parse_operators(spec: Mapping[str, Any], known_types: Iterable[str]) -> Dict
     for key, params in spec.items():
         where = f"operators.{key}"
         if key != DEFAULT_KEY and key not in known:
-            raise OperatorError("unknown_type", where, f"unknown entity type '{_clip(key)}' in operators; known: {sorted(known)} and {DEFAULT_KEY}")
+            raise OperatorError("unknown_type", where, f"unknown entity type '{clip(key)}' in operators; known: {sorted(known)} and {DEFAULT_KEY}")
         if not isinstance(params, Mapping):
             raise OperatorError("invalid", where, f"{where} must be an object like {{\"type\": \"replace\"}}")
         name = params.get("type")
         if not isinstance(name, str):
             raise OperatorError("invalid", f"{where}.type", f"{where}.type must be one of {list(OPERATOR_NAMES)}")
         if name not in _PARAMS:
-            raise OperatorError("unknown_operator", f"{where}.type", f"unknown operator '{_clip(name)}' at {where}.type; use one of {list(OPERATOR_NAMES)}")
+            raise OperatorError("unknown_operator", f"{where}.type", f"unknown operator '{clip(name)}' at {where}.type; use one of {list(OPERATOR_NAMES)}")
         kwargs: Dict[str, Any] = {}
         for param, value in params.items():
             if param == "type":
@@ -162,7 +162,7 @@ def parse_operators(spec: Mapping[str, Any], known_types: Iterable[str]) -> Dict
             expected = _PARAMS[name].get(param)
             if expected is None:
                 allowed = sorted(_PARAMS[name]) or "none"
-                raise OperatorError("invalid", f"{where}.{param}", f"{where}: operator '{name}' has no parameter '{_clip(param)}' (parameters: {allowed})")
+                raise OperatorError("invalid", f"{where}.{param}", f"{where}: operator '{name}' has no parameter '{clip(param)}' (parameters: {allowed})")
             # bool is an int in Python; chars_to_mask: true must still be refused
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise OperatorError("invalid", f"{where}.{param}", f"{where}.{param} must be a {expected.__name__}")
@@ -313,7 +313,7 @@ def redact(
     return "".join(pieces), items
 
 
-def _clip(name: Any, limit: int = 64) -> str:
+def clip(name: Any, limit: int = 64) -> str:
     """A client-supplied name, shortened for an error message."""
     name = str(name)
     return name if len(name) <= limit else name[:limit] + "..."
