@@ -522,3 +522,53 @@ def test_the_mini_workflow_runs_end_to_end(tmp_path):
     assert rules, "the MISC-only texts make rules"
     filtered = spacy.load(project / "training" / "mini" / "model-filtered")
     assert "ner_plus_entity_filter" in [filtered.get_pipe_meta(name).factory for name in filtered.pipe_names]
+
+
+# --- names the docs cite exist ----------------------------------------------------------------
+
+PROSE_FILES = [p for p in DOC_FILES if p.name != "BENCHMARKS.md"] + [ROOT / "CHANGELOG.md"]
+REPO_PATH = re.compile(r"(?<![\w/.])((?:bench|configs|scripts|tests|spacy_ner_plus)/[\w/.-]*\w\.(?:py|sh|cfg|json))")
+MODULE_NAME = re.compile(r"`(spacy_ner_plus(?:\.\w+)+)(?:\([^`]*\))?`")
+
+
+def test_every_file_the_docs_name_exists():
+    """A moved script or module makes its mention a failing test, not a stale page."""
+    missing = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in PROSE_FILES
+        for name in sorted(set(REPO_PATH.findall(path.read_text(encoding="utf8"))))
+        if not (ROOT / name).exists()
+    ]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_python_name_the_docs_give_imports():
+    import importlib
+
+    names = {name for path in PROSE_FILES for name in MODULE_NAME.findall(path.read_text(encoding="utf8"))}
+    assert len(names) >= 4
+    for name in sorted(names):
+        module, _, attr = name.rpartition(".")
+        try:
+            target = importlib.import_module(name)
+        except ImportError:
+            target = getattr(importlib.import_module(module), attr, None)
+        assert target is not None, f"{name}, named in the docs, does not exist"
+
+
+def test_the_readme_links_to_files_and_sections_that_exist():
+    """mkdocs checks the links between docs/ pages; the README lies outside the site, so here."""
+    from markdown.extensions.toc import slugify
+
+    readme = (ROOT / "README.md").read_text(encoding="utf8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert len(links) >= 8
+    for link in links:
+        if re.match(r"\w+://", link):
+            continue
+        target, _, anchor = link.partition("#")
+        path = ROOT / target
+        assert path.exists(), f"README links to {link}: no such file"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf8"), re.M)
+            assert anchor in {slugify(h.strip(), "-") for h in headings}, f"README links to {link}: no such section"
