@@ -1,7 +1,8 @@
 """The two quick-start commands, with nothing but Python needed:
 
     python3 scripts/dev.py all    # .venv + install + `spacy project run all`
-    python3 scripts/dev.py test   # .venv + install + the whole test suite
+    python3 scripts/dev.py test   # .venv + install + pytest (extra arguments go to pytest)
+    python3 scripts/dev.py test -m "not slow"   # the fast tests only
 
 The virtual environment lives in .venv at the repo root and is (re)installed
 only when setup.cfg or this script change. Torch is installed first and pinned
@@ -39,8 +40,9 @@ def ensure_env() -> None:
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     run(*pip, "--upgrade", "pip", "setuptools>=61", "wheel")
     run(*pip, torch_spec)
-    # every extra: the test suite exercises the Ray engine, the PII service and the corpus generator
-    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev,lora]")
+    # every extra: the test suite exercises the Ray engine, the PII service, the corpus generator
+    # and builds the documentation site
+    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev,lora,docs]")
     STAMP.write_text(digest)
 
 
