@@ -39,9 +39,17 @@ RUN = [
     r"python -m spacy_ner_plus (convert|evaluate|calibrate|annotate|quantize|render|serve) ",
     r"printf ",  # writes the input files an example reads
     r"export NER_PLUS_HASH_KEY=",
+    r"openssl rand -hex 32 > ",  # a hash key file (docs/service-policy.md)
+    r"python -m spacy_ner_plus\.service\.auth add ",  # an API key (docs/service-deploy.md)
     r"curl -sf --retry \d+ --retry-connrefused --retry-delay 1 localhost:8080/readyz$",
     r"curl -s localhost:8080/",
 ]
+# A `serve` the docs start without `&` runs in a terminal of its own until stopped: here it runs in
+# the background, and the block goes on once /readyz answers 200 (it fails when the server exits).
+SERVE_FOREGROUND = re.compile(r"python -m spacy_ner_plus serve (?!.*&$)")
+SERVE_READY_S = 300
+# The deployment's folder (/etc/ner-plus/) is a folder of the working copy when a block runs.
+DEPLOY_DIR = "/etc/ner-plus/"
 
 # Commands that need the trained workflows, the big corpora, a cluster or a fresh environment:
 # (regex on the command, the test that runs it). The covering test must exist.
@@ -59,8 +67,11 @@ COVERED = [
     (r"python -c \"import spacy; nlp = spacy\.load\('en_ner_plus_sample'\)", PACKAGING_TEST),
     (r"python -m spacy project run pii( |$)", "tests/test_docs.py::test_the_pii_workflow_runs_end_to_end"),
     (r"python -m spacy project run mini \. --vars\.mini_data ", "tests/test_docs.py::test_the_mini_workflow_runs_end_to_end"),
+    (r"python -m spacy project run healthcare \. --vars\.data ", "tests/test_corpus_scripts.py::test_healthcare_workflow_end_to_end_with_two_training_steps"),
     (r"python -m spacy_ner_plus annotate \S+ \S+ \S+\.parquet --engine ray --format parquet$",
      "tests/test_annotate_ray.py::test_ray_engine_parquet_holds_the_records_and_typed_entities"),
+    # a client of the deployment behind its TLS proxy: a Bearer key on /v1, the audit log records its client
+    (r"curl -s https://pii\.example\.com/v1/", "tests/test_service_edge.py::test_edge_the_audit_log_records_the_keys_client_not_a_header"),
 ]
 
 # What a block must leave behind or print, beyond exiting 0: (file, section) -> checks.
@@ -73,7 +84,7 @@ FILES_WRITTEN = {
     ("batch.md", "`python -m spacy_ner_plus annotate MODEL INPUT... OUTPUT`"): ["out.jsonl"],
 }
 PRINTED = {
-    ("README.md", "The service in ten lines"): ["<EMAIL_ADDRESS>", '"items"'],
+    ("README.md", "PII redaction service"): ["<EMAIL_ADDRESS>", '"items"'],
     ("service.md", "The PII service"): ['"results"', '"entity_type":"EMAIL_ADDRESS"', '"items"'],
 }
 # The README's snippet runs on the stand-in, so its output is checked for the form its comment gives:
@@ -212,16 +223,26 @@ def run_bash_block(block: Block, cwd: Path) -> str:
     """Run the block as written, each covered command replaced by a no-op that names its test;
     `python` is this interpreter, port 8080 a free port, and curl fails on an HTTP error. The block
     runs in a process group of its own, ended afterwards with whatever it left in the background
-    (the server of a `serve ... &`). RETURNS (str): what it printed."""
+    (the server of a `serve`). A `serve` without `&` runs in the background until it is ready
+    (SERVE_FOREGROUND); paths under DEPLOY_DIR lie in the working folder. RETURNS (str): what it printed."""
     port = str(_free_port())
-    lines = ["set -euo pipefail"]
+    lines = ["set -euo pipefail", f"mkdir -p {DEPLOY_DIR.lstrip('/')}"]
     for command in shell_commands(block.text):
         test = covering_test(command)
         if test:
             lines.append(f": covered by {test}")
             continue
         assert is_run(command), f"{block.where}: {command!r} is neither run nor covered"
-        command = command.replace("8080", port).replace("curl -s ", "curl -s --fail-with-body ")
+        command = command.replace("8080", port).replace("curl -s ", "curl -s --fail-with-body ").replace(DEPLOY_DIR, DEPLOY_DIR.lstrip("/"))
+        if SERVE_FOREGROUND.match(command):
+            assert f"--port {port}" in command, f"{block.where}: a serve example names its --port (8080)"
+            lines.append(f"{command} &")
+            lines.append(
+                f'serve_pid=$!; for _ in $(seq {SERVE_READY_S}); do curl -sf localhost:{port}/readyz >/dev/null && break; '
+                f'kill -0 "$serve_pid" 2>/dev/null || {{ echo "{block.where}: the server exited" >&2; exit 1; }}; sleep 1; done; '
+                f"curl -sf localhost:{port}/readyz >/dev/null"
+            )
+            continue
         lines.append(command)
     out, err = cwd / ".block.stdout", cwd / ".block.stderr"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
