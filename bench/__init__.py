@@ -54,6 +54,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "train_speed": Experiment("speed.train_speed", "training throughput (words/s of nlp.update) on CPU or GPU", ("train_speed*",)),
     # service
     "pii_latency": Experiment("service.pii_latency", "PII service latency and throughput against offline nlp.pipe", ("pii_latency*",)),
+    "load_test": Experiment("service.load_test", "locust load on the PII service: 16 users mixing ordinary and adversarial texts; errors by kind, p95, peak RSS, audit completeness", ("service_load*",)),
     "determinism": Experiment("service.determinism", "determinism of a loaded pipeline: concurrent threads and batch composition", ("determinism*",)),
     # scale
     "long_documents": Experiment("scale.long_documents", "whole documents against sentences, tiny windows, scaling to 1M characters, HF with stride", ("long_documents*",)),
@@ -65,6 +66,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
 # Files under the topic folders that are not experiments (path under bench/: what it is). A locustfile,
 # for instance, is run by locust, not by python -m bench.
 SUPPORT: Dict[str, str] = {
+    "service/locustfile.py": "the locust users of load_test (ordinary and adversarial texts against /v1/analyze and /v1/redact)",
     "accuracy/device_conll.sh": "runs python -m bench conll_benchmark on the lent GPU machine (wheels and fp16 weights carried in)",
 }
 

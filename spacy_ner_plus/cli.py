@@ -5,7 +5,11 @@ without a traceback.
 Only typer and wasabi are imported here: spaCy, torch and the package's
 modules are imported inside the commands, after their arguments are checked,
 so ``--help`` and argument errors answer at once (tests/test_cli.py checks
-that no heavy module is imported for them)."""
+that no heavy module is imported for them).
+
+Size: one Typer command per subcommand (convert, evaluate, calibrate, annotate, quantize,
+render, serve), each with its documented options and the argument checks that must run
+before any heavy import; the work itself lives in the modules the commands call."""
 import json
 import os
 import sys

@@ -511,6 +511,8 @@ import json, multiprocessing, os, sys
 import torch
 torch.set_num_threads(2)
 import spacy_ner_plus  # noqa: F401
+# the package imports lazily: import what a loaded pipeline imports (the pipe and its layers)
+import spacy_ner_plus.pipeline.ner_plus, spacy_ner_plus.ml.architectures  # noqa: F401,E401
 torch.ones(256, 256) @ torch.ones(256, 256)  # the parent's thread pool runs before the fork
 
 def child(queue):

@@ -33,9 +33,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE.parent))
 
-import provenance  # noqa: E402  bench/provenance.py
+from bench import provenance  # noqa: E402
 
 
 def _seconds(duration: str) -> float:
@@ -177,10 +176,7 @@ def main() -> int:
         })  # fmt: skip
     result["machine"]["load_avg_end"] = os.getloadavg()
     name = f"service_load{'_' + args.name if args.name else ''}"
-    path = ROOT / "bench" / "results" / f"{name}.json"
-    if path.exists():
-        path = path.with_name(f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.json")
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = provenance.write_result("load_test", result, ROOT / "bench" / "results" / f"{name}.json")
     print(json.dumps({k: result[k] for k in ("requests", "failures", "answers_by_status_and_kind", "peak_rss_mb", "audit")}, indent=2))
     print(f"p95 {result['latency_ms']['overall']['p95_ms']} ms; wrote {path}")
     ok = result["failures"] == 0 and result["audit"]["missing"] == 0 and result["audit"]["duplicate_records"] == 0 and not result["server_internal_errors_logged"]

@@ -84,6 +84,6 @@ def quantize_in_place(module: torch.nn.Module) -> torch.nn.Module:
     """int8 dynamic quantization of the Linear layers of a module the caller owns."""
     # per-channel weight scales: on CoNLL++ the int8 F1 loss was 0.63 against 1.85
     # with one scale per matrix, at the same speed, 1.49x fp32
-    # (bench/int8_variants.py, docs/BENCHMARKS.md)
+    # (python -m bench int8_variants, docs/BENCHMARKS.md)
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear: qconfig}, inplace=True).eval()
