@@ -374,7 +374,8 @@ def test_documented_installs_are_what_the_dev_script_installs():
     dev = (ROOT / "scripts" / "dev.py").read_text(encoding="utf8")
     extras = set(_extras((ROOT / "setup.cfg").read_text(encoding="utf8")))
     installed = set(re.search(r'"-e", "\.\[([\w,]+)\]"', dev).group(1).split(","))
-    assert installed == extras, "scripts/dev.py installs every extra of setup.cfg"
+    # every extra but `bench` (locust and psutil for the load test, which is not part of CI; docs/index.md says so)
+    assert installed == extras - {"bench"}, "scripts/dev.py installs every extra of setup.cfg but bench"
     torch_pin = re.search(r'"NER_PLUS_TORCH", "(torch==[\w.]+)"', dev).group(1)
     seen = 0
     for block in BASH:
@@ -437,10 +438,10 @@ def _with_parent_sections(fragment: str) -> str:
 
 @pytest.mark.parametrize("block", INI, ids=[_id(b) for b in INI])
 def test_config_example_parses_and_names_registered_functions(block):
+    import importlib.metadata
+
     import spacy
     from thinc.api import Config
-
-    import spacy_ner_plus  # noqa: F401  (registers its functions)
 
     config = Config().from_str(_with_parent_sections(block.text), interpolate=False)
     assert config, f"{block.where}: an empty config"
@@ -449,6 +450,10 @@ def test_config_example_parses_and_names_registered_functions(block):
         assert getattr(spacy.registry, kind).get(name), f"{block.where}: {kind} {name!r} is not registered"
     factories = re.findall(r'^factory = "([^"]+)"', block.text, re.M)
     for factory in factories:
+        # through the entry points, as spacy.load finds it (importing the package registers nothing: it is lazy)
+        for entry_point in importlib.metadata.entry_points(group="spacy_factories"):
+            if entry_point.name == factory:
+                entry_point.load()
         assert spacy.language.Language.has_factory(factory), f"{block.where}: no factory {factory!r}"
 
 
