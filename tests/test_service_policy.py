@@ -206,6 +206,13 @@ def test_keys_at_least_32_bytes_from_a_file(tmp_path):
     assert "keys=" not in repr(ring) and "\\xc3" not in repr(ring) and "é" * 2 not in repr(ring)
     with pytest.raises(HashKeyError, match="cannot read the hash key file"):
         load_keyring(str(tmp_path / "missing.key"))
+    # a text key's line end is not key material; a raw key's last byte 0x0a is
+    text = tmp_path / "text.key"
+    text.write_bytes(b"ab" * 16 + b"\n")
+    assert load_keyring(str(text)).signing == derived_key_id(b"ab" * 16)
+    raw = tmp_path / "raw.key"
+    raw.write_bytes(bytes(range(128, 159)) + b"\n")  # 31 non-text bytes and 0x0a: a 32-byte key
+    assert load_keyring(str(raw)).signing == derived_key_id(bytes(range(128, 159)) + b"\n")
 
 
 def test_env_key_is_read_once_and_removed(monkeypatch):

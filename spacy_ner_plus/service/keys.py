@@ -180,8 +180,12 @@ def _read_key(path: Path, where: str) -> bytes:
         key = path.read_bytes()
     except OSError as err:
         raise HashKeyError(f"cannot read the hash key file {where}: {err.strerror}") from None
-    # one trailing line end is how editors and `echo` end a file; other bytes are key material
-    key = key[:-2] if key.endswith(b"\r\n") else key[:-1] if key.endswith(b"\n") else key
+    # A text key (`openssl rand -hex 32 > FILE`, an editor, `echo`) ends with one line end that is
+    # not key material. A raw key (`head -c 32 /dev/urandom > FILE`) may end with the byte 0x0a as
+    # key material: its line end is kept, or one raw key in 256 would lose a byte.
+    body = key[:-2] if key.endswith(b"\r\n") else key[:-1] if key.endswith(b"\n") else key
+    if all(32 <= b < 127 for b in body):
+        key = body
     _check_length(key, where)
     return key
 
