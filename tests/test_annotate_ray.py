@@ -220,9 +220,10 @@ def test_ray_engine_reads_parquet_inputs_and_keeps_an_old_output_on_failure(mode
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [1, 2, 3], "text": ["John lives in New York City .", None, "Mary works for Acme Corp in Paris ."]}), src)
     out = tmp_path / "out.jsonl"
-    stats = ray_engine.annotate_with_ray(str(model), [src], out, fmt="parquet", workers=1, batch_size=2, preserve_order=True, progress=False)
-    assert (stats.read, stats.written) == (3, 2)
-    assert [str(p) for p in stats.skipped] == [f"{src}:2: no string under the column 'text'"]
+    result = runner.invoke(app, ["annotate", str(model), str(src), str(out), "--engine", "ray", "--workers", "1", "--batch-size", "2", "--preserve-order"])
+    assert result.exit_code == 0, result.output
+    text = summary(result.output)
+    assert "Wrote 2 of 3 lines" in text and f"{src}:2: no string under the column 'text': skipped" in text
     rows = [json.loads(line) for line in out.read_text(encoding="utf8").splitlines()]
     assert [r["id"] for r in rows] == [1, 3] and all(r["entities"] for r in rows)
     # whole or nothing: a failing run leaves the previous output as it was, and no temporary
@@ -231,3 +232,14 @@ def test_ray_engine_reads_parquet_inputs_and_keeps_an_old_output_on_failure(mode
         ray_engine.annotate_with_ray(str(model), [src], out, fmt="parquet", on_error="fail", workers=1, batch_size=2, progress=False)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.jsonl"]
+
+
+def test_parquet_inputs_need_the_ray_engine(model, tmp_path):
+    import pyarrow as pa
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": ["John lives in New York City ."]}), src)
+    result = runner.invoke(app, ["annotate", str(model), str(src), str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1
+    assert "Parquet inputs need --engine ray" in summary(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
