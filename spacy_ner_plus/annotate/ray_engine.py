@@ -137,14 +137,18 @@ def _exit_with_parent(poll_s: float = 1.0) -> None:
 
 
 class PipelineActor:
-    """A Ray Data actor that annotates batches of records with one pipeline.
+    """A Ray Data actor that annotates blocks of ``LineDatasource`` with one
+    pipeline: the good lines' records, in one ``nlp.pipe`` batch; the bad
+    lines pass with their file, line and problem.
 
     model (str): pipeline name or path, loaded here with ``spacy.load``; it
         must be loadable on every node (an installed pipeline package, or a
         path on a shared file system).
     text_key (str): the key of the text in each record.
-    output_format (str): ``jsonl`` (one column ``json`` with each output
-        line) or ``parquet`` (the record's fields plus ``entities``).
+    output_format (str): ``jsonl`` (a column with each output line, null
+        for a bad line) or ``parquet`` (the record's fields plus
+        ``entities``, then the bad lines with their position only); both
+        with the file, line and problem columns.
     threads (int): torch threads, the CPUs Ray reserved for this actor.
     gpu (bool): predict on the GPU Ray assigned to this actor.
     pipe_batch_size (int): ``nlp.pipe`` batch size.
