@@ -61,6 +61,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "window_tradeoff": Experiment("scale.window_tradeoff", "window overlap on whole documents: F1 against wordpieces encoded and time", ("window_tradeoff_*",)),
     "document_inference": Experiment("scale.document_inference", "within_sentences on whole documents: what stays inside sentences", ("document_inference*",)),
     "annotate_engines": Experiment("scale.annotate_engines", "annotate --engine local against --engine ray, same input and model", ("annotate_engines*",)),
+    "ray_streaming": Experiment("scale.ray_streaming", "the streaming ray engine against local at 100k and 1M words: driver peak RSS, wall time with and after start-up", ("ray_streaming*",)),
 }
 
 # Files under the topic folders that are not experiments (path under bench/: what it is). A locustfile,

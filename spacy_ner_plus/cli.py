@@ -382,8 +382,8 @@ def calibrate(
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="pipeline name or path (with --engine ray: loadable on every node, e.g. an installed pipeline package)"),
-    paths: List[str] = typer.Argument(..., metavar="INPUT... OUTPUT", help="input files or globs (plain text, one text a line, or JSONL), then the output file"),
-    input_format: Optional[str] = typer.Option(None, "--input-format", help="text or jsonl for every INPUT (default: from each INPUT's extension, .jsonl/.json -> jsonl, else text; the inputs may mix both)"),
+    paths: List[str] = typer.Argument(..., metavar="INPUT... OUTPUT", help="input files or globs (plain text, one text a line, or JSONL; with --engine ray also Parquet, and URIs such as s3://bucket/a.jsonl), then the output file"),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="text, jsonl or parquet (--engine ray) for every INPUT (default: from each INPUT's extension, .jsonl/.json -> jsonl, .parquet -> parquet, else text; the local engine's inputs may mix text and JSONL)"),
     output_format: str = typer.Option("jsonl", "--format", help="output: jsonl, or parquet (--engine ray)"),
     text_key: str = typer.Option("text", "--text-key", help="JSONL key holding the text"),
     on_error: str = typer.Option("skip", "--on-error", help="skip: report bad lines and go on; fail: stop at the first, writing nothing"),
@@ -408,8 +408,8 @@ def annotate(
         _fail("give at least one INPUT and the OUTPUT file")
     *patterns, output = paths
     output_path = Path(output)
-    if input_format not in (None, "text", "jsonl"):
-        _fail("--input-format takes text|jsonl")
+    if input_format not in (None, "text", "jsonl", "parquet"):
+        _fail("--input-format takes text|jsonl|parquet")
     if output_format not in ("jsonl", "parquet"):
         hint = " (the input's format is --input-format now)" if output_format == "text" else ""
         _fail(f"--format takes jsonl|parquet{hint}")
@@ -419,14 +419,20 @@ def annotate(
         _fail("--resume and --restart exclude each other")
     if output_path.is_dir():
         _fail(f"{output_path} is a folder; OUTPUT is a file")
+    # --engine ray reads URIs itself (any file system pyarrow knows); local
+    # paths and globs are checked here, in the order given
+    is_uri = (lambda p: "://" in p) if engine == "ray" else (lambda p: False)  # noqa: E731
     try:
-        inputs = expand_inputs(patterns)
+        expand_inputs([p for p in patterns if not is_uri(p)] or [])  # missing files, a file named twice
+        inputs = [item for p in patterns for item in ([p] if is_uri(p) else expand_inputs([p]))]
     except AnnotateError as err:
         _fail(str(err))
-    formats = [input_format or input_format_of(path) for path in inputs]
+    formats = [input_format or ("parquet" if str(path).endswith(".parquet") else input_format_of(Path(str(path)))) for path in inputs]
     # one name when every input has the same format (as the journal of a resumable run records it)
     fmt = formats[0] if len(set(formats)) == 1 else formats
-    if output_path.resolve() in {path.resolve() for path in inputs}:
+    if "parquet" in formats and engine != "ray":
+        _fail("Parquet inputs need --engine ray; the local engine reads text and JSONL")
+    if output_path.resolve() in {path.resolve() for path in inputs if isinstance(path, Path)}:
         _fail(f"{output_path} is also an INPUT")
     if engine == "local":
         try:
