@@ -134,6 +134,8 @@ _CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{"}
 # inside the window
 _PHONE_WINDOW = 4096
 _PHONE_CONTEXT = 640
+_ANY_DIGIT = re.compile(r"[0-9]")
+_DIGITS_BETWEEN_LETTERS = re.compile(r"(?<=[A-Za-z])[0-9]+(?=[A-Za-z])")
 # numbers known to be invalid although in valid ranges (advertising / Woolworth's wallet card)
 _SSN_BLOCKLIST = {"078051120", "219099999", "123456789"}
 
@@ -208,11 +210,17 @@ def find_phone_numbers(text: str, regions: Sequence[str]) -> Iterator[PatternMat
     seen = set()
     # a wrapped line may break a number; one character for one keeps the offsets
     flat = text.replace("\r", " ").replace("\n", " ")
+    # digits with a Latin letter on both sides ("AB12CD") are never a number at leniency VALID
+    # (the matcher rejects a candidate touching a letter, and letters end a candidate): hiding
+    # them spares the matcher a candidate per word in codes and identifiers
+    flat = _DIGITS_BETWEEN_LETTERS.sub(lambda m: "x" * len(m.group(0)), flat)
     for region in regions:
         for window_start in range(0, len(flat), _PHONE_WINDOW):
             window_end = window_start + _PHONE_WINDOW
             offset = max(0, window_start - _PHONE_CONTEXT)
             view = flat[offset:window_end + _PHONE_CONTEXT]
+            if _ANY_DIGIT.search(view, window_start - offset, window_end - offset) is None:
+                continue  # no number starts without a digit in the window
             for m in phonenumbers.PhoneNumberMatcher(view, region, leniency=phonenumbers.Leniency.VALID):
                 start, end = offset + m.start, offset + m.end
                 if not window_start <= start < window_end:
