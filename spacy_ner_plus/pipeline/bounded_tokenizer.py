@@ -53,7 +53,7 @@ class BoundedTokenizer:
         self.max_run = max_run
         # a run is tried from its start only, so finding the long runs is one pass
         self._long_run = re.compile(r"(?<!\S)\S{%d,}" % (max_run + 1))
-        self._piece = re.compile(r"\w{1,%d}|[^\w\s]{1,%d}" % (max_run, max_run))
+        self._piece = re.compile(r"\w{1,%d}|([^\w\s])\1{0,%d}" % (max_run, max_run - 1))
 
     @property
     def vocab(self):

@@ -132,10 +132,10 @@ _CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{"}
 # it: it runs on windows of _PHONE_WINDOW characters, each seeing _PHONE_CONTEXT more on both
 # sides (a candidate is at most a few hundred characters), and keeps the numbers that start
 # inside the window
-_PHONE_WINDOW = 4096
+_PHONE_WINDOW = 16384
 _PHONE_CONTEXT = 640
 _ANY_DIGIT = re.compile(r"[0-9]")
-_DIGITS_BETWEEN_LETTERS = re.compile(r"(?<=[A-Za-z])[0-9]+(?=[A-Za-z])")
+_DIGITS_IN_WORD = re.compile(r"(?<=[A-WYZa-wyz])[0-9]+(?=[A-Za-z@_]|\.[A-Za-z])")
 # numbers known to be invalid although in valid ranges (advertising / Woolworth's wallet card)
 _SSN_BLOCKLIST = {"078051120", "219099999", "123456789"}
 
@@ -210,10 +210,11 @@ def find_phone_numbers(text: str, regions: Sequence[str]) -> Iterator[PatternMat
     seen = set()
     # a wrapped line may break a number; one character for one keeps the offsets
     flat = text.replace("\r", " ").replace("\n", " ")
-    # digits with a Latin letter on both sides ("AB12CD") are never a number at leniency VALID
-    # (the matcher rejects a candidate touching a letter, and letters end a candidate): hiding
-    # them spares the matcher a candidate per word in codes and identifiers
-    flat = _DIGITS_BETWEEN_LETTERS.sub(lambda m: "x" * len(m.group(0)), flat)
+    # digits glued to a word ("AB12CD", "user12@", "example12.com") are never a number at
+    # leniency VALID: nothing around them can extend the candidate, and the matcher rejects a
+    # candidate that touches a Latin letter. Hiding them spares it a candidate per word in
+    # codes, identifiers and addresses ("x" is left alone: it may start an extension)
+    flat = _DIGITS_IN_WORD.sub(lambda m: "x" * len(m.group(0)), flat)
     for region in regions:
         for window_start in range(0, len(flat), _PHONE_WINDOW):
             window_end = window_start + _PHONE_WINDOW
