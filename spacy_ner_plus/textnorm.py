@@ -20,7 +20,9 @@ view where those differences are gone, so one pattern finds them all:
 A match ``[start, end)`` in the view is mapped back with ``NormalizedText.to_original``: the
 original span starts at the first original character of the view's ``start`` and ends after
 the last original character of ``end - 1``, so removed characters inside a match are part of
-it and removed characters at its edges are not.
+it and removed characters at its edges are not; a removed mark that belongs to the character
+before it (a variation selector, a combining grapheme joiner) goes with that character, as the
+two are one grapheme.
 
 The work is linear in the text: ASCII needs no change, so only runs of non-ASCII characters
 are looked at, and the map is a sorted list of segments (one per changed cluster and per
