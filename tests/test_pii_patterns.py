@@ -314,3 +314,14 @@ def test_ssn_and_card_with_dots_but_not_inside_longer_dotted_numbers():
     assert list(find_us_ssns("v 1.536.22.1234")) == [] and list(find_us_ssns("536.22.1234.5")) == []
     assert texts(find_credit_cards("pay 4111.1111.1111.1111 now"), "pay 4111.1111.1111.1111 now") == ["4111.1111.1111.1111"]
     assert list(find_credit_cards("4111.1111-1111.1111")) == []  # one kind of separator
+
+
+@pytest.mark.parametrize("before", [1, 2, 8, 15, 16, 17, 30])
+def test_phone_number_on_a_window_boundary_is_found_once(before):
+    # the matcher runs on windows; a number that starts just before or after a window's
+    # end, or runs across it, is found once, with its exact offsets
+    boundary = pii_patterns._PHONE_WINDOW
+    text = "word " * ((boundary - before) // 5) + "x" * ((boundary - before) % 5) + "(+44 20 7946 0958) ok"
+    start = text.index("+44")
+    found = [(m.start, m.end) for m in find_phone_numbers(text, ["US", "GB"])]
+    assert found == [(start, start + len("+44 20 7946 0958"))]

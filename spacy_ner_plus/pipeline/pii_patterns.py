@@ -220,8 +220,8 @@ def find_phone_numbers(text: str, regions: Sequence[str]) -> Iterator[PatternMat
             window_end = window_start + _PHONE_WINDOW
             offset = max(0, window_start - _PHONE_CONTEXT)
             view = flat[offset:window_end + _PHONE_CONTEXT]
-            if _ANY_DIGIT.search(view, window_start - offset, window_end - offset) is None:
-                continue  # no number starts without a digit in the window
+            if _ANY_DIGIT.search(view, window_start - offset) is None:
+                continue  # no digit from the window's start on: no number starts in it
             for m in phonenumbers.PhoneNumberMatcher(view, region, leniency=phonenumbers.Leniency.VALID):
                 start, end = offset + m.start, offset + m.end
                 if not window_start <= start < window_end:
