@@ -8,9 +8,9 @@ clients stalls for all of them.
 
 What this guard does: it SPLITS PATHOLOGICAL RUNS BEFORE THE TOKENIZER SEES THEM. A
 whitespace-free run longer than ``max_run`` characters does not go to the wrapped tokenizer;
-it becomes tokens of its own, cut where word characters and other characters meet (``\\w+``
-and ``[^\\w\\s]+``), each at most ``max_run`` characters: "https://x.org/a?b=(((" gives
-"https", "://", "x", ".", "org", "/", "a", "?", "b", "=", "(((". The rest of the text, every
+it becomes tokens of its own: runs of word characters (``\\w+``) and runs of one repeated
+other character, each at most ``max_run`` characters: "https://x.org/a?b=(((" gives "https",
+":", "//", "x", ".", "org", "/", "a", "?", "b", "=", "(((". The rest of the text, every
 run of at most ``max_run`` characters, is tokenized by the wrapped tokenizer as before, and
 the Doc is built from the pieces' words and spaces, so ``doc.text == text`` and every
 character offset is kept. A text without such a run goes to the wrapped tokenizer unchanged
@@ -19,7 +19,7 @@ included), so ordinary prose tokenizes exactly as before.
 
 Why the work is then linear: the wrapped tokenizer only sees runs of at most ``max_run``
 characters, each costing at most O(max_run²); the long runs are cut by one regular
-expression, in one pass. Why cut at word/non-word boundaries rather than at a fixed length:
+expression, in one pass. Why cut at character-class boundaries rather than at a fixed length:
 an e-mail address or a number inside a long run still starts and ends on token boundaries,
 so a pattern's match aligns with tokens and redaction takes in no more than the match.
 
