@@ -125,8 +125,8 @@ def main() -> None:
         records.append(row)
         old_s, new_s = row["old"].get("seconds"), row["new"]["seconds"]
         old_text = f"{old_s:9.3f} s" if old_s is not None else f"> {args.max_seconds:.0f} s".rjust(11)
-        extra = {k: v for k, v in row["new"].items() if k != "seconds"}
-        print(f"{path:16s} {args.size:>9,d} chars  old {old_text}  new {new_s:8.3f} s  {extra}", flush=True)
+        results = {impl: {k: v for k, v in row[impl].items() if k not in ("seconds", "timed_out_after")} for impl in ("old", "new")}
+        print(f"{path:16s} {args.size:>9,d} chars  old {old_text}  new {new_s:8.3f} s  old {results['old']} new {results['new']}", flush=True)
     load_end = os.getloadavg()[0]
     print(f"load average (1 min): {load_start:.2f} at start, {load_end:.2f} at end")
     if args.out:

@@ -173,3 +173,93 @@ def test_registered_tokenizer_from_config(tmp_path):
     assert isinstance(loaded.tokenizer, BoundedTokenizer) and loaded.tokenizer.max_run == 10
     with pytest.raises(ValueError, match="max_run"):
         BoundedTokenizer(nlp.tokenizer, max_run=0)
+
+
+# --- against a running server ----------------------------------------------------------------
+SHORT_TEXT = "Call +44 20 7946 0958 or mail jane@example.com today."
+SHORT_ANSWER_S = 2.0
+SERVED_SIZE = 100_000
+# What this suite fixes (tokenizer, patterns, lookups) takes ~0.1 s of such a request now; the
+# rest is the model on the text's wordpieces (100 KB of "(" are 100,000 of them), and the
+# single batcher thread predicts it whole before the short request's batch. Bounding that
+# hold-up is the batcher's part of issue 28 ("a long text never holds up short ones by more
+# than one batch's time"): remove this marker when it lands. Measured before it, at 40 KB on a
+# loaded machine: 4.0 s ("("), 4.5 s (URL + ")"), 5.8 s (IBAN-like words), 10.0 s (e-mails).
+WAITS_FOR_THE_BATCHER = pytest.mark.xfail(strict=True, reason="the batcher predicts a long text whole before a short one (issue 28, bounded work)")
+
+
+@pytest.fixture(scope="module")
+def served(trained_nlp, tmp_path_factory):
+    """`python -m spacy_ner_plus serve` on loopback with the tiny trained pipeline and
+    pii_patterns (the way tests/test_service.py starts one); RETURNS its base URL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    tmp = tmp_path_factory.mktemp("serve_adversarial")
+    trained_nlp.add_pipe("pii_patterns", first=True)
+    try:
+        trained_nlp.to_disk(tmp / "model")
+    finally:
+        trained_nlp.remove_pipe("pii_patterns")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "spacy_ner_plus", "serve", str(tmp / "model"), "--host", "127.0.0.1", "--port", str(port),
+        "--max-body-bytes", "2000000", "--torch-threads", "1",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("NER_PLUS_HASH_KEY", "PROMETHEUS_MULTIPROC_DIR")}
+    stderr = tmp / "stderr.txt"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(stderr, "wb"), env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready: {stderr.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@WAITS_FOR_THE_BATCHER
+@pytest.mark.parametrize("name", ["parens", "emails"])
+def test_short_request_is_answered_while_an_adversarial_one_is_served(served, name):
+    import threading
+
+    import httpx
+
+    long_text = ADVERSARIAL[name](SERVED_SIZE)
+    answers = {}
+
+    def send_long():
+        answers["long"] = httpx.post(f"{served}/v1/analyze", json={"text": long_text}, timeout=600)
+
+    sender = threading.Thread(target=send_long)
+    sender.start()
+    time.sleep(0.5)  # the long text is in the batcher's hands
+    started = time.perf_counter()
+    short = httpx.post(f"{served}/v1/analyze", json={"text": SHORT_TEXT}, timeout=600)
+    waited = time.perf_counter() - started
+    sender.join(600)
+    assert short.status_code == 200 and answers["long"].status_code == 200
+    found = {(r["entity_type"], r["start"], r["end"]) for r in short.json()["results"]}
+    phone = SHORT_TEXT.index("+44")
+    assert ("PHONE_NUMBER", phone, phone + len("+44 20 7946 0958")) in found
+    assert waited <= SHORT_ANSWER_S, f"the short request waited {waited:.2f} s behind {SERVED_SIZE:,} characters of {name}"
