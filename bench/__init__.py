@@ -54,6 +54,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "train_speed": Experiment("speed.train_speed", "training throughput (words/s of nlp.update) on CPU or GPU", ("train_speed*",)),
     # service
     "pii_latency": Experiment("service.pii_latency", "PII service latency and throughput against offline nlp.pipe", ("pii_latency*",)),
+    "adversarial_paths": Experiment("service.adversarial_paths", "each request path that grew faster than the text (issue 28): the release's code against today's on the same adversarial text", ("adversarial_paths*",)),
     "load_test": Experiment("service.load_test", "locust load on the PII service: 16 users mixing ordinary and adversarial texts; errors by kind, p95, peak RSS, audit completeness", ("service_load*",)),
     "determinism": Experiment("service.determinism", "determinism of a loaded pipeline: concurrent threads and batch composition", ("determinism*",)),
     # scale

@@ -272,3 +272,56 @@ def test_end_to_end_with_ner_plus(trained_nlp, tmp_path):
     again = loaded(text)
     assert [(e.start, e.end, e.label_) for e in again.ents] == [(e.start, e.end, e.label_) for e in doc.ents]
     assert list(again.spans["ner_plus"].attrs["scores"]) == pytest.approx(list(doc.spans["ner_plus"].attrs["scores"]), abs=1e-5)
+
+
+# --- linear paths (issue 28, finding 1) ---------------------------------------------
+
+
+def test_entity_sources_index_agrees_with_entity_source():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "CONTACT", "pattern": [{"TEXT": "jane@example.com"}]}])
+    nlp.add_pipe("pii_patterns")
+    text = " ".join(f"user{i}@example.com" for i in range(300)) + " jane@example.com 10.0.0.1"
+    doc = nlp(text)
+    index = pii_patterns.entity_sources(doc)
+    by_index = [index.get((e.start, e.end, e.label), "other") for e in doc.ents]
+    assert by_index == [entity_source(e) for e in doc.ents]
+    assert by_index.count("pattern") == 301 and by_index.count("other") == 1
+
+
+def test_a_digit_before_a_number_is_looked_for_next_to_it_only():
+    # the tail of a longer number is still refused; a digit far before is not a reason
+    text = "on 25.12.2026 11:00 or 12 call +44 20 7946 0958"
+    assert texts(find_phone_numbers(text, ["GB", "DE"]), text) == ["+44 20 7946 0958"]
+
+
+def test_iban_candidates_do_not_swallow_the_next_one():
+    text = "DE89 3704 0044 0532 0130 00 GB82 WEST 1234 5698 7654 32"
+    assert texts(find_ibans(text), text) == ["DE89 3704 0044 0532 0130 00", "GB82 WEST 1234 5698 7654 32"]
+    # a longer run of the same shape is not an IBAN
+    assert list(find_ibans("DE89370400440532013000X")) == []
+    assert list(find_ibans("DE89 3704 0044 0532 0130 001")) == []
+
+
+def test_url_trimming_counts_brackets_in_one_pass():
+    text = "see (https://en.wikipedia.org/wiki/Foo_(bar)_(baz))). " + "http://a.bc/" + ")" * 5000
+    assert texts(find_urls(text), text) == ["https://en.wikipedia.org/wiki/Foo_(bar)_(baz)", "http://a.bc/"]
+
+
+def test_ssn_and_card_with_dots_but_not_inside_longer_dotted_numbers():
+    assert texts(find_us_ssns("id 536.22.1234."), "id 536.22.1234.") == ["536.22.1234"]
+    assert list(find_us_ssns("v 1.536.22.1234")) == [] and list(find_us_ssns("536.22.1234.5")) == []
+    assert texts(find_credit_cards("pay 4111.1111.1111.1111 now"), "pay 4111.1111.1111.1111 now") == ["4111.1111.1111.1111"]
+    assert list(find_credit_cards("4111.1111-1111.1111")) == []  # one kind of separator
+
+
+@pytest.mark.parametrize("before", [1, 2, 8, 15, 16, 17, 30])
+def test_phone_number_on_a_window_boundary_is_found_once(before):
+    # the matcher runs on windows; a number that starts just before or after a window's
+    # end, or runs across it, is found once, with its exact offsets
+    boundary = pii_patterns._PHONE_WINDOW
+    text = "word " * ((boundary - before) // 5) + "x" * ((boundary - before) % 5) + "(+44 20 7946 0958) ok"
+    start = text.index("+44")
+    found = [(m.start, m.end) for m in find_phone_numbers(text, ["US", "GB"])]
+    assert found == [(start, start + len("+44 20 7946 0958"))]

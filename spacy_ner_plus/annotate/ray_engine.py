@@ -65,6 +65,11 @@ be the first of the whole input) and writes nothing; unlike the engine before
 streaming, the actors may have started by then.
 
 Needs the ``ray`` extra: ``pip install 'spacy-ner-plus[ray]'``.
+
+Size: one engine in three Ray parts that share one column layout (the streaming line
+reader, a ``FileBasedDatasource`` pickled by reference to this module's global; the
+annotating actor; the writer actor) and the driver that wires them; the docstring above
+explains the choices they make together.
 """
 import json
 import os

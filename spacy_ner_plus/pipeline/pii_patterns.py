@@ -8,22 +8,35 @@ and keeps only those that pass a validity check, so a match is a strong signal:
 ==============  =====================================================  =====
 type            rule                                                   score
 ==============  =====================================================  =====
-EMAIL_ADDRESS   local@domain.tld, TLD of 2-24 letters                  0.95
+EMAIL_ADDRESS   local@domain.tld, TLD of 2-24 letters; any script's   0.95
+                letters (müller@example.de, user@bücher.example)
 PHONE_NUMBER    ``phonenumbers.PhoneNumberMatcher``, leniency VALID,   0.85
                 in any of ``phone_regions`` (or with a +country code);
                 not shaped like an IPv4, an SSN or a date (04.10.2025),
                 not part of a longer number;
                 a line break inside a number counts as a space when the
                 number starts with + or ( or has 3+ digits before it
-CREDIT_CARD     12-19 digits, one kind of separator, Luhn checksum     0.90
+CREDIT_CARD     12-19 digits, one kind of separator (space, hyphen     0.90
+                or dot), Luhn checksum
 IBAN_CODE       country code, its registered length, mod-97 == 1       0.95
 IP_ADDRESS      IPv4 / IPv6 that ``ipaddress`` parses                  0.80
 URL             http(s)/ftp scheme + host                              0.85
 URL             www. + host, no scheme                                 0.60
-US_SSN          AAA-GG-SSSS or AAA GG SSSS; area not 000, 666,         0.85
-                900-999; group not 00; serial not 0000; not a number
+US_SSN          AAA-GG-SSSS, AAA GG SSSS or AAA.GG.SSSS; area not      0.85
+                000, 666, 900-999; group not 00; serial not 0000; not a number
                 known to be void (078-05-1120, 219-09-9999, 123-45-6789)
 ==============  =====================================================  =====
+
+The recognisers see what a reader sees: they run on a normalised view of the
+text (``spacy_ner_plus.textnorm``: NFKC, zero-width and other format characters
+removed, dash, space and digit variants unified), and every match is mapped back
+to the exact original character offsets. A zero-width space, a no-break space, an
+en dash, a soft hyphen or fullwidth digits inside a number do not hide it.
+
+The work is linear in the text: no expression can backtrack over a run more than
+a constant number of times, the phone matcher runs on bounded windows (so junk
+before a number can neither exhaust its candidate limit nor cost more than its
+own length), and every check after a match looks at a bounded neighbourhood.
 
 Scores are the rule's strength as we judge it, not calibrated probabilities;
 they are in ``doc.spans["pii_patterns"].attrs["scores"]`` (spancat's
@@ -44,14 +57,17 @@ The component holds only settings and compiled expressions, so one instance
 may serve many threads; it has no learned state, and its settings come from
 the config at every load.
 """
+import bisect
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
 
+from ..checksums import IBAN_LENGTHS, iban_valid, luhn_valid, us_ssn_valid  # noqa: F401  (public here too)
+from ..textnorm import load_tables, normalize
 from .scored_spans import register_scored_spans_key
 
 PATTERN_LABELS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
@@ -71,39 +87,43 @@ SOURCE_PATTERN = "pattern"
 SOURCE_MODEL = "model"
 SOURCE_OTHER = "other"
 
-# ISO 13616 registry: IBAN length per country
-IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
-    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
-    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
-    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
-    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
-}
-
+# The expressions run on the normalised view (textnorm: ASCII digits, "-" for every dash, " " for
+# every space), so they spell digits [0-9]. Each is linear in the text: no two ways to match
+# the same characters inside a repetition, and a lookbehind so a run is tried from its start only.
+# Local part and domain labels take any letter or digit (IDN: müller@example.de, user@bücher.example).
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+    r"(?<![\w.%+-])[^\W_](?:[\w.%+-]*[\w%+-])?@(?:[^\W_](?:(?:[^\W_]|-)*[^\W_])?\.)+(?:[^\W\d_]{2,24}|xn--[A-Za-z0-9-]{1,59})(?![\w-])"
 )
-# digit groups of 3+ separated by one space or hyphen; the separator check and Luhn come after
-_CARD = re.compile(r"(?<![\w.+-])\d{3,}(?:(?:-|[ \t]|\r?\n)\d{3,})*(?![\w-]|\.\d)")
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,9}(?!\w)")
-_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\w|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+# digit groups of 3+ separated by one space, hyphen or dot; the separator check and Luhn come after
+_CARD = re.compile(r"(?<![\w.+-])[0-9]{3,}(?:(?:[-.]|[ \t]|\r?\n)[0-9]{3,})*(?![\w-]|\.[0-9])")
+# where an IBAN may start, and up to 30 characters after its check digits (single spaces between);
+# a lookahead, so a candidate never consumes the start of the next one, and possessive: " ?X"
+# can match a text one way only, so there is nothing to backtrack into
+_IBAN = re.compile(r"(?<!\w)(?=([A-Z]{2})[0-9]{2}((?: ?[A-Z0-9]){1,30}+))")
+_WORD_CHAR = re.compile(r"\w")
+_IPV4 = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 _URL = re.compile(r"(?<![\w@/])(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
-_URL_HOST = re.compile(r"^(?:(?:https?|ftp)://)?(?:[^@/\s]+@)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?::\d{1,5})?(?:[/?#]|$)|^(?:https?|ftp)://(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:[/?#]|$)", re.IGNORECASE)
-_DATE = re.compile(r"(?:\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}([./-])\d{1,2}\2\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?")
-_DIGIT_BEFORE = re.compile(r"\d[./:-]?$")
-_DIGIT_AFTER = re.compile(r"[./:-]?\d")
-_WRAPPED_NUMBER = re.compile(r"[+(]|\d[\d ().-]{2,}\n")
-_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
+_URL_HOST = re.compile(r"^(?:(?:https?|ftp)://)?(?:[^@/\s]+@)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?::[0-9]{1,5})?(?:[/?#]|$)|^(?:https?|ftp)://(?:localhost|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]|$)", re.IGNORECASE)
+_DATE = re.compile(r"(?:[0-9]{1,2}([./-])[0-9]{1,2}\1[0-9]{2,4}|[0-9]{4}([./-])[0-9]{1,2}\2[0-9]{1,2})(?:[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)?")
+# a digit right before a number, perhaps with one separator (and "$" matches before a final "\\n"):
+# at most 3 characters, so it is searched in the 3 characters before the number only
+_DIGIT_BEFORE = re.compile(r"[0-9][./:-]?$")
+_DIGIT_BEFORE_REACH = 3
+_DIGIT_AFTER = re.compile(r"[./:-]?[0-9]")
+_WRAPPED_NUMBER = re.compile(r"[+(]|[0-9][0-9 ().-]{2,}\n")
+# AAA-GG-SSSS with one kind of separator: hyphen, space or dot
+_SSN = re.compile(r"(?<![\w-])(?<![0-9]\.)([0-9]{3})([-. ])([0-9]{2})\2([0-9]{4})(?![\w-])(?!\.[0-9])")
 _TRAILING_PUNCT = ".,;:!?'\""
-# numbers known to be invalid although in valid ranges (advertising / Woolworth's wallet card)
-_SSN_BLOCKLIST = {"078051120", "219099999", "123456789"}
-
-
+_CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{"}
+# libphonenumber's matcher gives up after 65,535 candidates, so junk before a number could hide
+# it: it runs on windows of _PHONE_WINDOW characters, each seeing _PHONE_CONTEXT more on both
+# sides (a candidate is at most a few hundred characters), and keeps the numbers that start
+# inside the window
+_PHONE_WINDOW = 16384
+_PHONE_CONTEXT = 640
+_ANY_DIGIT = re.compile(r"[0-9]")
+_DIGITS_IN_WORD = re.compile(r"(?<=[A-WYZa-wyz])[0-9]+(?=[A-Za-z@_]|\.[A-Za-z])")
 @dataclass(frozen=True)
 class PatternMatch:
     """A validated match: character offsets into the text, the type and the rule's score."""
@@ -114,49 +134,6 @@ class PatternMatch:
     score: float
 
 
-def luhn_valid(digits: str) -> bool:
-    """Whether a digit string passes the Luhn checksum (payment card numbers).
-
-    digits (str): only the digits 0-9.
-    RETURNS (bool): True when the checksum is 0 mod 10.
-    """
-    if not digits.isdigit():
-        return False
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        value = int(char)
-        if i % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def iban_valid(code: str) -> bool:
-    """Whether ``code`` (spaces allowed) is an IBAN: a known country, that country's
-    length, alphanumeric, and ISO 7064 mod-97 == 1.
-
-    code (str): e.g. "DE89 3704 0044 0532 0130 00".
-    RETURNS (bool): True when valid.
-    """
-    compact = code.replace(" ", "").upper()
-    if len(compact) < 5 or IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
-        return False
-    if not compact[2:4].isdigit():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
-
-
-def us_ssn_valid(area: str, group: str, serial: str) -> bool:
-    """Whether an SSN's parts are in ranges the SSA issues: area not 000, 666 or
-    900-999; group not 00; serial not 0000; not a number known to be void."""
-    if area in ("000", "666") or area.startswith("9") or group == "00" or serial == "0000":
-        return False
-    return area + group + serial not in _SSN_BLOCKLIST
-
-
 def find_email_addresses(text: str) -> Iterator[PatternMatch]:
     for m in _EMAIL.finditer(text):
         yield PatternMatch(m.start(), m.end(), "EMAIL_ADDRESS", SCORES["EMAIL_ADDRESS"])
@@ -164,62 +141,94 @@ def find_email_addresses(text: str) -> Iterator[PatternMatch]:
 
 def find_phone_numbers(text: str, regions: Sequence[str]) -> Iterator[PatternMatch]:
     """Numbers that libphonenumber's matcher finds VALID for one of ``regions``
-    (a number with a +country code is found whatever the region)."""
+    (a number with a +country code is found whatever the region).
+
+    The matcher runs on windows of the text (``_PHONE_WINDOW`` characters and
+    ``_PHONE_CONTEXT`` on either side), so its limit of 65,535 candidates per call
+    is never reached: junk before a number cannot hide it, and the work is linear."""
     import phonenumbers
 
     seen = set()
     # a wrapped line may break a number; one character for one keeps the offsets
     flat = text.replace("\r", " ").replace("\n", " ")
+    # digits glued to a word ("AB12CD", "user12@", "example12.com") are never a number at
+    # leniency VALID: nothing around them can extend the candidate, and the matcher rejects a
+    # candidate that touches a Latin letter. Hiding them spares it a candidate per word in
+    # codes, identifiers and addresses ("x" is left alone: it may start an extension)
+    flat = _DIGITS_IN_WORD.sub(lambda m: "x" * len(m.group(0)), flat)
     for region in regions:
-        for m in phonenumbers.PhoneNumberMatcher(flat, region, leniency=phonenumbers.Leniency.VALID):
-            start, end = m.start, m.end
-            # the matcher takes in the "(" of "(+49 30 1234567)"; a number's own
-            # brackets, as in "(030) 1234567", are balanced
-            while start < end and text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
-                start += 1
-            while start < end and text[start].isspace():
-                start += 1
-            raw = text[start:end]
-            # dotted quads, AAA-GG-SSSS and 04.10.2025 are valid numbers in some plan
-            # but are IP addresses, SSNs and dates far more often
-            if _IPV4.fullmatch(raw) or _SSN.fullmatch(raw) or _DATE.fullmatch(raw) or (start, end) in seen:
-                continue
-            if _DIGIT_BEFORE.search(text, 0, start) or _DIGIT_AFTER.match(text, end):
-                # the tail of a longer number ("12.2026 11:00" in "25.12.2026 11:00")
-                continue
-            if "\n" in raw and not _WRAPPED_NUMBER.match(raw):
-                # "Straße 3\n46026 Essen": a house number and the next line's postcode
-                continue
-            seen.add((start, end))
-            yield PatternMatch(start, end, "PHONE_NUMBER", SCORES["PHONE_NUMBER"])
+        for window_start in range(0, len(flat), _PHONE_WINDOW):
+            window_end = window_start + _PHONE_WINDOW
+            offset = max(0, window_start - _PHONE_CONTEXT)
+            view = flat[offset:window_end + _PHONE_CONTEXT]
+            if _ANY_DIGIT.search(view, window_start - offset) is None:
+                continue  # no digit from the window's start on: no number starts in it
+            for m in phonenumbers.PhoneNumberMatcher(view, region, leniency=phonenumbers.Leniency.VALID):
+                start, end = offset + m.start, offset + m.end
+                if not window_start <= start < window_end:
+                    continue  # another window's number: it sees this one's context in full
+                match = _checked_phone_number(text, start, end, seen)
+                if match is not None:
+                    yield match
+
+
+def _checked_phone_number(text: str, start: int, end: int, seen: set) -> Optional[PatternMatch]:
+    """The matcher's number at ``[start, end)`` once trimmed, or None when it is
+    more likely something else or the tail of a longer number."""
+    # the matcher takes in the "(" of "(+49 30 1234567)"; a number's own
+    # brackets, as in "(030) 1234567", are balanced
+    while start < end and text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
+        start += 1
+    while start < end and text[start].isspace():
+        start += 1
+    raw = text[start:end]
+    # dotted quads, AAA-GG-SSSS and 04.10.2025 are valid numbers in some plan
+    # but are IP addresses, SSNs and dates far more often
+    if _IPV4.fullmatch(raw) or _SSN.fullmatch(raw) or _DATE.fullmatch(raw) or (start, end) in seen:
+        return None
+    if _DIGIT_BEFORE.search(text, max(0, start - _DIGIT_BEFORE_REACH), start) or _DIGIT_AFTER.match(text, end):
+        # the tail of a longer number ("12.2026 11:00" in "25.12.2026 11:00")
+        return None
+    if "\n" in raw and not _WRAPPED_NUMBER.match(raw):
+        # "Straße 3\n46026 Essen": a house number and the next line's postcode
+        return None
+    seen.add((start, end))
+    return PatternMatch(start, end, "PHONE_NUMBER", SCORES["PHONE_NUMBER"])
 
 
 def find_credit_cards(text: str) -> Iterator[PatternMatch]:
     for m in _CARD.finditer(text):
         candidate = m.group(0)
-        # one kind of separator: hyphens, or white space (a wrapped line breaks a group)
-        separators = {"-" if sep == "-" else " " for sep in re.findall(r"-|\s+", candidate)}
+        # one kind of separator: hyphens, dots, or white space (a wrapped line breaks a group)
+        separators = {sep if sep in "-." else " " for sep in re.findall(r"[-.]|\s+", candidate)}
         digits = re.sub(r"[^0-9]", "", candidate)
         if len(separators) <= 1 and 12 <= len(digits) <= 19 and luhn_valid(digits):
             yield PatternMatch(m.start(), m.end(), "CREDIT_CARD", SCORES["CREDIT_CARD"])
 
 
 def find_ibans(text: str) -> Iterator[PatternMatch]:
-    """IBANs, compact or in groups of four; a candidate longer than its country's
-    IBAN (the next word was taken in) is cut to that length at a group end."""
+    """IBANs, compact or in groups (single spaces between): a country code, check
+    digits and the country's registered number of characters, not followed by a
+    word character (a longer run is not an IBAN), mod-97 == 1."""
     for m in _IBAN.finditer(text):
-        candidate = m.group(0)
-        length = IBAN_LENGTHS.get(candidate[:2])
+        length = IBAN_LENGTHS.get(m.group(1))
         if length is None:
             continue
-        positions = [i for i, c in enumerate(candidate) if c != " "]
-        if len(positions) < length:
+        body = m.group(2)
+        wanted = length - 4  # characters after the check digits
+        taken = 0
+        for i, char in enumerate(body):
+            if char != " ":
+                taken += 1
+                if taken == wanted:
+                    break
+        if taken < wanted:
             continue
-        end = positions[length - 1] + 1
-        if end < len(candidate) and candidate[end] != " ":
+        end = m.start() + 4 + i + 1
+        if _WORD_CHAR.match(text, end):
             continue
-        if iban_valid(candidate[:end]):
-            yield PatternMatch(m.start(), m.start() + end, "IBAN_CODE", SCORES["IBAN_CODE"])
+        if iban_valid(text[m.start():end]):
+            yield PatternMatch(m.start(), end, "IBAN_CODE", SCORES["IBAN_CODE"])
 
 
 def find_ip_addresses(text: str) -> Iterator[PatternMatch]:
@@ -243,18 +252,29 @@ def find_ip_addresses(text: str) -> Iterator[PatternMatch]:
             break
 
 
+def _url_end(url: str) -> int:
+    """Where ``url`` ends once trailing sentence punctuation and closing brackets
+    without an opening one inside the URL are cut (one pass: counts kept, not redone)."""
+    opened = {opener: url.count(opener) for opener in _CLOSING_BRACKETS.values()}
+    closed = {closer: url.count(closer) for closer in _CLOSING_BRACKETS}
+    end = len(url)
+    while end:
+        char = url[end - 1]
+        if char in _TRAILING_PUNCT:
+            end -= 1
+        elif char in closed and closed[char] > opened[_CLOSING_BRACKETS[char]]:
+            closed[char] -= 1
+            end -= 1
+        else:
+            break
+    return end
+
+
 def find_urls(text: str) -> Iterator[PatternMatch]:
     """URLs with a scheme or starting with www.; trailing sentence punctuation and
     closing brackets without an opening one inside the URL are not part of it."""
     for m in _URL.finditer(text):
-        url = m.group(0)
-        while url:
-            if url[-1] in _TRAILING_PUNCT:
-                url = url[:-1]
-            elif url[-1] in ")]}" and url.count(url[-1]) > url.count({")": "(", "]": "[", "}": "{"}[url[-1]]):
-                url = url[:-1]
-            else:
-                break
+        url = m.group(0)[: _url_end(m.group(0))]
         if not _URL_HOST.match(url):
             continue
         has_scheme = "://" in url[:8]
@@ -270,22 +290,33 @@ def find_us_ssns(text: str) -> Iterator[PatternMatch]:
 def find_pii(text: str, labels: Iterable[str] = PATTERN_LABELS, phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> List[PatternMatch]:
     """Every validated match of the recognisers for ``labels`` (overlaps not resolved).
 
+    The recognisers run on the normalised view of the text (``textnorm.normalize``:
+    NFKC, zero-width and other format characters removed, dashes, spaces and digits
+    unified), so "536\u200b-22-1234", "4111\u00a01111..." and fullwidth digits are found
+    as a reader sees them; checksums run on the view's ASCII digits, and every match is
+    mapped back to the ORIGINAL character offsets (a removed character inside a match
+    is part of it, one at its edge is not).
+
     text (str): the text.
     labels (Iterable[str]): which of PATTERN_LABELS to look for.
     phone_regions (Sequence[str]): ISO 3166 regions for national phone formats.
-    RETURNS (List[PatternMatch]): sorted by start, then end.
+    RETURNS (List[PatternMatch]): offsets into ``text``, sorted by start, then end.
     """
     labels = set(labels)
+    view = normalize(text)
+    seen = view.text
     finders = {
-        "EMAIL_ADDRESS": lambda: find_email_addresses(text),
-        "PHONE_NUMBER": lambda: find_phone_numbers(text, phone_regions),
-        "CREDIT_CARD": lambda: find_credit_cards(text),
-        "IBAN_CODE": lambda: find_ibans(text),
-        "IP_ADDRESS": lambda: find_ip_addresses(text),
-        "URL": lambda: find_urls(text),
-        "US_SSN": lambda: find_us_ssns(text),
+        "EMAIL_ADDRESS": lambda: find_email_addresses(seen),
+        "PHONE_NUMBER": lambda: find_phone_numbers(seen, phone_regions),
+        "CREDIT_CARD": lambda: find_credit_cards(seen),
+        "IBAN_CODE": lambda: find_ibans(seen),
+        "IP_ADDRESS": lambda: find_ip_addresses(seen),
+        "URL": lambda: find_urls(seen),
+        "US_SSN": lambda: find_us_ssns(seen),
     }
     found = [match for label, finder in finders.items() if label in labels for match in finder()]
+    if view.changed:
+        found = [PatternMatch(*view.to_original(m.start, m.end), m.label, m.score) for m in found]
     return sorted(found, key=lambda m: (m.start, m.end, m.label))
 
 
@@ -328,6 +359,7 @@ class PiiPatterns:
             raise ValueError(f"pii_patterns: phone_regions {bad_regions} are not regions libphonenumber knows (e.g. US, GB, DE)")
         if not spans_key:
             raise ValueError("pii_patterns: spans_key must be a non-empty string")
+        load_tables()  # once per process, at load time rather than in the first request
         self.name = name
         self.labels = tuple(labels)
         self.phone_regions = tuple(phone_regions)
@@ -384,14 +416,25 @@ def make_pii_patterns(nlp: Language, name: str, labels: List[str], phone_regions
 
 
 def _in_group(span: Span, key: str) -> bool:
+    """Whether ``doc.spans[key]`` holds ``span`` (same tokens and label): a binary
+    search, as the group's spans are sorted by start (ner_plus and pii_patterns
+    write them so)."""
     group = span.doc.spans.get(key)
     if group is None:
         return False
-    return any(s.start == span.start and s.end == span.end and s.label == span.label for s in group)
+    i = bisect.bisect_left(group, span.start, key=lambda s: s.start)
+    while i < len(group):
+        candidate = group[i]
+        if candidate.start != span.start:
+            return False
+        if candidate.end == span.end and candidate.label == span.label:
+            return True
+        i += 1
+    return False
 
 
 def entity_source(span: Span, pattern_key: str = SPANS_KEY, model_key: str = "ner_plus") -> str:
-    """Which component found an entity.
+    """Which component found an entity (O(log n) in the span groups).
 
     span (Span): an entity of ``doc.ents``.
     pattern_key (str): the pii_patterns span group key.
@@ -405,3 +448,22 @@ def entity_source(span: Span, pattern_key: str = SPANS_KEY, model_key: str = "ne
     if _in_group(span, model_key):
         return SOURCE_MODEL
     return SOURCE_OTHER
+
+
+def entity_sources(doc: Doc, pattern_key: str = SPANS_KEY, model_key: str = "ner_plus") -> Dict[Tuple[int, int, int], str]:
+    """An index of which component found each span of a doc, built once (linear),
+    so that looking up every entity costs O(1) each: ``entity_source`` for a whole doc.
+
+    doc (Doc): the annotated doc.
+    pattern_key (str): the pii_patterns span group key.
+    model_key (str): the ner_plus span group key.
+    RETURNS (Dict[Tuple[int, int, int], str]): (start token, end token, label id)
+        -> "pattern" or "model"; a span not in it is "other". A span in both
+        groups is "pattern", as in ``entity_source``.
+    """
+    index: Dict[Tuple[int, int, int], str] = {}
+    for key, source in ((model_key, SOURCE_MODEL), (pattern_key, SOURCE_PATTERN)):
+        group = doc.spans.get(key)
+        if group is not None:
+            index.update(((span.start, span.end, span.label), source) for span in group)
+    return index

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..pipeline.bounded_tokenizer import bound_tokenizer
 from ..pipeline.ner_plus import ner_plus_pipe_names
 
 NEAR_THRESHOLD = 0.1
@@ -23,16 +24,21 @@ class Candidate:
     source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
 
 
-def _entity_source() -> Optional[Callable[..., str]]:
+def _entity_sources() -> Optional[Callable[..., Dict[Tuple[int, int, int], str]]]:
     try:
-        from ..pipeline.pii_patterns import entity_source
+        from ..pipeline.pii_patterns import entity_sources
     except ImportError:  # the pii_patterns component is optional
         return None
-    return entity_source
+    return entity_sources
 
 
 class ServedModel:
     """A loaded pipeline with its one ner_plus pipe, thresholds and their bounds.
+
+    The pipeline's tokenizer is wrapped in a BoundedTokenizer (changed in place), so
+    no text makes the tokenizer's work grow faster than the text: a whitespace-free
+    run longer than 64 characters is cut into word and punctuation pieces before
+    spaCy's tokenizer sees it (see ``pipeline.bounded_tokenizer``).
 
     nlp (Language): the pipeline.
     min_thresholds / max_thresholds (Dict[str, float]): see ServeSettings.
@@ -41,7 +47,7 @@ class ServedModel:
     """
 
     def __init__(self, nlp, name: str, min_thresholds: Dict[str, float], max_thresholds: Dict[str, float]) -> None:
-        self.nlp = nlp
+        self.nlp = bound_tokenizer(nlp)
         pipes = ner_plus_pipe_names(nlp)
         if len(pipes) != 1:
             raise ValueError(f"'{name}' has {len(pipes)} ner_plus components ({pipes}); the service needs exactly one")
@@ -54,7 +60,7 @@ class ServedModel:
         self.pattern_labels: List[str] = sorted(patterns[0].labels) if patterns else []
         self.pattern_key: Optional[str] = patterns[0].spans_key if patterns else None
         self.labels: List[str] = sorted(set(self.model_labels) | set(self.pattern_labels))
-        self.entity_source = _entity_source()
+        self.entity_sources = _entity_sources()
         pipeline_thresholds = self.pipe.cfg.get("thresholds", {})
         self.thresholds: Dict[str, float] = {label: float(pipeline_thresholds.get(label, 0.0)) for label in self.model_labels}
         self.bounds: Dict[str, Tuple[float, float]] = {}
@@ -91,7 +97,8 @@ class ServedModel:
 
     def candidates(self, doc) -> List[Candidate]:
         """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
-        calibrated scores) and the entities a component before it preset."""
+        calibrated scores) and the entities a component before it preset.
+        Linear in the entities: the sources are indexed once per doc."""
         group = doc.spans.get(self.spans_key)
         out: List[Candidate] = []
         seen = set()
@@ -99,13 +106,14 @@ class ServedModel:
             for span, score in zip(group, group.attrs.get("scores", [])):
                 out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
                 seen.add((span.start, span.end, span.label_))
+        sources: Dict[Tuple[int, int, int], str] = {}
+        if self.entity_sources is not None and self.pattern_key is not None:
+            sources = self.entity_sources(doc, pattern_key=self.pattern_key, model_key=self.spans_key)
         for ent in doc.ents:
             if (ent.start, ent.end, ent.label_) in seen:
                 continue
-            if self.entity_source is not None and self.pattern_key is not None:
-                source = self.entity_source(ent, pattern_key=self.pattern_key, model_key=self.spans_key)
-            else:
-                source = "other"  # preset by a component that is not pii_patterns (an entity_ruler)
+            # not in the index: preset by a component that is not pii_patterns (an entity_ruler)
+            source = sources.get((ent.start, ent.end, ent.label), "other")
             score = ent._.confidence if ent.has_extension("confidence") else None
             out.append(Candidate(ent.start_char, ent.end_char, ent.label_, None if score is None else float(score), source))
         out.sort(key=lambda c: (c.start, c.end, c.label))
