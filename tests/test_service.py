@@ -26,6 +26,7 @@ pytest.importorskip("prometheus_client")
 
 from spacy_ner_plus.service.keys import Keyring, derived_key_id  # noqa: E402
 from spacy_ner_plus.service.operators import Entity, Operator, redact  # noqa: E402
+from service_helpers import metric_value, wait_ready  # noqa: E402
 
 # The pattern recognisers need the optional phonenumbers library (the pii extra). Importing
 # pii_patterns always succeeds (it imports phonenumbers only when it looks for a number), so
@@ -109,17 +110,7 @@ class Server:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.stderr.read_text()[-2000:]}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s: {self.stderr.read_text()[-2000:]}")
+        wait_ready(self.proc, self.base, self.stderr, READY_TIMEOUT_S)
 
     def post(self, path: str, body=None, *, content=None, headers=None, client=None) -> httpx.Response:
         if body is not None:
@@ -138,14 +129,7 @@ class Server:
 
     def metric(self, name: str, **labels) -> float:
         """Sum of one metric's samples whose labels include ``labels``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total = 0.0
-        for family in text_string_to_metric_families(self.client.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_value(self.client, name, **labels)
 
     def audit_lines(self):
         return [json.loads(line) for line in self.audit.read_text(encoding="utf8").splitlines()]

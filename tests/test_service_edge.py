@@ -6,6 +6,7 @@ One server per module: the tiny ``trained_nlp`` pipeline saved uncalibrated (eve
 with a ``--code`` component that sleeps on a marker so that deadlines and stalls can be provoked.
 """
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -17,22 +18,19 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
+from service_helpers import metric_value, wait_ready  # noqa: E402
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-try:
-    import spacy_ner_plus.pipeline.pii_patterns  # noqa: F401
-
-    HAVE_PATTERNS = True
-except ImportError:
-    HAVE_PATTERNS = False
+# importing pii_patterns always succeeds (it imports phonenumbers only when it looks for a
+# number): ask for the optional library itself
+HAVE_PATTERNS = importlib.util.find_spec("phonenumbers") is not None
 
 SLEEP_MARKER = "SLEEPYTEXT"
 SLEEP_S = 6.0
@@ -73,17 +71,7 @@ def _env() -> dict:
 
 
 def _wait_ready(proc, base: str, stderr: Path, timeout: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {stderr.read_text()[-3000:]}")
-        try:
-            if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {timeout} s: {stderr.read_text()[-3000:]}")
+    wait_ready(proc, base, stderr, timeout)
 
 
 def _stop(proc) -> None:
@@ -156,14 +144,7 @@ class EdgeServer:
         return self.client.post(path, content=content, headers={"content-type": "application/json", **(headers or {})})
 
     def metric(self, name: str, **labels) -> float:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total = 0.0
-        for family in text_string_to_metric_families(self.client.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_value(self.client, name, **labels)
 
     def audit_line(self, request_id: str) -> dict:
         for line in self.audit.read_text(encoding="utf8").splitlines():

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -321,6 +320,7 @@ def test_keyring_file_errors_name_file_and_key(tmp_path, content, where):
 
 # --- against a real server -----------------------------------------------------------
 httpx = pytest.importorskip("httpx")
+from service_helpers import wait_ready  # noqa: E402
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
@@ -350,18 +350,11 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k not in (HASH_KEY_ENV, "PROMETHEUS_MULTIPROC_DIR")}
         self.proc = subprocess.Popen([sys.executable, "-c", launcher, json.dumps(settings), str(self.port)], stdout=subprocess.DEVNULL, stderr=open(self.stderr, "wb"), env=env)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.stderr.read_text()[-2000:]}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s: {self.stderr.read_text()[-2000:]}")
+        try:
+            wait_ready(self.proc, f"http://127.0.0.1:{self.port}", self.stderr, READY_TIMEOUT_S)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def post(self, path, body, headers=None):
         return self.client.post(path, content=json.dumps(body).encode("utf8"), headers={"content-type": "application/json", **(headers or {})})
