@@ -587,6 +587,7 @@ def serve(
     max_json_depth: int = typer.Option(_serve_default("max_json_depth"), "--max-json-depth", help="deeper nesting of arrays/objects gets 400, checked before parsing"),
     max_texts: int = typer.Option(_serve_default("max_texts"), "--max-texts", help="more texts per request get 413"),
     queue_chars: int = typer.Option(_serve_default("queue_chars"), "--queue-chars", help="most characters waiting for prediction, all requests together; beyond: 503 (a larger single request: 413)"),
+    long_text_chars: int = typer.Option(_serve_default("long_text_chars"), "--long-text-chars", help="texts longer than this go to a batcher thread of their own, so they never hold up short texts by more than one short batch"),
     request_timeout: float = typer.Option(_serve_default("request_timeout"), "--request-timeout", help="seconds a /v1 request may take, queueing included; beyond: 503 deadline_exceeded"),
     stall_timeout: float = typer.Option(_serve_default("stall_timeout"), "--stall-timeout", help="/readyz answers 503 when work is queued and no batch finished for this many seconds"),
     batch_tokens: int = typer.Option(_serve_default("batch_tokens"), "--batch-tokens", help="token budget of one micro-batch"),
@@ -617,7 +618,7 @@ def serve(
         _fail(f"'{model}' is neither an installed pipeline package nor a directory with a config.cfg")
     for name, value in (
         ("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens),
-        ("--queue-chars", queue_chars), ("--audit-max-bytes", audit_max_bytes), ("--max-json-depth", max_json_depth),
+        ("--queue-chars", queue_chars), ("--long-text-chars", long_text_chars), ("--audit-max-bytes", audit_max_bytes), ("--max-json-depth", max_json_depth),
     ):  # fmt: skip
         if value < 1:
             _fail(f"{name} must be >= 1, not {value}")
@@ -654,6 +655,7 @@ def serve(
         batch_tokens=batch_tokens,
         batch_wait_ms=batch_wait_ms,
         queue_chars=queue_chars,
+        long_text_chars=long_text_chars,
         request_timeout=request_timeout,
         stall_timeout=stall_timeout,
         max_json_depth=max_json_depth,

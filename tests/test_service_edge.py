@@ -512,6 +512,33 @@ def test_batcher_drops_expired_texts_counts_characters_and_reports_stalls():
         batcher.close(5)
 
 
+def test_lanes_keep_a_long_text_from_holding_up_short_ones():
+    from spacy_ner_plus.service.batcher import Lanes, MicroBatcher, QueueFull
+
+    nlp = _FakeNlp(slow_s=3.0)
+    lanes = Lanes(lambda name: MicroBatcher(nlp, lambda doc: doc.text, batch_tokens=1000, max_wait_s=0.001, max_queue_chars=100, name=name), long_chars=20)
+    lanes.start()
+    try:
+        (slow,) = lanes.submit(["SLOW " + "x" * 30])  # longer than 20: the long lane
+        time.sleep(0.3)  # the long lane is inside the slow batch
+        started = time.monotonic()
+        futures = lanes.submit(["short one", "a long text " * 2, "short two"])
+        assert futures[0].result(10) == "short one" and futures[2].result(10) == "short two"
+        assert time.monotonic() - started < 1.5  # answered beside the slow batch, not after its 3 s
+        assert not slow.done() and not futures[1].done()  # the long text queued behind the long one
+        assert futures[1].result(10) == "a long text " * 2 and slow.result(10) == "SLOW " + "x" * 30
+        # a lane that cannot take its texts refuses the whole request: its other texts are
+        # cancelled, dropped by their batcher and never predicted
+        with pytest.raises(QueueFull):
+            lanes.submit(["short three", "y" * 101])
+        deadline = time.monotonic() + 5
+        while lanes.queued_chars and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lanes.queued_chars == 0 and lanes.stalled_for() == 0.0 and "short three" not in nlp.predicted
+    finally:
+        lanes.close(5)
+
+
 def test_json_depth_is_read_from_the_raw_bytes():
     from spacy_ner_plus.service.requests import json_too_deep
 

@@ -5,12 +5,15 @@ Endpoints (README, "PII redaction service"): ``POST /v1/analyze``,
 ``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (page.py).
 
 How a request becomes entities:
-- One thread, the :class:`MicroBatcher`, owns every call into the pipeline
-  (tokenizer included). Request handlers queue their texts; the batcher
-  takes what arrived within ``batch_wait_ms`` of the oldest text (up to
-  ``batch_tokens`` tokens) and predicts it with one ``nlp.pipe`` call, so
-  concurrent requests share forward passes. A text whose batch fails is
-  predicted again on its own, so one bad text fails only its own request.
+- Two batcher threads (:class:`Lanes` of :class:`MicroBatcher`) make every call
+  into the pipeline (tokenizer included): one for texts of at most
+  ``long_text_chars`` characters, one for longer texts, so a long text never
+  holds up the short texts of other requests by more than one short batch.
+  Request handlers queue their texts; a batcher takes what arrived within
+  ``batch_wait_ms`` of the oldest text (up to ``batch_tokens`` tokens) and
+  predicts it with one ``nlp.pipe`` call, so concurrent requests share forward
+  passes. A text whose batch fails is predicted again on its own, so one bad
+  text fails only its own request.
 - Decisions come from the ner_plus span group, which holds every decoded
   candidate with its calibrated score, not from ``doc.ents``: a request may
   move a type's threshold within the operator's bounds and the service
@@ -310,6 +313,7 @@ def create_app(settings: ServeSettings):
                 "max_texts": settings.max_texts,
                 "max_text_chars": model.nlp.max_length,
                 "queue_chars": settings.queue_chars,
+                "long_text_chars": settings.long_text_chars,
                 "request_timeout_s": settings.request_timeout,
                 "batch_tokens": settings.batch_tokens,
                 "batch_wait_ms": settings.batch_wait_ms,

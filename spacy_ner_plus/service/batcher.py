@@ -1,5 +1,6 @@
-"""The micro-batcher: one thread owns every call into the pipeline (tokenizer included);
-request handlers queue texts and it predicts what arrived together with one ``nlp.pipe`` call."""
+"""The micro-batchers: request handlers queue texts, and a batcher thread predicts what arrived
+together with one ``nlp.pipe`` call (tokenizer included). ``Lanes`` runs two of them, one for
+short texts and one for long ones, so a long text holds up only the long texts behind it."""
 import threading
 import time
 from collections import deque
@@ -42,6 +43,7 @@ class MicroBatcher:
     on_batch (Optional[Callable[[int, int], None]]): called with (texts, tokens) per batch (metrics).
     on_expired (Optional[Callable[[int], None]]): called with the number of texts dropped because
         their deadline passed (metrics).
+    name (str): names the thread (ner-plus-batcher-NAME).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class MicroBatcher:
         max_queue_chars: int,
         on_batch: Optional[Callable[[int, int], None]] = None,
         on_expired: Optional[Callable[[int], None]] = None,
+        name: str = "main",
     ) -> None:
         self.nlp = nlp
         self.extract = extract
@@ -67,7 +70,7 @@ class MicroBatcher:
         self._busy = False  # a batch is being tokenized or predicted
         self._last_progress = time.monotonic()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="ner-plus-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"ner-plus-batcher-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -197,3 +200,58 @@ class MicroBatcher:
     def _progress(self) -> None:
         with self._cond:
             self._last_progress = time.monotonic()
+
+
+class Lanes:
+    """Two micro-batchers, each with its own thread: texts of at most ``long_chars``
+    characters go to the short lane, longer ones to the long lane. A pipeline's prediction
+    is thread-safe, so both lanes predict at once; a short text then waits for at most one
+    batch of short texts while a long text is being predicted (the two share the cores
+    meanwhile), instead of for the whole long text.
+
+    make (Callable[[str], MicroBatcher]): builds the batcher of a lane, given its name.
+    long_chars (int): the longest text the short lane takes.
+    """
+
+    def __init__(self, make: Callable[[str], MicroBatcher], long_chars: int) -> None:
+        self.long_chars = long_chars
+        self.short = make("short")
+        self.long = make("long")
+
+    def start(self) -> None:
+        self.short.start()
+        self.long.start()
+
+    @property
+    def queued_chars(self) -> int:
+        return self.short.queued_chars + self.long.queued_chars
+
+    def submit(self, texts: Sequence[str], deadline: Optional[float] = None) -> List[Future]:
+        """Queue each text on its lane; the Futures in the order of ``texts``.
+
+        RAISES (QueueFull): a lane cannot take its texts (none of the request's texts stays queued).
+        """
+        short = [i for i, t in enumerate(texts) if len(t) <= self.long_chars]
+        long = [i for i, t in enumerate(texts) if len(t) > self.long_chars]
+        futures: List[Optional[Future]] = [None] * len(texts)
+        submitted: List[Future] = []
+        try:
+            for lane, indices in ((self.short, short), (self.long, long)):
+                if indices:
+                    for i, fut in zip(indices, lane.submit([texts[i] for i in indices], deadline)):
+                        futures[i] = fut
+                        submitted.append(fut)
+        except QueueFull:
+            for fut in submitted:
+                fut.cancel()  # still queued: its batcher skips it
+            raise
+        return futures  # type: ignore[return-value]
+
+    def stalled_for(self) -> float:
+        """Seconds the slower lane has finished no batch while work waited (0 when both are idle)."""
+        return max(self.short.stalled_for(), self.long.stalled_for())
+
+    def close(self, timeout: float) -> None:
+        """Predict what is queued on both lanes, then stop their threads."""
+        self.short.close(timeout)
+        self.long.close(timeout)

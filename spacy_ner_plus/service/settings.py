@@ -30,7 +30,11 @@ class ServeSettings:
     batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
     batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
     queue_chars (int): most characters (the unit of work: the pipeline's time grows with them) waiting
-        for prediction, all requests together; a request that would exceed it gets 503 overloaded.
+        for prediction in each lane, all requests together; a request that would exceed it gets 503
+        overloaded.
+    long_text_chars (int): texts longer than this are predicted in the long lane, a batcher thread
+        of their own, so they never hold up the short texts of other requests by more than one
+        short batch (they share the cores meanwhile).
     request_timeout (float): seconds a /v1 request may take, queueing included; beyond: 503
         deadline_exceeded, and its texts still queued are dropped from the batcher's queue.
     stall_timeout (float): /readyz answers 503 when texts are queued and the batcher has finished no
@@ -64,6 +68,7 @@ class ServeSettings:
     batch_tokens: int = 4096
     batch_wait_ms: float = 5.0
     queue_chars: int = 4_000_000
+    long_text_chars: int = 2_000
     request_timeout: float = 30.0
     stall_timeout: float = 60.0
     max_json_depth: int = 8

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from .auth import ApiKeys, default_allowed_hosts, is_loopback
-from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .batcher import DeadlineExceeded, Lanes, MicroBatcher, QueueFull
 from .decision import Candidate, Decision, ServedModel, short_hash
 from .keys import HashKeyError
 from .observability import Metrics, make_audit_logger
@@ -60,7 +60,7 @@ class Service:
             path = settings.audit_log if settings.workers <= 1 else f"{settings.audit_log}.{os.getpid()}"
             self.audit = make_audit_logger(path, settings.audit_max_bytes, settings.audit_backups)
         self.model: Optional[ServedModel] = None
-        self.batcher: Optional[MicroBatcher] = None
+        self.batcher: Optional[Lanes] = None
         self.ready = threading.Event()
         self.load_error: Optional[str] = None  # why the model cannot serve (no file paths: it is answered)
         self.AnalyzeRequest, self.RedactRequest = request_models()
@@ -74,9 +74,12 @@ class Service:
         started = time.perf_counter()
         try:
             model = load_served_model(self.settings, self.policy, self.keyring is not None)
-            batcher = MicroBatcher(
-                model.nlp, model.candidates, self.settings.batch_tokens, self.settings.batch_wait_ms / 1000.0, self.settings.queue_chars,
-                on_batch=self._observe_batch, on_expired=self.expired.inc,
+            batcher = Lanes(
+                lambda name: MicroBatcher(
+                    model.nlp, model.candidates, self.settings.batch_tokens, self.settings.batch_wait_ms / 1000.0, self.settings.queue_chars,
+                    on_batch=self._observe_batch, on_expired=self.expired.inc, name=name,
+                ),
+                self.settings.long_text_chars,
             )
             batcher.start()
             self.model, self.batcher = model, batcher
