@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench.provenance import write_result  # noqa: E402  (imported first: it notes the load average at the start)
+
 PATHS = ("tokenizer", "entity_source", "phone_lines", "iban_words", "url_parens", "ones_then_phone")
 REGIONS = ["US", "GB", "DE", "FR", "IN"]
 
@@ -130,9 +132,8 @@ def main() -> None:
     load_end = os.getloadavg()[0]
     print(f"load average (1 min): {load_start:.2f} at start, {load_end:.2f} at end")
     if args.output and not args.quick:
-        from bench.provenance import write_result
-
-        numbers = {"old_ref": args.old_ref, "size": args.size, "max_seconds": args.max_seconds, "paths": records}
+        numbers = {"old_ref": args.old_ref, "size": args.size, "max_seconds": args.max_seconds, "paths": records,
+                   "load_1min_start_end": [load_start, load_end]}
         print(f"wrote {write_result('adversarial_paths', numbers, ROOT / 'bench' / 'results' / f'{args.output}.json')}")
 
 if __name__ == "__main__":
