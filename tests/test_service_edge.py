@@ -357,13 +357,14 @@ def test_edge_deadline_queue_chars_and_stalled_readiness(server):
         started = time.monotonic()
         results[name] = (server.post("/v1/analyze", body), time.monotonic() - started)
 
-    sleepy = threading.Thread(target=send, args=("sleepy", {"text": f"{SLEEP_MARKER} John ."}))
+    # both texts are longer than --long-text-chars (2,000), so they share the long lane's batcher
+    sleepy = threading.Thread(target=send, args=("sleepy", {"text": f"{SLEEP_MARKER} John . " + "Paris is big . " * 150}))
     sleepy.start()
-    time.sleep(0.5)  # the batcher is now inside the sleeping batch
+    time.sleep(0.5)  # the long lane's batcher is now inside the sleeping batch
     waiting = threading.Thread(target=send, args=("waiting", {"text": "Paris is big . " * 800}))  # 12,000 characters
     waiting.start()
     time.sleep(0.3)
-    # the queue counts characters: 12,000 are waiting, 12,000 more pass the limit of 20,000
+    # the lane's queue counts characters: 12,000 are waiting, 12,000 more pass the limit of 20,000
     over = server.post("/v1/analyze", {"texts": ["Mary is here . " * 400, "Anna is there . " * 400]})
     _is_error(over, 503, "overloaded")
     assert over.headers["retry-after"] == "1"

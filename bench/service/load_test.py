@@ -1,6 +1,6 @@
 """Load test of the PII service under attack: locust users mixing normal and adversarial requests.
 
-    python bench/service/load_test.py MODEL [--duration 10m] [--users 16] [--adversarial-chars 100000] [--name NAME]
+    python -m bench load_test MODEL [--duration 10m] [--users 16] [--adversarial-chars 100000] [--name NAME]
 
 Not part of CI: the 10-minute default run needs the machine to itself (load average under 1.5 at
 start and end; both are recorded). ``--duration 30s`` is a smoke run.
@@ -14,8 +14,8 @@ an unknown type), samples the server's resident memory every half second, then c
 undocumented statuses, non-documented error bodies, echoed input, no answer during the run; requests
 cut off when locust stops its users are counted apart), answers by status and error kind,
 p50/p95/p99 per request type and overall, peak RSS, audit records missing or extra.
-Writes bench/results/service_load[_NAME].json (a run never overwrites another: the name gets a
-timestamp when the file exists) and exits 1 when any check fails.
+Records the run in the ledger (bench/results/ledger/load_test/, a new file every run; the latest run
+also in bench/results/service_load[_NAME].json) and exits 1 when any check fails.
 """
 import argparse
 import json
