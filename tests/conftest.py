@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -45,3 +46,16 @@ def trained_nlp():
         losses = nlp.update(exs, sgd=optimizer, drop=0.0)
     nlp.meta["final_losses"] = losses
     return nlp
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """The spaCy project (project.yml, configs, scripts, the package) copied under ``tmp_path``,
+    so a workflow test writes its corpus/, training/ and metrics/ there, not in the checkout."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project / "project.yml")
+    for folder in ("configs", "scripts", "spacy_ner_plus"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return project

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import project_copy
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
@@ -229,17 +230,6 @@ def test_ade_jsonl_converts_with_repairs_counted(tmp_path):
 
 DATA = ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "resume").is_dir() or not (DATA / "ade").is_dir(), reason=f"no corpora at {DATA}")
-
-
-def project_copy(tmp_path):
-    import shutil
-
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project / "project.yml")
-    for folder in ("configs", "scripts", "spacy_ner_plus"):
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return project
 
 
 def project_run(project, command, *overrides, timeout=900):

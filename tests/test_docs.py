@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import TRAIN
+from conftest import TRAIN, project_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PIPELINE = Path(__file__).resolve().parent / "fixtures" / "saved_pipeline_0_2_0"
@@ -460,15 +460,6 @@ def test_config_example_parses_and_names_registered_functions(block):
 # --- the workflows the docs show, on small data -----------------------------------------------
 
 
-def _project_copy(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project / "project.yml")
-    for folder in ("configs", "scripts", "spacy_ner_plus"):
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return project
-
-
 def _run_workflow(project: Path, *args: str) -> None:
     cmd = [sys.executable, "-m", "spacy", "project", "run", *args]
     proc = subprocess.run(cmd, cwd=project, env=_env(), capture_output=True, text=True, timeout=1800)
@@ -501,7 +492,7 @@ def test_the_pii_workflow_runs_end_to_end(tmp_path):
     import spacy
 
     pytest.importorskip("phonenumbers")
-    project = _project_copy(tmp_path)
+    project = project_copy(tmp_path)
     (project / "assets" / "pii").mkdir(parents=True)
     _write_pii(project / "assets" / "pii" / "train.iob", PII_TEXTS * 4)
     _write_pii(project / "assets" / "pii" / "dev.iob", PII_TEXTS)
@@ -532,7 +523,7 @@ def test_the_mini_workflow_runs_end_to_end(tmp_path):
     import spacy
 
     pytest.importorskip("peft")
-    project = _project_copy(tmp_path)
+    project = project_copy(tmp_path)
     data = tmp_path / "conll2003"
     data.mkdir()
     for split, n in (("train", 4), ("dev", 1), ("test", 1)):

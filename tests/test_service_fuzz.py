@@ -18,6 +18,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
+from spacy_ner_plus.service.requests import strings_in  # noqa: E402
 from test_service_edge import _env, _free_port, _save, _serve_cmd, _stop, _wait_ready  # noqa: E402
 
 FUZZ_EXAMPLES = {"positive": 30, "negative": 20}
@@ -47,24 +48,12 @@ def fuzz_server(trained_nlp, tmp_path_factory):
         _stop(proc)
 
 
-def _request_strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _request_strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _request_strings(v)
-
-
 def _no_echo(case, response, labels) -> None:
     """An error answer quotes no string the client sent (but may name fields and known types)."""
     if response.status_code < 400:
         return  # answers carry offsets, entity text on request (return_text) and the redacted text
     body = case.body if isinstance(case.body, (dict, list, str)) else None
-    for sent in set(_request_strings(body)) - PUBLIC_NAMES - labels:
+    for sent in set(strings_in(body)) - PUBLIC_NAMES - labels:
         if len(sent.strip()) < 6:
             continue  # too short to be told apart from the server's own words
         for form in (sent, json.dumps(sent)[1:-1]):

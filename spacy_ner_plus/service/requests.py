@@ -68,13 +68,14 @@ def safe_path(parts: Sequence[Any], body: Any, vocabulary: Set[str]) -> str:
 
 
 def strings_in(value: Any) -> Iterable[str]:
+    """Every string in a parsed body, dict keys included (what an answer must not echo)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for k, v in value.items():
             yield k
             yield from strings_in(v)
-    elif isinstance(value, list):
+    elif isinstance(value, (list, tuple)):
         for v in value:
             yield from strings_in(v)
 
