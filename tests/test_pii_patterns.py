@@ -409,3 +409,10 @@ def test_shaped_number_scores_below_a_valid_one():
     text = "(555) 010-4477 or (650) 253-0000"
     scores = {text[m.start:m.end]: m.score for m in find_pii(text, ["PHONE_NUMBER"], ["US"])}
     assert scores == {"(555) 010-4477": SCORES["PHONE_NUMBER_SHAPED"], "(650) 253-0000": SCORES["PHONE_NUMBER"]}
+
+
+def test_house_number_range_and_postcode_are_not_a_phone_number():
+    text = "Arnd-Tlustek-Platz 37-48\n93898 Rostock"
+    assert list(find_pii(text, ["PHONE_NUMBER"])) == []
+    wrapped = "call +49 30\n1234567 Rostock office"  # a wrapped number that starts with + is still one
+    assert texts(find_pii(wrapped, ["PHONE_NUMBER"]), wrapped) == ["+49 30\n1234567"]

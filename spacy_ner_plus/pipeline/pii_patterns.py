@@ -64,7 +64,13 @@ counted in ``attrs["blocked_by_preset"]``. Nothing is dropped uncounted.
 
 The component holds only settings and compiled expressions, so one instance
 may serve many threads; it has no learned state, and its settings come from
-the config at every load.
+the config at every load. Rules that need the model's entities in view (relative
+dates, parts of addresses) are the ``pii_context`` pipe's, after the model.
+
+Size: over 500 lines because each recogniser keeps its validity checks beside
+it (the phone number's guards against versions, identifiers, amounts and
+postcodes are a fifth of the file) and the token splitting that makes every
+entity exact to the character belongs with the matches it splits for.
 """
 import bisect
 import ipaddress
@@ -126,6 +132,7 @@ _DATE = re.compile(r"(?:[0-9]{1,2}([./-])[0-9]{1,2}\1[0-9]{2,4}|[0-9]{4}([./-])[
 _DIGIT_BEFORE = re.compile(r"[0-9][./:-]?$")
 _DIGIT_BEFORE_REACH = 3
 _DIGIT_AFTER = re.compile(r"[./:-]?[0-9]")
+_CITY_AFTER = re.compile(r"[ \t]+[A-ZÀ-Þ]")
 _WRAPPED_NUMBER = re.compile(r"[+(]|[0-9][0-9 ().-]{2,}\n")
 # AAA-GG-SSSS with one kind of separator: hyphen, space or dot
 _SSN = re.compile(r"(?<![\w-])(?<![0-9]\.)([0-9]{3})([-. ])([0-9]{2})\2([0-9]{4})(?![\w-])(?!\.[0-9])")
@@ -224,8 +231,9 @@ def _checked_phone_number(text: str, start: int, end: int, seen: set) -> Optiona
     if _DIGIT_BEFORE.search(text, max(0, start - _DIGIT_BEFORE_REACH), start) or _DIGIT_AFTER.match(text, end):
         # the tail of a longer number ("12.2026 11:00" in "25.12.2026 11:00")
         return None
-    if "\n" in raw and not _WRAPPED_NUMBER.match(raw):
-        # "Straße 3\n46026 Essen": a house number and the next line's postcode
+    if "\n" in raw and (not _WRAPPED_NUMBER.match(raw) or (raw[0] not in "+(" and _CITY_AFTER.match(text, end))):
+        # "Straße 3\n46026 Essen", "Platz 37-48\n93898 Rostock": a house number and the
+        # next line's postcode, which a city follows
         return None
     if _names_another_number(text, start, end):
         return None
