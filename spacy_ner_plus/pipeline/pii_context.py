@@ -162,22 +162,16 @@ class PiiContext:
 
     def __call__(self, doc: Doc) -> Doc:
         text = doc.text
-        ents: List[Span] = list(doc.ents)
-        scores: Dict[Tuple[int, int, str], float] = {}
+        ents = _Entities(doc)
         counts = {"dates": 0, "units": 0, "postal_lines": 0, "names_split": 0, "edges_trimmed": 0, "blocked": 0}
 
-        def score_of(span: Span, default: float) -> float:
-            score = span._.confidence if span.has_extension("confidence") else None
-            return default if score is None else float(score)
-
         def place(start: int, end: int, label: str, score: float, absorb: Sequence[str]) -> bool:
-            """Put [start, end) as ``label`` into ents, absorbing overlapping entities of the
+            """Put [start, end) as ``label``, absorbing the overlapping entities of the
             ``absorb`` types (the union is taken); refused when another type overlaps."""
-            nonlocal ents
             span = doc.char_span(start, end, label=label, alignment_mode="expand")
             if span is None or not len(span):
                 return False
-            overlapping = [e for e in ents if e.start < span.end and span.start < e.end]
+            overlapping = ents.overlapping(span.start, span.end)
             if any(e.label_ not in absorb for e in overlapping):
                 counts["blocked"] += 1
                 return False
@@ -186,24 +180,24 @@ class PiiContext:
             merged = _trim(Span(doc, lo, hi, label=label))
             if merged is None:
                 return False
-            best = max([score] + [score_of(e, score) for e in overlapping if e.label_ == label])
-            ents = [e for e in ents if e not in overlapping] + [merged]
-            scores[(merged.start, merged.end, label)] = best
+            best = max([score] + [ents.score(e, score) for e in overlapping if e.label_ == label])
+            for e in overlapping:
+                ents.remove(e)
+            ents.add(merged, best)
             return True
 
         # separators at the edges of the model's entities
-        trimmed = []
-        for ent in ents:
+        for ent in ents.all():
             cut = _trim(ent)
-            if cut is None or (cut.start, cut.end) != (ent.start, ent.end):
-                counts["edges_trimmed"] += 1
-                if cut is not None:
-                    scores[(cut.start, cut.end, cut.label_)] = score_of(ent, 0.5)
+            if cut is not None and (cut.start, cut.end) == (ent.start, ent.end):
+                continue
+            counts["edges_trimmed"] += 1
+            score = ents.score(ent, 0.5)
+            ents.remove(ent)
             if cut is not None:
-                trimmed.append(cut)
-        ents = trimmed
+                ents.add(cut, score)
         if "PERSON" in self.labels:
-            for ent in [e for e in ents if e.label_ == "STREET_ADDRESS"]:
+            for ent in [e for e in ents.all() if e.label_ == "STREET_ADDRESS"]:
                 split = swallowed_name(ent.text)
                 if split is None:
                     continue
@@ -211,35 +205,87 @@ class PiiContext:
                 address = doc.char_span(ent.start_char + split[1], ent.end_char, label="STREET_ADDRESS")
                 if person is None or address is None:
                     continue
-                score = score_of(ent, SCORES["STREET_ADDRESS"])
-                ents = [e for e in ents if e is not ent] + [person, address]
-                scores[(person.start, person.end, "PERSON")] = score
-                scores[(address.start, address.end, "STREET_ADDRESS")] = score
+                score = ents.score(ent, SCORES["STREET_ADDRESS"])
+                ents.remove(ent)
+                ents.add(person, score)
+                ents.add(address, score)
                 counts["names_split"] += 1
         if "STREET_ADDRESS" in self.labels:
             for start, end in find_unit_numbers(text):
-                if any(e.start_char < end and start < e.end_char for e in ents):
+                unit = doc.char_span(start, end, alignment_mode="expand")
+                if unit is None or ents.overlapping(unit.start, unit.end):
                     continue  # inside an entity already (the model's address holds it)
                 # joined to an address right after it ("Flat 4B\n12 Baker Street")
                 gap = _GAP.match(text, end, end + MAX_GAP)
-                nxt = next((e for e in ents if e.label_ == "STREET_ADDRESS" and e.start_char == gap.end()), None) if gap else None
-                if place(start, nxt.end_char if nxt is not None else end, "STREET_ADDRESS", SCORES["STREET_ADDRESS"], ("STREET_ADDRESS",)):
+                nxt = ents.starting_at_char(gap.end()) if gap else None
+                stop = nxt.end_char if nxt is not None and nxt.label_ == "STREET_ADDRESS" else end
+                if place(start, stop, "STREET_ADDRESS", SCORES["STREET_ADDRESS"], ("STREET_ADDRESS",)):
                     counts["units"] += 1
-            for ent in sorted([e for e in ents if e.label_ == "STREET_ADDRESS"], key=lambda e: e.start):
+            for ent in [e for e in ents.all() if e.label_ == "STREET_ADDRESS"]:
                 end = postal_part_after(text, ent.end_char)
-                if end is not None and place(ent.start_char, end, "STREET_ADDRESS", score_of(ent, SCORES["STREET_ADDRESS"]), ("STREET_ADDRESS", "LOCATION")):
+                if end is not None and place(ent.start_char, end, "STREET_ADDRESS", ents.score(ent, SCORES["STREET_ADDRESS"]), ("STREET_ADDRESS", "LOCATION")):
                     counts["postal_lines"] += 1
         if "DATE_TIME" in self.labels:
             for start, end in find_relative_dates(text):
                 if place(start, end, "DATE_TIME", SCORES["DATE_TIME"], ("DATE_TIME",)):
                     counts["dates"] += 1
-        ents.sort(key=lambda e: e.start)
-        doc.set_ents(ents, default="outside")
-        changed = sorted((e for e in doc.ents if (e.start, e.end, e.label_) in scores), key=lambda e: (e.start, e.end))
+        doc.set_ents(ents.all(), default="outside")
+        changed = ents.changed()
         doc.spans[self.spans_key] = SpanGroup(
-            doc, name=self.spans_key, spans=changed, attrs={"scores": [scores[(e.start, e.end, e.label_)] for e in changed], **counts}
+            doc, name=self.spans_key, spans=[span for span, _ in changed], attrs={"scores": [score for _, score in changed], **counts}
         )
         return doc
+
+
+class _Entities:
+    """The entities of a doc being edited, with the token that each covers, so finding
+    what overlaps a span costs its length, not the number of entities."""
+
+    def __init__(self, doc: Doc):
+        self.doc = doc
+        self.owner: List[Optional[Span]] = [None] * len(doc)
+        self.scores: Dict[Tuple[int, int, str], float] = {}  # the entities this pipe set
+        self.token_at_char = {token.idx: token.i for token in doc}
+        for ent in doc.ents:
+            self._own(ent, ent)
+
+    def _own(self, span: Span, value: Optional[Span]) -> None:
+        for i in range(span.start, span.end):
+            self.owner[i] = value
+
+    def overlapping(self, start: int, end: int) -> List[Span]:
+        found: List[Span] = []
+        for i in range(start, end):
+            ent = self.owner[i]
+            if ent is not None and (not found or found[-1] is not ent):
+                found.append(ent)
+        return found
+
+    def starting_at_char(self, char: int) -> Optional[Span]:
+        i = self.token_at_char.get(char)
+        ent = None if i is None else self.owner[i]
+        return ent if ent is not None and ent.start == i else None
+
+    def score(self, span: Span, default: float) -> float:
+        key = (span.start, span.end, span.label_)
+        if key in self.scores:
+            return self.scores[key]
+        score = span._.confidence if span.has_extension("confidence") else None
+        return default if score is None else float(score)
+
+    def remove(self, span: Span) -> None:
+        self._own(span, None)
+        self.scores.pop((span.start, span.end, span.label_), None)
+
+    def add(self, span: Span, score: float) -> None:
+        self._own(span, span)
+        self.scores[(span.start, span.end, span.label_)] = score
+
+    def all(self) -> List[Span]:
+        return self.overlapping(0, len(self.doc))
+
+    def changed(self) -> List[Tuple[Span, float]]:
+        return [(e, self.scores[(e.start, e.end, e.label_)]) for e in self.all() if (e.start, e.end, e.label_) in self.scores]
 
 
 def _trim(span: Span) -> Optional[Span]:
