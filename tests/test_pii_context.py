@@ -174,3 +174,37 @@ def test_pattern_entities_are_left_alone():
     nlp.add_pipe("pii_context")
     doc = nlp("IP:203.0.113.9 on Friday")
     assert [(e.text, e.label_) for e in doc.ents] == [("203.0.113.9", "IP_ADDRESS"), ("Friday", "DATE_TIME")]
+
+
+# --- cost: linear in the text, like the pattern side --------------------------------
+
+PATHOLOGICAL = {
+    "weekday_words": "next last this coming " * 5000,
+    "spaces_after_next": "next" + " \t" * 50000 + "x",
+    "counts_without_unit": "a few several two 3 " * 5000,
+    "units_glued": "Flat4B Apt Unit Suite " * 5000,
+    "postal_lookalikes": "12 Baker Street, " + "Aa " * 30000,
+    "capitalised_words": "Anna Keller Bob Dylan " * 5000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_text_costs_about_what_prose_costs(nlp, name):
+    import time
+
+    text = PATHOLOGICAL[name]
+    prose = ("The committee met in the morning and agreed on the plan for the year. " * (len(text) // 70 + 1))[: len(text)]
+
+    def best(t):
+        times = []
+        for _ in range(3):
+            doc = nlp.make_doc(t)
+            if t.startswith("12 Baker Street"):  # the model's address, whose postal line is looked for
+                doc.ents = [Span(doc, 0, 3, label="STREET_ADDRESS")]
+            started = time.perf_counter()
+            nlp.get_pipe("pii_context")(doc)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    # the pipe's own work (the doc is made outside the timing, as the tokenizer is not ours)
+    assert best(text) < 10 * best(prose) + 0.05, name

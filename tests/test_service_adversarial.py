@@ -21,7 +21,7 @@ from spacy_ner_plus.pipeline.pii_patterns import entity_source, entity_sources  
 
 # Time per character against prose of the same length. Every input is held to 3x, except text
 # dense with number candidates: libphonenumber parses and validates each candidate for each of
-# the five phone regions, which costs far more than prose where a number is rare. That cost is
+# the default phone regions, which costs far more than prose where a number is rare. That cost is
 # per candidate, so linear; those two inputs are held to linearity instead (LINEAR below).
 RATIO_TO_PROSE = 3.0
 LINEAR = {"phone_lines", "ones_then_phone"}
