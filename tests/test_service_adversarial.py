@@ -79,7 +79,9 @@ def check_result(name: str, text: str, doc) -> None:
     elif name == "phone_lines":
         # windows and masks change the matcher's work, not its result: one matcher over the
         # whole text, without a limit on its tries, finds the same numbers
-        windowed = [(m.start, m.end) for m in pii_patterns.find_pii(text, ["PHONE_NUMBER"])]
+        # (the VALID numbers: "(AAA) EEE-NNNN" shapes are found by an expression, not the matcher)
+        valid = pii_patterns.SCORES["PHONE_NUMBER"]
+        windowed = [(m.start, m.end) for m in pii_patterns.find_pii(text, ["PHONE_NUMBER"]) if m.score == valid]
         assert windowed and windowed == unwindowed_phone_numbers(text)
 
 
