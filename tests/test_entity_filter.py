@@ -210,3 +210,16 @@ def test_person_rules_from_the_config_registry():
     config = {"rules": {"@misc": "spacy-ner-plus.person_not_names.v1", "label": "PERSON"}}
     pipe = nlp.add_pipe("ner_plus_entity_filter", config=config)
     assert [e.text for e in pipe.removed(doc_with_ents(nlp, "yo Anna", [(0, 1, "PERSON"), (1, 2, "PERSON")]))] == ["yo"]
+
+
+def test_the_service_does_not_report_what_the_filter_removed(model_dir):
+    from spacy_ner_plus.service.decision import ServedModel
+
+    nlp = spacy.load(model_dir)
+    served = ServedModel(nlp, "filtered", {}, {})
+    text = "John lives in New York City ."
+    before = {(c.start, c.end, c.label, c.source) for c in served.candidates(nlp(text))}
+    assert (0, 4, "PER", "model") in before
+    nlp.add_pipe("ner_plus_entity_filter", config={"rules": [{"label": "PER", "pattern": [{"ORTH": "John"}]}]})
+    after = {(c.start, c.end, c.label, c.source) for c in served.candidates(nlp(text))}
+    assert after == before - {(0, 4, "PER", "model")}
