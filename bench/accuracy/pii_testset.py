@@ -173,7 +173,7 @@ def read_jsonl(path: Path) -> List[Dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_testset(assets: Path, news: Path, data: Path, quick: bool) -> Tuple[List[Dict], List[Dict], List[str]]:
+def load_testset(assets: Path, news: Path, data: Path, per_register: Optional[int] = None) -> Tuple[List[Dict], List[Dict], List[str]]:
     """(records with PII: news then written, PII-free records, notes on what was left out)."""
     notes: List[str] = []
     written = read_jsonl(assets / "written.jsonl")
@@ -195,16 +195,16 @@ def load_testset(assets: Path, news: Path, data: Path, quick: bool) -> Tuple[Lis
         finally:
             sys.path.remove(str(ROOT / "scripts"))
     gold = news_records + written
-    if quick:
-        gold, free = _first_per_register(gold), _first_per_register(free)
+    if per_register is not None:
+        gold, free = _first_per_register(gold, per_register), _first_per_register(free, per_register)
     return gold, free, notes
 
 
-def _first_per_register(records: Sequence[Dict]) -> List[Dict]:
+def _first_per_register(records: Sequence[Dict], n: int) -> List[Dict]:
     seen: Counter = Counter()
     out = []
     for r in records:
-        if seen[r["register"]] < QUICK_PER_REGISTER:
+        if seen[r["register"]] < n:
             out.append(r)
         seen[r["register"]] += 1
     return out
@@ -371,7 +371,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--assets", type=Path, default=ROOT / "assets" / "pii_testset")
     parser.add_argument("--news", type=Path, default=ROOT / "corpus" / "pii_testset" / "conll.jsonl", help="the materialised news part")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data (to materialise --news)")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_PER_REGISTER} texts a register (tests)")
+    parser.add_argument("--quick", action="store_true", help="the first --per-register texts of each register (tests)")
+    parser.add_argument("--per-register", type=int, default=QUICK_PER_REGISTER, help="texts a register with --quick")
     parser.add_argument("--output", type=Path, default=None, help="latest-run view (default bench/results/pii_testset[_quick].json)")
     parser.add_argument("--ledger", type=Path, default=provenance.LEDGER)
     args = parser.parse_args(argv)
@@ -380,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
     import spacy_ner_plus  # noqa: F401  (registers the factories)
 
-    gold, free, notes = load_testset(args.assets, args.news, args.data, args.quick)
+    gold, free, notes = load_testset(args.assets, args.news, args.data, args.per_register if args.quick else None)
     nlp = spacy.load(args.model)
     runners = {
         "ours": served_runner(nlp, args.model, patterns_only=False),
@@ -393,6 +394,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     results["meta"] = {
         "model": args.model,
         "quick": args.quick,
+        "per_register": args.per_register if args.quick else None,
         "texts": dict(parts),
         "pii_free_texts": len(free),
         "notes": notes,
