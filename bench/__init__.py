@@ -41,6 +41,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "pii_accuracy": Experiment("accuracy.pii_accuracy", "PII accuracy on the generated test split: our service against Presidio", ("pii_accuracy*",)),
     "pii_scheme": Experiment("accuracy.pii_scheme", "BIOES against BIO for the PII pipeline over seeds, calibrated as the workflow does", ("pii_scheme_*",)),
     "plain_text_sentences": Experiment("accuracy.plain_text_sentences", "plain text through a packaged pipeline: no sentences, a sentencizer with each within_sentences, gold sentences", ("plain_text_*",)),
+    "pii_testset": Experiment("accuracy.pii_testset", "PII accuracy on the second test set (text no template of ours produced): ours, patterns only, Presidio with our pipeline, Presidio default", ("pii_testset*",)),
     "pii_pattern_context": Experiment("accuracy.pii_pattern_context", "what pii_patterns before ner_plus buys the model's own types", ("pii_pattern_context",)),
     # calibration
     "calibration_benchmark": Experiment("calibration.calibration_benchmark", "calibration methods and policies fitted on dev, measured on test (ECE, Brier, thresholds)", ("calibration_*",)),
