@@ -140,7 +140,9 @@ def test_match_time_is_bounded(monkeypatch):
         rec.find("a" * 60 + "!")
     elapsed = time.perf_counter() - started
     assert (err.value.status, err.value.kind, err.value.field) == (422, "pattern_timeout", "ad_hoc_recognizers[0].patterns[0].regex")
-    assert elapsed < 2.0
+    # unbounded, (a|aa)+ on 60 characters backtracks about fib(60) ~ 1.5e12 times; a loaded
+    # machine slows the bound's check, hence the margin
+    assert elapsed < 10.0
 
 
 @pytest.mark.parametrize(

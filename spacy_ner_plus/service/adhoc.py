@@ -62,6 +62,15 @@ ENTITY_NAME = regex.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 ACCEPTED_FLAGS = int(regex.IGNORECASE | regex.MULTILINE | regex.DOTALL | regex.ASCII | regex.UNICODE)
 
 
+def limits() -> Dict[str, Any]:
+    """The limits above, as /v1/config shows them."""
+    return {
+        "max_recognizers": MAX_RECOGNIZERS, "max_patterns": MAX_PATTERNS, "max_regex_chars": MAX_REGEX_CHARS,
+        "max_deny_words": MAX_DENY_WORDS, "max_word_chars": MAX_WORD_CHARS, "max_context_words": MAX_CONTEXT_WORDS,
+        "max_allow_list": MAX_ALLOW_LIST, "match_timeout_s": MATCH_TIMEOUT_S,
+    }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CompiledPattern:
     name: str

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..pipeline.bounded_tokenizer import bound_tokenizer
 from ..pipeline.ner_plus import ner_plus_pipe_names
+from ..pipeline.scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, SPAN_WINDOW_VOTES, SPAN_WINDOWS
 
 NEAR_THRESHOLD = 0.1
 
@@ -33,6 +34,13 @@ class Candidate:
     pattern: Optional[str] = None
     context_word: Optional[str] = None
     windows: Optional[Tuple[int, int]] = None  # (windows covering the entity, windows agreeing)
+
+
+class Candidates(list):
+    """The candidates of one text (a list), with ``n_windows``: how many windows ner_plus split
+    the text into (1 for a text that fits one window, 0 for a text without tokens)."""
+
+    n_windows: int = 0
 
 
 def _entity_sources() -> Optional[Callable[..., Dict[Tuple[int, int, int], str]]]:
@@ -106,16 +114,22 @@ class ServedModel:
             }
         )
 
-    def candidates(self, doc) -> List[Candidate]:
+    def candidates(self, doc) -> "Candidates":
         """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
-        calibrated scores) and the entities a component before it preset.
+        calibrated and raw scores, window votes) and the entities a component before it preset.
         Linear in the entities: the sources are indexed once per doc."""
         group = doc.spans.get(self.spans_key)
-        out: List[Candidate] = []
+        out = Candidates()
         seen = set()
         if group is not None:
-            for span, score in zip(group, group.attrs.get("scores", [])):
-                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
+            scores = group.attrs.get(SPAN_SCORES, [])
+            raw = group.attrs.get(SPAN_RAW_SCORES) or [None] * len(scores)
+            votes = group.attrs.get(SPAN_WINDOW_VOTES) or [None] * len(scores)
+            out.n_windows = int(group.attrs.get(SPAN_WINDOWS, 1 if len(doc) else 0))
+            for span, score, raw_score, vote in zip(group, scores, raw, votes):
+                windows = None if vote is None else (int(vote[0]), int(vote[1]))
+                raw_score = None if raw_score is None else float(raw_score)
+                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model", raw_score=raw_score, windows=windows))
                 seen.add((span.start, span.end, span.label_))
         sources: Dict[Tuple[int, int, int], str] = {}
         if self.entity_sources is not None and self.pattern_key is not None:
