@@ -185,7 +185,8 @@ def test_ad_hoc_types_in_redaction_and_audit(server):
     r = server.post("/v1/redact", {"text": text, "ad_hoc_recognizers": [TICKETS], "operators": {"TICKET_ID": {"type": "redact"}}})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert "TCK-123456" not in body["text"] and body["text"].startswith("ticket  for")
+    # the ticket is gone (the tiny model may also tag words around it: overlapping entities are one region)
+    assert "TCK-123456" not in body["text"] and body["text"].endswith(" for <PER>")
     audit = _audit(server, body["request_id"])
     # the request's own type names reach neither the audit log nor the metrics
     assert "TICKET_ID" not in json.dumps(audit) and audit["entities"]["AD_HOC"]["detected"] == 1 and audit["ad_hoc_recognizers"] == 1
