@@ -253,7 +253,7 @@ def create_app(settings: ServeSettings):
         req = await service.read_json(request, service.RedactRequest, model)
         audit = request.state.audit
         run = await analyze_request(service, model, req, request.state.deadline, redaction=True, audit=audit)
-        operators = service.parse_ops(model, req.operators, run.extras.ad_hoc_types)
+        operators = service.parse_ops(model, req.operators, run.extras.labels)
         audit["operators"] = {key: op.name for key, op in sorted(operators.items()) if key in model.labels or key == "DEFAULT"}
         hasher = service.hasher_for(operators, request.state.client_id)
         service.record(audit, run.decisions, run.thresholds)

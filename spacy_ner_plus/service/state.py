@@ -217,9 +217,11 @@ class Service:
             thresholds[label] = float(value)
         return thresholds
 
-    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]], ad_hoc_types: Sequence[str] = ()) -> Dict[str, Operator]:
+    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]], labels: Optional[Sequence[str]] = None) -> Dict[str, Operator]:
+        """A request's operators checked and resolved under the policy, one per type of ``labels``
+        (default: the model's types; /anonymize adds the types of the client's own results)."""
         spec = spec or {}
-        labels = model.labels + [t for t in ad_hoc_types if t not in model.labels]
+        labels = model.labels if labels is None else labels
         try:
             operators = parse_operators(spec, labels)
         except OperatorError as err:
@@ -227,7 +229,7 @@ class Service:
             kind = err.kind if err.kind != "unknown_type" else "unknown_entity_type"
             where = operator_error_path(err.field, spec, self.vocabulary(model))
             if err.kind == "unknown_type":
-                message = f"unknown entity type at {where}; known: {model.labels} and {DEFAULT_KEY}"
+                message = f"unknown entity type at {where}; known: {list(labels)} and {DEFAULT_KEY}"
             elif err.kind == "unknown_operator":
                 message = f"unknown operator at {where}; use one of {list(OPERATOR_NAMES)}"
             elif where.rpartition(".")[2].startswith("#"):  # a parameter name the client made up
