@@ -64,7 +64,7 @@ def request_extras(req: Any, model: ServedModel, policy: Policy, redaction: bool
     allow_list = compile_allow_list(req.allow_list, req.allow_list_match)
     labels = sorted(set(model.labels) | {r.entity for r in recognizers})
     allowed_types = None
-    if redaction and req.allow_list is not None:
+    if redaction and req.allow_list:  # an empty list clears nothing: nothing to refuse
         wanted = labels if req.entities is None else [t for t in req.entities if t in labels]
         try:
             allowed_types = policy.check_allow_list(wanted)
