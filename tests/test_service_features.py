@@ -294,3 +294,20 @@ def test_global_regex_flags_as_presidio():
     with pytest.raises(ApiError) as err:
         compile_recognizers([{**spec, "global_regex_flags": 64}])  # VERBOSE: not accepted
     assert err.value.field == "ad_hoc_recognizers[0].global_regex_flags"
+
+
+# --- structured input ------------------------------------------------------------------
+def test_json_strings_fields_and_exclusions_and_paths():
+    from spacy_ner_plus.service.analysis import error_path, json_path, json_rebuild, json_strings
+
+    records = [{"id": 1, "name": "Anna", "notes": ["a", {"secret key": "b"}], "internal": "x"}, {"name": "Bob"}]
+    everything = json_strings(records, None, ["internal"])
+    assert [p for p, _ in everything] == [(0, "name"), (0, "notes", 0), (0, "notes", 1, "secret key"), (1, "name")]
+    assert [s for _, s in json_strings(records, ["notes"], None)] == ["a", "b"]
+    assert json_path((0, "notes", 1, "secret key")) == 'json[0].notes[1]["secret key"]'
+    # errors name keys the request did not publish by position only
+    assert error_path((0, "notes", 1, "secret key"), {"json": records}, ["notes"]) == "json[0].notes[1].#0"
+    paths = [p for p, _ in everything]
+    rebuilt = json_rebuild(records, paths, ["N1", "A", "B", "N2"], lambda leaf: leaf)
+    assert rebuilt == [{"id": 1, "name": "N1", "notes": ["A", {"secret key": "B"}], "internal": "x"}, {"name": "N2"}]
+    assert records[0]["name"] == "Anna"  # the input is not changed
