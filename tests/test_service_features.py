@@ -311,3 +311,16 @@ def test_json_strings_fields_and_exclusions_and_paths():
     rebuilt = json_rebuild(records, paths, ["N1", "A", "B", "N2"], lambda leaf: leaf)
     assert rebuilt == [{"id": 1, "name": "N1", "notes": ["A", {"secret key": "B"}], "internal": "x"}, {"name": "N2"}]
     assert records[0]["name"] == "Anna"  # the input is not changed
+
+
+def test_allow_and_deny_list_example_of_the_policy_docs():
+    import tomllib
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "service-policy.md").read_text(encoding="utf8")
+    blocks = [b.split("```", 1)[0] for b in doc.split("```toml\n")[1:]]
+    block = next(b for b in blocks if "client_allow_list" in b)
+    policy = policy_from_dict(tomllib.loads(block), "policy.toml")
+    assert policy.for_type("PER").allow_list == frozenset({"Helios Bank Helpdesk"})
+    assert policy.deny_lists() == {"ORG": ("Project Bluebird", "Bluebird Labs")}
+    assert policy.check_allow_list(["LOC", "ORG", "PER"]) == frozenset({"LOC"})
