@@ -586,6 +586,7 @@ def serve(
     max_body_bytes: int = typer.Option(_serve_default("max_body_bytes"), "--max-body-bytes", help="larger bodies get 413"),
     max_json_depth: int = typer.Option(_serve_default("max_json_depth"), "--max-json-depth", help="deeper nesting of arrays/objects gets 400, checked before parsing"),
     max_texts: int = typer.Option(_serve_default("max_texts"), "--max-texts", help="more texts per request get 413"),
+    max_json_strings: int = typer.Option(_serve_default("max_json_strings"), "--max-json-strings", help="more strings to analyze in one request's json get 413"),
     queue_chars: int = typer.Option(_serve_default("queue_chars"), "--queue-chars", help="most characters waiting for prediction, all requests together; beyond: 503 (a larger single request: 413)"),
     long_text_chars: int = typer.Option(_serve_default("long_text_chars"), "--long-text-chars", help="texts longer than this go to a batcher thread of their own, so they never hold up short texts by more than one short batch"),
     request_timeout: float = typer.Option(_serve_default("request_timeout"), "--request-timeout", help="seconds a /v1 request may take, queueing included; beyond: 503 deadline_exceeded"),
@@ -617,7 +618,7 @@ def serve(
     if not (spacy.util.is_package(model) or (Path(model) / "config.cfg").is_file()):
         _fail(f"'{model}' is neither an installed pipeline package nor a directory with a config.cfg")
     for name, value in (
-        ("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--batch-tokens", batch_tokens),
+        ("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-texts", max_texts), ("--max-json-strings", max_json_strings), ("--batch-tokens", batch_tokens),
         ("--queue-chars", queue_chars), ("--long-text-chars", long_text_chars), ("--audit-max-bytes", audit_max_bytes), ("--max-json-depth", max_json_depth),
     ):  # fmt: skip
         if value < 1:
@@ -652,6 +653,7 @@ def serve(
         hash_key_file=str(hash_key_file) if hash_key_file else None,
         max_body_bytes=max_body_bytes,
         max_texts=max_texts,
+        max_json_strings=max_json_strings,
         batch_tokens=batch_tokens,
         batch_wait_ms=batch_wait_ms,
         queue_chars=queue_chars,

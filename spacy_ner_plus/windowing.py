@@ -122,3 +122,37 @@ def merge_windows(windows: Sequence[Window], scores: Sequence[numpy.ndarray], n_
         merged[start:end] += (w / total[start:end])[:, None] * scores[i]
     return merged
 
+
+
+def window_agreement(
+    windows: Sequence[Window], window_labels: Sequence[Sequence[Optional[str]]], spans: Sequence[Tuple[int, int, str]]
+) -> List[Tuple[int, int]]:
+    """How many windows saw each entity whole, and how many of those agreed on it.
+
+    A window agrees with an entity when its own most likely tag at every token of the entity
+    has the entity's label (any B/I/E/S prefix): the entity did not depend on the merge.
+
+    windows (Sequence[Window]): (start, end) in Doc order (starts and ends non-decreasing).
+    window_labels (Sequence[Sequence[Optional[str]]]): per window, the label of each of its
+        tokens' most likely tag (None for O).
+    spans (Sequence[Tuple[int, int, str]]): decoded entities (start, end, label).
+    RETURNS (List[Tuple[int, int]]): (covering, agreeing) per entity. Each entity looks back
+        from the last window starting at or before it, over the windows that overlap it.
+    """
+    import bisect
+
+    starts = [w[0] for w in windows]
+    out: List[Tuple[int, int]] = []
+    for start, end, label in spans:
+        covering = agreeing = 0
+        w = bisect.bisect_right(starts, start) - 1
+        while w >= 0 and windows[w][1] > start:
+            ws, we = windows[w]
+            if ws <= start and end <= we:
+                covering += 1
+                labels = window_labels[w]
+                if all(labels[t - ws] == label for t in range(start, end)):
+                    agreeing += 1
+            w -= 1
+        out.append((covering, agreeing))
+    return out

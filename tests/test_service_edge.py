@@ -404,7 +404,7 @@ def test_edge_cli_defaults_come_from_serve_settings():
 
     defaults = ServeSettings(model="m")
     params = {p.name: p.default for p in get_command(app).commands["serve"].params}
-    for name in ("host", "workers", "audit_max_bytes", "audit_backups", "max_body_bytes", "max_texts", "batch_tokens", "batch_wait_ms",
+    for name in ("host", "workers", "audit_max_bytes", "audit_backups", "max_body_bytes", "max_texts", "max_json_strings", "batch_tokens", "batch_wait_ms",
                  "queue_chars", "request_timeout", "stall_timeout", "max_json_depth", "wait_for_model"):  # fmt: skip
         assert params[name] == getattr(defaults, name), name
 

@@ -18,12 +18,14 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
+from spacy_ner_plus.service.analysis import FEATURE_NAMES  # noqa: E402
 from spacy_ner_plus.service.requests import strings_in  # noqa: E402
 from test_service_edge import _env, _free_port, _save, _serve_cmd, _stop, _wait_ready  # noqa: E402
 
 FUZZ_EXAMPLES = {"positive": 30, "negative": 20}
 # names the server publishes itself (fields, types, operators): an error may name them
 PUBLIC_NAMES = {"text", "texts", "entities", "thresholds", "return_text", "operators", "type", "DEFAULT", "new_value", "masking_char", "chars_to_mask", "from_end"}
+PUBLIC_NAMES |= FEATURE_NAMES  # issue 29's request fields and the values they take
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def _doc_blocks(lang):
 
 
 FULL_EXAMPLE = _doc_blocks("toml")[0]
-KEYRING_EXAMPLE = _doc_blocks("toml")[1]
+KEYRING_EXAMPLE = next(b for b in _doc_blocks("toml") if "signing" in b)
 
 
 def _ops(spec):

@@ -291,3 +291,18 @@ def test_within_sentences_must_be_a_known_setting():
 
     with pytest.raises(ValueError, match="within_sentences must be one of none, entities, windows"):
         spacy.blank("en").add_pipe("ner_plus", config={"within_sentences": "sentences"})
+
+
+def test_window_agreement_counts_covering_and_agreeing_windows():
+    from spacy_ner_plus.windowing import window_agreement
+
+    windows = [(0, 4), (2, 6), (4, 8)]
+    labels = [
+        ["PER", "PER", None, "LOC"],  # tokens 0-3
+        [None, "LOC", "LOC", None],  # tokens 2-5
+        ["LOC", None, None, None],  # tokens 4-7
+    ]
+    spans = [(0, 2, "PER"), (3, 5, "LOC"), (4, 5, "LOC"), (6, 8, "ORG")]
+    assert window_agreement(windows, labels, spans) == [(1, 1), (1, 1), (2, 2), (1, 0)]
+    # an entity no window holds whole (it straddles every window edge) has no votes
+    assert window_agreement([(0, 3), (3, 6)], [["X"] * 3, ["X"] * 3], [(2, 4, "X")]) == [(0, 0)]

@@ -48,7 +48,7 @@ from .ner_plus_state import (  # noqa: F401  (ner_plus_pipe_names, stale_calibra
     stale_calibrations,
     weights_fingerprint,
 )
-from .scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, register_scored_spans_key  # noqa: F401  (re-exported)
+from .scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, SPAN_WINDOW_VOTES, SPAN_WINDOWS, register_scored_spans_key  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -192,10 +192,13 @@ def make_ner_plus(
 
 @dataclass
 class DocPrediction:
-    """What ``predict`` found for one Doc: entities and their confidences."""
+    """What ``predict`` found for one Doc: entities and their confidences, the number of
+    windows the Doc was split into and, per entity, (windows covering it, windows agreeing)."""
 
     spans: List[schemes.SpanTuple]
     confidences: List[float]
+    n_windows: int = 0
+    window_votes: Optional[List[Tuple[int, int]]] = None
 
 
 class NerPlus(TrainablePipe):
@@ -382,6 +385,7 @@ class NerPlus(TrainablePipe):
         tags = self.tags
         scheme = self.cfg["scheme"]
         constraints = decoding.constraints_for(tags, scheme)
+        tag_labels = numpy.array([schemes.split_tag(t)[1] for t in tags], dtype=object)
         predictions = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
@@ -396,7 +400,10 @@ class NerPlus(TrainablePipe):
                 joined=self.join_touching,
                 constraints=constraints,
             )
-            predictions.append(DocPrediction(spans, confidences))
+            # what each window predicted on its own, for the service's decision explanation
+            window_labels = [tag_labels[logits[w].argmax(axis=1)] for w in per_doc[doc_i]]
+            votes = windowing.window_agreement(ranges, window_labels, spans)
+            predictions.append(DocPrediction(spans, confidences, len(ranges), votes))
         return predictions
 
     def _segments(self, doc: Doc) -> List[windowing.Window]:
@@ -436,9 +443,10 @@ class NerPlus(TrainablePipe):
                 float(calibrators[label]([raw], [end - start])[0]) if label in calibrators else raw
                 for (start, end, label), raw in zip(pred.spans, pred.confidences)
             ]
-            doc.spans[key] = SpanGroup(
-                doc, name=key, spans=candidates, attrs={SPAN_SCORES: scores, SPAN_RAW_SCORES: list(pred.confidences)}
-            )
+            attrs = {SPAN_SCORES: scores, SPAN_RAW_SCORES: list(pred.confidences), SPAN_WINDOWS: pred.n_windows}
+            if pred.window_votes is not None:
+                attrs[SPAN_WINDOW_VOTES] = [list(v) for v in pred.window_votes]
+            doc.spans[key] = SpanGroup(doc, name=key, spans=candidates, attrs=attrs)
             kept = [span for span, score in zip(candidates, scores) if score >= thresholds.get(span.label_, 0.0)]
             if self.overwrite_ents:
                 doc.ents = kept

@@ -7,6 +7,10 @@ from spacy.tokens import Span
 
 SPAN_SCORES = "scores"
 SPAN_RAW_SCORES = "raw_scores"
+# ner_plus also writes how many windows the Doc was split into, and per span [covering, agreeing]
+# windows (windowing.window_agreement), so a service can say when a text was windowed
+SPAN_WINDOWS = "n_windows"
+SPAN_WINDOW_VOTES = "window_votes"
 # doc.spans keys whose groups carry attrs["scores"] for Span._.confidence, in lookup order.
 _SCORED_KEYS: Dict[str, None] = {"ner_plus": None}
 

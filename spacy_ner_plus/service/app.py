@@ -54,15 +54,18 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
+from .analysis import AD_HOC_LABEL, analyze_request, json_path, json_rebuild
 from .auth import host_name
-from .decision import NEAR_THRESHOLD, decide
+from .decision import NEAR_THRESHOLD
+from .adhoc import limits as ad_hoc_limits
 from .observability import AuditWriteError, frames_only
 from .operators import Entity, Operator, clip
 from .policy import audit_counts
 from .requests import CLIENT_ID_HEADER, CLIENT_ID_PATTERN, PROTECTED_PREFIXES, ApiError, media_type_ok
 from .schemas import error_responses, response_models
 from .settings import SETTINGS_ENV, ServeSettings
-from .state import ModelUnavailable, Service, entity_json, public_info
+from .offsets import convert_offsets
+from .state import SCORE_DIGITS, ModelUnavailable, Service, public_info
 
 log = logging.getLogger("spacy_ner_plus.serve")
 
@@ -218,61 +221,80 @@ def create_app(settings: ServeSettings):
         responses={200: {"model": models["AnalyzeResponse"]}, **error_responses(models, *v1_errors)},
     )
     async def analyze(request: Request):
-        """Entities of ``text`` (results: a list) or ``texts`` (results: one list per text)."""
+        """Entities of ``text`` (results: a list), ``texts`` (one list per text) or ``json`` (the input's shape)."""
         model = service.require_model()
         req = await service.read_json(request, service.AnalyzeRequest, model)
-        if (req.text is None) == (req.texts is None):
-            raise ApiError(422, "invalid_field", "give exactly one of text (a string) and texts (a list of strings)", "text")
-        texts = [req.text] if req.text is not None else req.texts
         audit = request.state.audit
-        audit.update({"n_texts": len(texts), "input_chars": sum(len(t) for t in texts)})
-        service.check_texts(model, texts, "text" if req.text is not None else "texts")
-        types = service.check_types(model, req.entities)
-        thresholds = service.effective_thresholds(model, req.thresholds)
-        decisions = [decide(c, thresholds, types) for c in await service.predict(texts, request.state.deadline)]
-        service.record(audit, decisions, thresholds)
-        results = [[entity_json(c, t, text if req.return_text else None) for c, t in d.entities] for d, text in zip(decisions, texts)]
-        return {
+        run = await analyze_request(service, model, req, request.state.deadline, redaction=False, audit=audit)
+        service.record(audit, run.decisions, run.thresholds)
+        overridden = sorted(req.thresholds or {})
+        results = [run.entities_out(i, model, req.return_text, overridden, SCORE_DIGITS) for i in range(len(run.texts))]
+        if run.kind == "json":
+            shaped = json_rebuild(req.json_input, run.paths, results, lambda leaf: None)
+        else:
+            shaped = results[0] if run.kind == "text" else results
+        body = {
             "request_id": request.state.request_id,
             "model": {**public_info(model), "calibration": model.calibration, "config_hash": model.config_hash},
-            "results": results[0] if req.text is not None else results,
+            "results": shaped,
+            "n_windows": run.per_text(run.n_windows),
         }
+        if req.allow_list is not None:
+            body["allow_list"] = {k: run.allow_counts[k] for k in ("removed", "kept_by_policy")}
+        return body
 
     @app.post(
         "/v1/redact", openapi_extra=body_doc(service.RedactRequest),
         responses={200: {"model": models["RedactResponse"]}, **error_responses(models, *v1_errors)},
     )
     async def redact_text(request: Request):
-        """``text`` with each detected entity replaced by its type's operator."""
+        """``text``, each of ``texts`` or the strings of ``json`` with each detected entity replaced by its type's operator."""
         model = service.require_model()
         req = await service.read_json(request, service.RedactRequest, model)
         audit = request.state.audit
-        audit.update({"n_texts": 1, "input_chars": len(req.text)})
-        service.check_texts(model, [req.text], "text")
-        types = service.check_redact_types(model, req.entities)
-        thresholds = service.effective_thresholds(model, req.thresholds)
-        operators = service.parse_ops(model, req.operators)
-        audit["operators"] = {key: op.name for key, op in sorted(operators.items())}
+        run = await analyze_request(service, model, req, request.state.deadline, redaction=True, audit=audit)
+        operators = service.parse_ops(model, req.operators, run.extras.labels)
+        audit["operators"] = {key: op.name for key, op in sorted(operators.items()) if key in model.labels or key == "DEFAULT"}
         hasher = service.hasher_for(operators, request.state.client_id)
-        (candidates,) = await service.predict([req.text], request.state.deadline)
-        decision = decide(candidates, thresholds, types)
-        service.record(audit, [decision], thresholds)
-        entities = [Entity(c.start, c.end, c.label, c.score) for c, _ in decision.entities]
-        output, items = service.apply_redaction(req.text, entities, operators, hasher)
-        # what was applied, per entity: only an entity of which nothing stays visible counts as redacted
+        service.record(audit, run.decisions, run.thresholds)
+        overridden = sorted(req.thresholds or {})
         applied: Dict[str, Dict[str, int]] = {}
-        for label, op_name, outcome in audit_counts(items, entities):
-            counts = audit["entities"][label]
-            counts[outcome] = counts.get(outcome, 0) + 1
-            applied.setdefault(label, {}).setdefault(op_name, 0)
-            applied[label][op_name] += 1
-            service.metrics.entities.labels(label, outcome).inc()
+        outputs = []
+        for i, (text, decision) in enumerate(zip(run.texts, run.decisions)):
+            entities = [Entity(c.start, c.end, c.label, c.score) for c, _ in decision.entities]
+            output, items = service.apply_redaction(text, entities, operators, hasher)
+            # what was applied, per entity: only an entity of which nothing stays visible counts as redacted
+            for label, op_name, outcome in audit_counts(items, entities):
+                label = label if label in model.labels else AD_HOC_LABEL
+                counts = audit["entities"][label]
+                counts[outcome] = counts.get(outcome, 0) + 1
+                applied.setdefault(label, {}).setdefault(op_name, 0)
+                applied[label][op_name] += 1
+                service.metrics.entities.labels(label, outcome).inc()
+            spans = convert_offsets(output, [(it.start, it.end) for it in items], run.extras.offset_unit)
+            result: Dict[str, Any] = {
+                "text": output,
+                "items": [{"entity_type": it.entity_type, "start": s, "end": e, "operator": it.operator} for it, (s, e) in zip(items, spans)],
+                "n_windows": run.n_windows[i],
+            }
+            if run.extras.explain:
+                result["entities"] = run.entities_out(i, model, False, overridden, SCORE_DIGITS)
+            outputs.append(result)
         audit["applied"] = applied
-        return {
-            "request_id": request.state.request_id,
-            "text": output,
-            "items": [{"entity_type": i.entity_type, "start": i.start, "end": i.end, "operator": i.operator} for i in items],
-        }
+        body: Dict[str, Any] = {"request_id": request.state.request_id}
+        if run.kind == "text":
+            body.update(outputs[0])
+        elif run.kind == "texts":
+            body["results"] = outputs
+        else:
+            body["json"] = json_rebuild(req.json_input, run.paths, [o["text"] for o in outputs], lambda leaf: leaf)
+            body["items"] = [{"path": json_path(p), **item} for p, o in zip(run.paths, outputs) for item in o["items"]]
+            body["n_windows"] = run.per_text(run.n_windows)
+            if run.extras.explain:
+                body["entities"] = [{"path": json_path(p), **e} for p, o in zip(run.paths, outputs) for e in o["entities"]]
+        if req.allow_list is not None:
+            body["allow_list"] = {k: run.allow_counts[k] for k in ("removed", "kept_by_policy")}
+        return body
 
     get_errors = error_responses(models, 401, 421, 503)
 
@@ -311,6 +333,8 @@ def create_app(settings: ServeSettings):
                 "max_body_bytes": settings.max_body_bytes,
                 "max_json_depth": settings.max_json_depth,
                 "max_texts": settings.max_texts,
+                "max_json_strings": settings.max_json_strings,
+                "ad_hoc": ad_hoc_limits(),
                 "max_text_chars": model.nlp.max_length,
                 "queue_chars": settings.queue_chars,
                 "long_text_chars": settings.long_text_chars,

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..pipeline.bounded_tokenizer import bound_tokenizer
 from ..pipeline.ner_plus import ner_plus_pipe_names
+from ..pipeline.scored_spans import SPAN_RAW_SCORES, SPAN_SCORES, SPAN_WINDOW_VOTES, SPAN_WINDOWS
 
 NEAR_THRESHOLD = 0.1
 
@@ -15,13 +16,31 @@ NEAR_THRESHOLD = 0.1
 # --- the model as the service sees it --------------------------------------------
 @dataclass(frozen=True)
 class Candidate:
-    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one)."""
+    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one).
+
+    The fields after ``source`` explain the decision (``return_decision_process``): the score
+    before calibration or before a context boost, the ad-hoc recogniser and pattern that found
+    it, the context word that raised its score, and for model entities the windows of the
+    pipeline that covered it (how many, how many of them agreed on the entity).
+    """
 
     start: int
     end: int
     label: str
     score: Optional[float]
-    source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
+    source: str  # "model" | "pattern" (pii_patterns) | "other" (before ner_plus) | "ad_hoc" | "deny_list"
+    raw_score: Optional[float] = None
+    recognizer: Optional[str] = None
+    pattern: Optional[str] = None
+    context_word: Optional[str] = None
+    windows: Optional[Tuple[int, int]] = None  # (windows covering the entity, windows agreeing)
+
+
+class Candidates(list):
+    """The candidates of one text (a list), with ``n_windows``: how many windows ner_plus split
+    the text into (1 for a text that fits one window, 0 for a text without tokens)."""
+
+    n_windows: int = 0
 
 
 def _entity_sources() -> Optional[Callable[..., Dict[Tuple[int, int, int], str]]]:
@@ -95,26 +114,32 @@ class ServedModel:
             }
         )
 
-    def candidates(self, doc) -> List[Candidate]:
+    def candidates(self, doc) -> "Candidates":
         """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
-        calibrated scores) less those a component after ner_plus removed or re-bounded
-        (at or above the pipeline's threshold, yet not in ``doc.ents``), and the
-        entities of ``doc.ents`` that are not the model's as decoded (preset by a
-        component before it, or set by one after it).
+        calibrated and raw scores, window votes) less those a component after ner_plus removed
+        or re-bounded (at or above the pipeline's threshold, yet not in ``doc.ents``), and the
+        entities of ``doc.ents`` that are not the model's as decoded (preset by a component
+        before it, or set by one after it).
         Linear in the entities: the sources are indexed once per doc."""
         group = doc.spans.get(self.spans_key)
-        out: List[Candidate] = []
+        out = Candidates()
         seen = set()
         if group is not None:
             ents = {(e.start, e.end, e.label_) for e in doc.ents}
             used = self.pipe.cfg.get("thresholds", {})  # what ner_plus applied to this doc
-            for span, score in zip(group, group.attrs.get("scores", [])):
+            scores = group.attrs.get(SPAN_SCORES, [])
+            raw = group.attrs.get(SPAN_RAW_SCORES) or [None] * len(scores)
+            votes = group.attrs.get(SPAN_WINDOW_VOTES) or [None] * len(scores)
+            out.n_windows = int(group.attrs.get(SPAN_WINDOWS, 1 if len(doc) else 0))
+            for span, score, raw_score, vote in zip(group, scores, raw, votes):
                 key = (span.start, span.end, span.label_)
                 if key not in ents and score >= used.get(span.label_, 0.0):
                     # ner_plus put it in doc.ents; a component after it (entity_filter,
                     # pii_context) removed it or changed its bounds: the pipeline's word stands
                     continue
-                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
+                windows = None if vote is None else (int(vote[0]), int(vote[1]))
+                raw_score = None if raw_score is None else float(raw_score)
+                out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model", raw_score=raw_score, windows=windows))
                 seen.add(key)
         sources: Dict[Tuple[int, int, int], str] = {}
         if self.entity_sources is not None and self.pattern_key is not None:

@@ -4,22 +4,34 @@ client or fuzzer can check every answer."""
 from typing import Any, Dict, List, Optional
 
 def request_models():
-    from pydantic import BaseModel, ConfigDict
+    from typing import Literal
 
-    class AnalyzeRequest(BaseModel):
+    from pydantic import BaseModel, ConfigDict, Field
+
+    Json = Optional[Any]  # an object or a list of records (checked by the handler: pydantic's strict Union names no field)
+
+    class Features(BaseModel):
+        """What /v1/analyze and /v1/redact share (docs/service.md, issue 29 section 3)."""
+
         model_config = ConfigDict(strict=True, extra="forbid")
         text: Optional[str] = None
         texts: Optional[List[str]] = None
+        json_input: Json = Field(None, alias="json")
+        fields: Optional[List[str]] = None
+        exclude_fields: Optional[List[str]] = None
         entities: Optional[List[str]] = None
         thresholds: Optional[Dict[str, float]] = None
+        allow_list: Optional[List[str]] = None
+        allow_list_match: Literal["exact", "regex"] = "exact"
+        ad_hoc_recognizers: Optional[List[Any]] = None
+        offset_unit: Literal["codepoint", "utf16", "byte"] = "codepoint"
+        return_decision_process: bool = False
+
+    class AnalyzeRequest(Features):
         return_text: bool = False
 
-    class RedactRequest(BaseModel):
-        model_config = ConfigDict(strict=True, extra="forbid")
-        text: str
+    class RedactRequest(Features):
         operators: Optional[Dict[str, Any]] = None
-        entities: Optional[List[str]] = None
-        thresholds: Optional[Dict[str, float]] = None
 
     return AnalyzeRequest, RedactRequest
 
@@ -27,7 +39,7 @@ def request_models():
 def response_models() -> Dict[str, Any]:
     """The answers as pydantic models: they only document the OpenAPI schema (the
     handlers build plain dicts), so a schema-driven client or fuzzer can check them."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
 
     class ErrorDetail(BaseModel):
         kind: str
@@ -46,6 +58,7 @@ def response_models() -> Dict[str, Any]:
         threshold: Optional[float]
         source: str
         text: Optional[str] = None
+        decision_process: Optional[Dict[str, Any]] = None  # return_decision_process
 
     class ModelOut(BaseModel):
         name: str
@@ -56,7 +69,9 @@ def response_models() -> Dict[str, Any]:
     class AnalyzeResponse(BaseModel):
         request_id: str
         model: ModelOut
-        results: Any  # a list of EntityOut for "text", one such list per text for "texts"
+        results: Any  # a list of EntityOut for "text", one such list per text for "texts", the input's shape for "json"
+        n_windows: Any  # int for "text", one per text for "texts", {path: int} for "json"
+        allow_list: Optional[Dict[str, int]] = None
 
     class RedactedItemOut(BaseModel):
         entity_type: str
@@ -66,8 +81,13 @@ def response_models() -> Dict[str, Any]:
 
     class RedactResponse(BaseModel):
         request_id: str
-        text: str
-        items: List[RedactedItemOut]
+        text: Optional[str] = None  # "text" given
+        items: Optional[List[Dict[str, Any]]] = None  # RedactedItemOut; for "json" each with its "path"
+        n_windows: Any = None
+        entities: Optional[List[Dict[str, Any]]] = None  # with return_decision_process
+        results: Optional[List[Dict[str, Any]]] = None  # "texts" given: {text, items, n_windows} per text
+        json_output: Any = Field(None, alias="json")  # "json" given: the input's shape, strings redacted
+        allow_list: Optional[Dict[str, int]] = None
 
     class EntityTypeOut(BaseModel):
         entity_type: str

@@ -27,6 +27,8 @@ class ServeSettings:
         keyring (keys.py; else the NER_PLUS_HASH_KEY environment variable; neither: no hash operator).
     max_body_bytes (int): larger request bodies get 413.
     max_texts (int): more texts in one request get 413.
+    max_json_strings (int): more strings to analyze in one request's ``json`` get 413 (they are
+        queued as texts; ``queue_chars`` bounds their characters as it does any text's).
     batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
     batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
     queue_chars (int): most characters (the unit of work: the pipeline's time grows with them) waiting
@@ -65,6 +67,7 @@ class ServeSettings:
     hash_key_file: Optional[str] = None
     max_body_bytes: int = 1_000_000
     max_texts: int = 64
+    max_json_strings: int = 1_024
     batch_tokens: int = 4096
     batch_wait_ms: float = 5.0
     queue_chars: int = 4_000_000

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
+from .analysis import AD_HOC_LABEL, FEATURE_NAMES, policy_deny_recognizers
 from .auth import ApiKeys, default_allowed_hosts, is_loopback
 from .batcher import DeadlineExceeded, Lanes, MicroBatcher, QueueFull
 from .decision import Candidate, Decision, ServedModel, short_hash
@@ -51,6 +52,7 @@ class Service:
             raise ValueError(f"binding {settings.host} needs --allowed-hosts: the names clients use to reach it (DNS rebinding)")
         self.keyring = load_hash_key(settings)
         self.policy = load_policy(settings.policy)
+        self.deny_recognizers = policy_deny_recognizers(self.policy)
         self.metrics = Metrics(multiprocess="PROMETHEUS_MULTIPROC_DIR" in os.environ)
         registry = self.metrics.registry
         self.errors = Counter("ner_plus_errors_total", "Error answers by kind (401, 413, 503 deadline_exceeded, ...)", ["kind"], registry=registry)
@@ -129,7 +131,7 @@ class Service:
         """Names the server itself publishes: echoing them quotes nothing of a request."""
         fields = set(self.AnalyzeRequest.model_fields) | set(self.RedactRequest.model_fields)
         params = {p for ps in _PARAMS.values() for p in ps}
-        return fields | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params
+        return fields | FEATURE_NAMES | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params
 
     # request checks
     async def read_json(self, request, schema, model: ServedModel):
@@ -188,12 +190,14 @@ class Service:
             raise ApiError(413, "request_too_large", f"the request holds {total} characters; the server queues at most {self.settings.queue_chars}", field_name)
 
     @staticmethod
-    def check_types(model: ServedModel, types: Optional[List[str]]) -> Optional[List[str]]:
+    def check_types(model: ServedModel, types: Optional[List[str]], ad_hoc_types: Sequence[str] = ()) -> Optional[List[str]]:
+        """``entities``: types of the model or of the request's ad-hoc recognisers."""
         if types is None:
             return None
+        known = model.labels + [t for t in ad_hoc_types if t not in model.labels]
         for i, label in enumerate(types):
-            if label not in model.labels:
-                raise ApiError(400, "unknown_entity_type", f"unknown entity type at entities.{i}; known: {model.labels}", f"entities.{i}")
+            if label not in known:
+                raise ApiError(400, "unknown_entity_type", f"unknown entity type at entities.{i}; known: {known}", f"entities.{i}")
         return types
 
     @staticmethod
@@ -213,16 +217,19 @@ class Service:
             thresholds[label] = float(value)
         return thresholds
 
-    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]]) -> Dict[str, Operator]:
+    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]], labels: Optional[Sequence[str]] = None) -> Dict[str, Operator]:
+        """A request's operators checked and resolved under the policy, one per type of ``labels``
+        (default: the model's types; /anonymize adds the types of the client's own results)."""
         spec = spec or {}
+        labels = model.labels if labels is None else labels
         try:
-            operators = parse_operators(spec, model.labels)
+            operators = parse_operators(spec, labels)
         except OperatorError as err:
             status = 422 if err.kind == "invalid" else 400
             kind = err.kind if err.kind != "unknown_type" else "unknown_entity_type"
             where = operator_error_path(err.field, spec, self.vocabulary(model))
             if err.kind == "unknown_type":
-                message = f"unknown entity type at {where}; known: {model.labels} and {DEFAULT_KEY}"
+                message = f"unknown entity type at {where}; known: {list(labels)} and {DEFAULT_KEY}"
             elif err.kind == "unknown_operator":
                 message = f"unknown operator at {where}; use one of {list(OPERATOR_NAMES)}"
             elif where.rpartition(".")[2].startswith("#"):  # a parameter name the client made up
@@ -239,13 +246,14 @@ class Service:
                         f"operators.{key}.type",
                     )
         try:
-            return self.policy.resolve_operators(operators, model.labels)
+            return self.policy.resolve_operators(operators, labels)
         except PolicyViolation as err:
             raise ApiError(403, "policy_violation", str(err), err.field) from None
 
-    def check_redact_types(self, model: ServedModel, types: Optional[List[str]]) -> Optional[List[str]]:
-        """``entities`` of /v1/redact: known types, and none left out that the policy keeps in."""
-        types = self.check_types(model, types)
+    def check_redact_types(self, model: ServedModel, types: Optional[List[str]], ad_hoc_types: Sequence[str] = ()) -> Optional[List[str]]:
+        """``entities`` of /v1/redact: known types, and none left out that the policy keeps in
+        (a request may leave out its own ad-hoc types)."""
+        types = self.check_types(model, types, ad_hoc_types)
         try:
             self.policy.check_entities(types, model.labels)
         except PolicyViolation as err:
@@ -295,8 +303,11 @@ class Service:
     def record(self, audit: Dict[str, Any], decisions: Sequence[Decision], thresholds: Dict[str, float]) -> None:
         """Counts into the audit record and the metrics."""
         totals: Dict[str, Dict[str, int]] = {}
+        known = set(self.model.labels) if self.model else set()
         for decision in decisions:
             for label, count in decision.counts.items():
+                # a request's own types are counted together: neither the audit log nor the metrics take names from requests
+                label = label if label in known else AD_HOC_LABEL
                 into = totals.setdefault(label, {"detected": 0, "redacted": 0, "below_threshold": 0, "near_threshold": 0})
                 for k, v in count.items():
                     into[k] += v
@@ -342,20 +353,6 @@ def uncalibrated_warning(model: ServedModel) -> Optional[str]:
         "serving an uncalibrated pipeline: every threshold is 0 and it has no calibration, so every entity the model "
         "decodes is reported, with an uncalibrated score; run `python -m spacy_ner_plus calibrate` on a dev set first"
     )
-
-
-def entity_json(c: Candidate, threshold: Optional[float], text: Optional[str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {
-        "entity_type": c.label,
-        "start": c.start,
-        "end": c.end,
-        "score": None if c.score is None else round(c.score, SCORE_DIGITS),
-        "threshold": None if threshold is None else round(threshold, SCORE_DIGITS),
-        "source": c.source,
-    }
-    if text is not None:
-        out["text"] = text[c.start : c.end]
-    return out
 
 
 def public_info(model: ServedModel) -> Dict[str, Any]:
