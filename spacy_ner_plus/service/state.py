@@ -64,6 +64,8 @@ class Service:
         self.ready = threading.Event()
         self.load_error: Optional[str] = None  # why the model cannot serve (no file paths: it is answered)
         self.AnalyzeRequest, self.RedactRequest = request_models()
+        # field names of request bodies other routes read (presidio_api.py): errors may name them
+        self.public_names: Set[str] = set()
 
     # lifecycle
     def load(self) -> None:
@@ -129,7 +131,7 @@ class Service:
         """Names the server itself publishes: echoing them quotes nothing of a request."""
         fields = set(self.AnalyzeRequest.model_fields) | set(self.RedactRequest.model_fields)
         params = {p for ps in _PARAMS.values() for p in ps}
-        return fields | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params
+        return fields | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params | self.public_names
 
     # request checks
     async def read_json(self, request, schema, model: ServedModel):
@@ -213,16 +215,19 @@ class Service:
             thresholds[label] = float(value)
         return thresholds
 
-    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]]) -> Dict[str, Operator]:
+    def parse_ops(self, model: ServedModel, spec: Optional[Dict[str, Any]], labels: Optional[Sequence[str]] = None) -> Dict[str, Operator]:
+        """A request's operators checked and resolved under the policy, one per type of ``labels``
+        (default: the model's types; /anonymize adds the types of the client's own results)."""
         spec = spec or {}
+        labels = model.labels if labels is None else labels
         try:
-            operators = parse_operators(spec, model.labels)
+            operators = parse_operators(spec, labels)
         except OperatorError as err:
             status = 422 if err.kind == "invalid" else 400
             kind = err.kind if err.kind != "unknown_type" else "unknown_entity_type"
             where = operator_error_path(err.field, spec, self.vocabulary(model))
             if err.kind == "unknown_type":
-                message = f"unknown entity type at {where}; known: {model.labels} and {DEFAULT_KEY}"
+                message = f"unknown entity type at {where}; known: {list(labels)} and {DEFAULT_KEY}"
             elif err.kind == "unknown_operator":
                 message = f"unknown operator at {where}; use one of {list(OPERATOR_NAMES)}"
             elif where.rpartition(".")[2].startswith("#"):  # a parameter name the client made up
@@ -239,7 +244,7 @@ class Service:
                         f"operators.{key}.type",
                     )
         try:
-            return self.policy.resolve_operators(operators, model.labels)
+            return self.policy.resolve_operators(operators, labels)
         except PolicyViolation as err:
             raise ApiError(403, "policy_violation", str(err), err.field) from None
 
