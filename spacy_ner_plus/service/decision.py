@@ -15,13 +15,24 @@ NEAR_THRESHOLD = 0.1
 # --- the model as the service sees it --------------------------------------------
 @dataclass(frozen=True)
 class Candidate:
-    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one)."""
+    """One entity candidate of a text: code-point offsets, calibrated score (None: a rule without one).
+
+    The fields after ``source`` explain the decision (``return_decision_process``): the score
+    before calibration or before a context boost, the ad-hoc recogniser and pattern that found
+    it, the context word that raised its score, and for model entities the windows of the
+    pipeline that covered it (how many, how many of them agreed on the entity).
+    """
 
     start: int
     end: int
     label: str
     score: Optional[float]
-    source: str  # "model" | "pattern" (pii_patterns) | "other" (another component before ner_plus)
+    source: str  # "model" | "pattern" (pii_patterns) | "other" (before ner_plus) | "ad_hoc" | "deny_list"
+    raw_score: Optional[float] = None
+    recognizer: Optional[str] = None
+    pattern: Optional[str] = None
+    context_word: Optional[str] = None
+    windows: Optional[Tuple[int, int]] = None  # (windows covering the entity, windows agreeing)
 
 
 def _entity_sources() -> Optional[Callable[..., Dict[Tuple[int, int, int], str]]]:

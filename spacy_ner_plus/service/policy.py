@@ -14,7 +14,16 @@ The operator, not the client, decides whether a type is redacted. Per type
   leave the type out;
 - ``min_threshold`` / ``max_threshold``: the floor and ceiling of a request's
   threshold (intersected with --min-threshold/--max-threshold);
-- ``max_new_value_chars``: the longest ``replace.new_value``.
+- ``max_new_value_chars``: the longest ``replace.new_value``;
+- ``allow_list``: texts never reported as the type (exact, case-sensitive: the
+  operator's own list, e.g. the company's public switchboard number);
+- ``deny_list`` (``[types.X]`` only): words and phrases always reported as the
+  type (case-insensitive, on word boundaries; source "deny_list", score 1.0);
+- ``client_allow_list``: whether a request's ``allow_list`` may clear the type on
+  /v1/redact (an allow list is a way for a client to switch redaction off, so
+  it contradicts ``always_redact``; default false). A request allow list that no
+  reported type permits is refused; one that matches an entity of a type that
+  does not permit it leaves that entity redacted (counted as kept_by_policy).
 Top level: ``audit_failure`` ("fail": a request whose audit record cannot be
 written gets 503 and no output; "log": it is answered and the failure logged)
 and ``max_output_chars`` (the longest redacted text the service builds).
@@ -31,7 +40,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .operators import DEFAULT_KEY, OPERATOR_NAMES, Operator, OperatorError, parse_operators
 
@@ -47,6 +56,9 @@ _TYPE_KEYS = {
     "min_threshold": float,
     "max_threshold": float,
     "max_new_value_chars": int,
+    "allow_list": list,
+    "deny_list": list,
+    "client_allow_list": bool,
 }
 _TOP_KEYS = {"version", "audit_failure", "max_output_chars", "default", "types"}
 _BUILT_IN_TYPE: Dict[str, Any] = {
@@ -55,7 +67,11 @@ _BUILT_IN_TYPE: Dict[str, Any] = {
     "always_redact": True,
     "client_may_exclude": False,
     "max_new_value_chars": 64,
+    "allow_list": [],
+    "deny_list": [],
+    "client_allow_list": False,
 }
+MAX_POLICY_LIST = 100_000
 DEFAULT_MAX_OUTPUT_CHARS = 4_000_000
 
 
@@ -89,6 +105,9 @@ class TypePolicy:
     max_threshold: Optional[float]
     max_new_value_chars: int
     origin: Mapping[str, str]
+    allow_list: FrozenSet[str] = frozenset()
+    deny_list: Tuple[str, ...] = ()
+    client_allow_list: bool = False
 
     def describe(self) -> Dict[str, Any]:
         return {
@@ -100,6 +119,10 @@ class TypePolicy:
             "min_threshold": self.min_threshold,
             "max_threshold": self.max_threshold,
             "max_new_value_chars": self.max_new_value_chars,
+            # the lists' sizes, not their words: a deny list can name what it protects
+            "allow_list_entries": len(self.allow_list),
+            "deny_list_entries": len(self.deny_list),
+            "client_allow_list": self.client_allow_list,
         }
 
 
@@ -242,6 +265,27 @@ class Policy:
                     f"entities leaves out {label}, which a request may not exclude from redaction (rule {self.rule(key)})",
                 )  # fmt: skip
 
+    def check_allow_list(self, labels: Iterable[str], endpoint: str = "/v1/redact") -> FrozenSet[str]:
+        """The types a request's ``allow_list`` may clear on a redaction (``client_allow_list``).
+
+        labels (Iterable[str]): the types the request reports.
+        RETURNS (FrozenSet[str]): the types whose policy permits a client allow list.
+        RAISES (PolicyViolation): no type of ``labels`` permits one (the list could only be refused).
+        """
+        labels = sorted(set(labels))
+        permitted = frozenset(label for label in labels if self.for_type(label).client_allow_list)
+        if not permitted and labels:
+            key = self.for_type(labels[0]).origin["client_allow_list"]
+            raise PolicyViolation(
+                key, "allow_list",
+                f"allow_list: this server's policy lets no reported type be cleared by a request's allow list on {endpoint} (rule {self.rule(key)})",
+            )  # fmt: skip
+        return permitted
+
+    def deny_lists(self) -> Dict[str, Tuple[str, ...]]:
+        """The ``deny_list`` words per type (types without one left out)."""
+        return {label: tp.deny_list for label, tp in self.types.items() if tp.deny_list}
+
     def describe(self, labels: Iterable[str]) -> Dict[str, Any]:
         """The policy as /v1/config shows it."""
         return {
@@ -336,7 +380,7 @@ def _checked_keys(spec: Mapping[str, Any], source: str, where: str) -> Dict[str,
     return out
 
 
-_TYPE_NAMES = {list: "list of operator names", dict: "table like { type = \"replace\" }", bool: "boolean", int: "whole number", float: "number"}
+_TYPE_NAMES = {list: "list of strings", dict: "table like { type = \"replace\" }", bool: "boolean", int: "whole number", float: "number"}
 
 
 def _type_policy(values: Mapping[str, Tuple[Any, str]], source: str, where: str) -> TypePolicy:
@@ -345,6 +389,26 @@ def _type_policy(values: Mapping[str, Tuple[Any, str]], source: str, where: str)
     for key in _TYPE_KEYS:
         origin.setdefault(key, f"{where}.{key}")
     operators = get["operators"]
+    for key in ("operators", "allow_list", "deny_list"):
+        values = get[key]
+        if len(values) > MAX_POLICY_LIST:
+            raise PolicyError(f"{source}: {origin[key]} has {len(values)} entries; the most is {MAX_POLICY_LIST}")
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                raise PolicyError(f"{source}: {origin[key]}[{i}] must be a non-empty string")
+    deny = tuple(get["deny_list"])
+    if deny and where == "default":
+        raise PolicyError(f"{source}: {origin['deny_list']}: a deny list names its type: put it in [types.TYPE]")
+    if deny:
+        from .adhoc import deny_index
+        from .requests import ApiError
+
+        try:
+            deny_index(deny, origin["deny_list"])
+        except ApiError as err:
+            raise PolicyError(f"{source}: {err.message}") from None
+    if get["client_allow_list"] and get["always_redact"]:
+        raise PolicyError(f"{source}: {origin['client_allow_list']} = true contradicts {origin['always_redact']} = true (an allow list leaves text visible)")
     for i, name in enumerate(operators):
         if name not in OPERATOR_NAMES:
             raise PolicyError(f"{source}: {origin['operators']}[{i}]: unknown operator {name!r} (known: {list(OPERATOR_NAMES)})")
@@ -385,6 +449,9 @@ def _type_policy(values: Mapping[str, Tuple[Any, str]], source: str, where: str)
         max_threshold=hi,
         max_new_value_chars=max_new,
         origin=origin,
+        allow_list=frozenset(get["allow_list"]),
+        deny_list=deny,
+        client_allow_list=get["client_allow_list"],
     )
 
 
