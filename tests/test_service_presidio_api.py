@@ -19,12 +19,25 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from test_service import HASH_KEY, HASH_RING, HAVE_PATTERNS, PERMISSIVE_POLICY  # noqa: E402
+from test_service import HASH_KEY, HASH_RING, HAVE_PATTERNS  # noqa: E402
 from test_service_edge import _env, _free_port, _save, _serve_cmd, _stop, _wait_ready  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "presidio_rest"
 SENTENCE = "Mary works for Acme Corp in Paris ."
 JSON = {"content-type": "application/json"}
+# every operator, every type excludable and clearable by a request's allow list; and the
+# policy's own lists: "Acme Corp" is never reported, "Globex" always is (as an ORG)
+PERMISSIVE_POLICY = """
+[default]
+operators = ["replace", "mask", "redact", "hash", "keep"]
+always_redact = false
+client_may_exclude = true
+client_allow_list = true
+
+[types.ORG]
+allow_list = ["Acme Corp"]
+deny_list = ["Globex"]
+"""
 
 
 class PresidioServer:
@@ -147,8 +160,13 @@ def test_presidio_api_replays_presidio_doc_examples(permissive, name):
 def test_presidio_api_analyze_finds_what_v1_finds(permissive):
     ours = permissive.post("/v1/analyze", {"text": SENTENCE}).json()["results"]
     presidio = permissive.post("/analyze", {"text": SENTENCE, "language": "en"}).json()
-    assert [(e["entity_type"], e["start"], e["end"], e["score"]) for e in ours] == [(e["entity_type"], e["start"], e["end"], e["score"]) for e in presidio]
-    assert ("PER", 0, 4) in [(e["entity_type"], e["start"], e["end"]) for e in presidio]
+    spans = [(e["entity_type"], e["start"], e["end"]) for e in presidio]
+    # the same as /v1, less what the policy's allow list clears (ORG "Acme Corp")
+    assert ("ORG", 15, 24) in [(e["entity_type"], e["start"], e["end"]) for e in ours] and ("ORG", 15, 24) not in spans
+    assert [(e["entity_type"], e["start"], e["end"], e["score"]) for e in ours if e["entity_type"] != "ORG"] == [
+        (e["entity_type"], e["start"], e["end"], e["score"]) for e in presidio
+    ]
+    assert ("PER", 0, 4) in spans
     for e in presidio:
         assert e["analysis_explanation"] is None
         assert e["recognition_metadata"]["recognizer_name"] in permissive.client.get("/recognizers").json()
@@ -284,3 +302,44 @@ def test_presidio_api_cannot_switch_redaction_off(strict):
     own = [{"start": 15, "end": 24, "entity_type": "COMPANY", "score": 0.9}]
     r = strict.post("/anonymize", {"text": SENTENCE, "analyzer_results": own, "anonymizers": {"COMPANY": {"type": "keep"}}})
     assert r.status_code == 403
+    # an allow list that matches everything: no type's policy lets a request's allow list clear it
+    for match in ("regex", "exact"):
+        r = strict.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": [".*", "Mary"], "allow_list_match": match})
+        assert r.status_code == 403 and r.json()["error"]["field"] == "allow_list" and "client_allow_list" in r.json()["error"]["message"]
+
+
+def test_presidio_api_ad_hoc_recognizers_context_and_deny_lists(permissive):
+    fx = _fixture("analyze_ad_hoc.json")
+    results = permissive.post("/analyze", fx["request"]).json()
+    ticket = next(e for e in results if e["entity_type"] == "TICKET_ID")
+    assert (ticket["start"], ticket["end"], ticket["score"]) == (50, 60, 0.4)  # 0.05 raised by the context word
+    explained = ticket["analysis_explanation"]
+    assert explained["original_score"] == 0.05 and explained["supportive_context_word"] == "ticket"
+    assert explained["recognizer"] == "Ticket number recognizer" and explained["pattern_name"] == "ticket number (weak)"
+    assert {e["entity_type"] for e in results} <= {"PER", "TICKET_ID"}
+    # without context the weak pattern stays below score_threshold: dropped, as Presidio drops it
+    plain = dict(fx["request"], text=fx["request"]["text"].replace("ticket", "number"))
+    assert "TICKET_ID" not in {e["entity_type"] for e in permissive.post("/analyze", plain).json()}
+    # a catastrophic pattern is refused before it runs, naming where it is
+    bad = dict(fx["request"], ad_hoc_recognizers=[{"supported_entity": "X", "patterns": [{"name": "p", "regex": "(a+)+$", "score": 0.5}]}])
+    r = permissive.post("/analyze", bad)
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "unsafe_pattern"
+    # the policy's deny list: "Globex" is an ORG wherever it stands
+    text = "Mary left Globex in May ."
+    found = permissive.post("/analyze", {"text": text, "language": "en", "return_decision_process": True}).json()
+    assert ("ORG", 10, 16, "deny_list") in [(e["entity_type"], e["start"], e["end"], e["recognition_metadata"]["source"]) for e in found]
+
+
+def test_presidio_api_allow_lists(permissive):
+    base = permissive.post("/analyze", {"text": SENTENCE, "language": "en"}).json()
+    assert ("PER", 0, 4) in [(e["entity_type"], e["start"], e["end"]) for e in base]
+    for allow, match in ((["Mary"], "exact"), (["M[a-z]+"], "regex")):
+        r = permissive.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": allow, "allow_list_match": match}).json()
+        assert r == [e for e in base if e["start"] != 0]
+    # regex mode needs a full match of the entity's text: "M" alone clears nothing
+    r = permissive.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": ["M"], "allow_list_match": "regex"}).json()
+    assert r == base
+    r = permissive.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": ["(x|x)*y"], "allow_list_match": "regex"})
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "unsafe_pattern"
+    r = permissive.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": ["Mary"], "allow_list_match": "fuzzy"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "allow_list_match"

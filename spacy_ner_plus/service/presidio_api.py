@@ -19,15 +19,26 @@ Where the semantics differ from Presidio's (the docs page says so to users):
   not let a client exclude (``client_may_exclude = false``, the built-in default), the
   server adds its own detections of that type to the client's ``analyzer_results``, so
   sending no or partial results does not leave such a type visible.
+- ``allow_list`` may clear only the types whose policy sets ``client_allow_list`` (a 403
+  otherwise); ``allow_list_match: "regex"`` needs a full match of the entity's text (Presidio
+  searches), and its expressions are checked for catastrophic backtracking and run with a time
+  bound (adhoc.py, regex_safety.py). The policy's own allow and deny lists always apply.
+- ``ad_hoc_recognizers`` (patterns, deny lists, ``context``) run with a time bound; the
+  request's ``context`` words boost the ad-hoc recognisers' matches only: model scores are
+  calibrated and never context-boosted. ``score_threshold`` drops the ad-hoc matches below it
+  (they are the client's own rules), never the policy's deny-list or pattern matches.
 - ``hash`` is the service's keyed token (keys.py), whatever ``hash_type`` says: a bare
   SHA-256 of a name can be reversed by hashing guesses.
 """
+import asyncio
 import re
+import time
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
+from .adhoc import apply_allow_list, compile_allow_list, compile_recognizers, deny_recognizer, word_spans
 from .decision import Candidate, Decision, decide
 from .operators import DEFAULT_KEY, Entity
-from .policy import audit_counts
+from .policy import PolicyViolation, audit_counts
 from .requests import ApiError
 from .schemas import error_responses
 
@@ -61,6 +72,8 @@ def presidio_models() -> Dict[str, Any]:
         deny_list: Optional[List[str]] = None
         deny_list_score: Optional[float] = None
         context: Optional[List[str]] = None
+        version: Optional[str] = None
+        global_regex_flags: Optional[int] = None
 
     class PresidioAnalyzeRequest(BaseModel):
         model_config = ConfigDict(strict=True, extra="forbid")
@@ -151,6 +164,13 @@ def presidio_models() -> Dict[str, Any]:
     return {k: v for k, v in locals().items() if isinstance(v, type)}
 
 
+def presidio_field_names() -> set:
+    """The field names of the Presidio request bodies (nested ones included): names the server
+    publishes, so an error may name them."""
+    pm = presidio_models()
+    return _field_names(pm["PresidioAnalyzeRequest"]) | _field_names(pm["PresidioAnonymizeRequest"])
+
+
 def _field_names(model) -> set:
     """Every field name of a pydantic model and of the models nested in it."""
     names = set()
@@ -169,6 +189,25 @@ def _nested_types(annotation) -> list:
     for arg in get_args(annotation):
         out.extend(_nested_types(arg))
     return out
+
+
+def inlined_schema(model) -> Dict[str, Any]:
+    """``model``'s JSON schema with its nested models written in place: the request body of an
+    OpenAPI operation cannot refer to pydantic's own ``$defs``."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref[len("#/$defs/") :]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 def recognizer_names(model) -> Dict[str, str]:
@@ -217,23 +256,32 @@ def result_json(
     c: Candidate, threshold: Optional[float], names: Dict[str, str], thresholds_from: Dict[str, str], explain: bool
 ) -> Dict[str, Any]:
     """One entity in Presidio's RecognizerResult shape; a rule match without a score scores 1.0."""
-    recognizer = names.get(c.source, c.source)
+    recognizer = c.recognizer or names.get(c.source, c.source)
     score = 1.0 if c.score is None else round(c.score, SCORE_DIGITS)
     explanation = None
     if explain:
-        if threshold is None:
-            why = f"{c.label} matched by the rule component {recognizer}: rule matches are always reported"
+        original = c.score if c.raw_score is None else c.raw_score
+        lines = []
+        if c.source == "model":
+            lines.append(f"{c.label}: calibrated score {score:.4f} >= threshold {threshold:.4f} ({thresholds_from.get(c.label, 'pipeline')})")
+            if c.raw_score is not None:
+                lines.append(f"score before calibration {c.raw_score:.4f}")
+            if c.windows is not None:
+                lines.append(f"long text: {c.windows[1]} of the {c.windows[0]} windows covering it agree")
+        elif c.source in ("ad_hoc", "deny_list"):
+            how = f"pattern {c.pattern}" if c.pattern else "deny list"
+            lines.append(f"{c.label}: {how} of the recognizer {recognizer}" + (" (the server's policy)" if recognizer.startswith("deny_list:") else " (this request's)"))
         else:
-            why = f"{c.label}: calibrated score {score:.4f} >= threshold {threshold:.4f} ({thresholds_from.get(c.label, 'pipeline')})"
+            lines.append(f"{c.label}: matched by the rule component {recognizer}: rule matches are always reported")
         explanation = {
             "recognizer": recognizer,
-            "pattern_name": None,
-            "pattern": None,
-            "original_score": None if c.score is None else score,
+            "pattern_name": c.pattern,
+            "pattern": None,  # a client's regex is not echoed back
+            "original_score": None if original is None else round(original, SCORE_DIGITS),
             "score": score,
-            "textual_explanation": why,
-            "score_context_improvement": 0.0,
-            "supportive_context_word": "",
+            "textual_explanation": "\n".join(lines),
+            "score_context_improvement": 0.0 if original is None or c.context_word is None else round(score - original, SCORE_DIGITS),
+            "supportive_context_word": c.context_word or "",
             "validation_result": None,
             "regex_flags": None,
         }
@@ -301,12 +349,13 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
     from fastapi.responses import PlainTextResponse
 
     pm = presidio_models()
-    for name in ("PresidioAnalyzeRequest", "PresidioAnonymizeRequest"):
-        service.public_names |= _field_names(pm[name])
+    # the policy's deny lists, indexed once: every /analyze reports their words
+    policy_deny = [deny_recognizer(label, words, f"policy deny_list of {label}") for label, words in sorted(service.policy.deny_lists().items())]
+    service.public_names |= presidio_field_names()
     errors = error_responses(models, 400, 401, 403, 413, 415, 421, 422, 503)
 
     def body_doc(schema) -> Dict[str, Any]:
-        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema.model_json_schema()}}}}
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": inlined_schema(schema)}}}}
 
     @app.post(
         "/analyze", tags=["presidio"], openapi_extra=body_doc(pm["PresidioAnalyzeRequest"]),
@@ -326,12 +375,50 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
         texts = req.text if batch else [req.text]
         audit.update({"n_texts": len(texts), "input_chars": sum(len(t) for t in texts)})
         service.check_texts(model, texts, "text")
-        types = analyzer_types(model, req.entities, ())
+        specs = [r.model_dump(exclude_none=True) for r in req.ad_hoc_recognizers or []]
+        if req.regex_flags is not None:
+            for spec in specs:  # Presidio's request-wide flags: a recogniser's own global_regex_flags win
+                spec.setdefault("global_regex_flags", req.regex_flags)
+        if req.context:
+            for spec in specs:  # the request's context words serve every ad-hoc recogniser
+                spec["context"] = list(dict.fromkeys(spec.get("context", []) + req.context))
+        recognizers = compile_recognizers(specs or None) + policy_deny
+        types = analyzer_types(model, req.entities, [r.entity for r in recognizers])
+        allow = compile_allow_list(req.allow_list, req.allow_list_match)
+        permitted = None
+        if allow is not None:
+            try:
+                permitted = service.policy.check_allow_list(types or sorted(set(model.labels) | {r.entity for r in recognizers}), endpoint="/analyze")
+            except PolicyViolation as err:
+                raise ApiError(403, "policy_violation", str(err), err.field) from None
         thresholds = raised_thresholds(service, model, req.score_threshold)
         thresholds_from = {k: "request score_threshold" for k, v in thresholds.items() if v != model.thresholds[k]}
         names = recognizer_names(model)
-        decisions = [decide(c, thresholds, types) for c in await service.predict(texts, request.state.deadline)]
-        service.record(audit, decisions, thresholds)
+        predicted = await service.predict(texts, request.state.deadline)
+        if recognizers:
+            try:
+                found = await asyncio.wait_for(asyncio.to_thread(run_recognizers, recognizers, texts), max(0.0, request.state.deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise service.deadline_error() from None
+            floor = req.score_threshold or 0.0
+            predicted = [sorted(p + [c for c in f if c.source != "ad_hoc" or (c.score or 0.0) >= floor], key=lambda c: (c.start, c.end, c.label)) for p, f in zip(predicted, found)]
+        removed = {"removed": 0, "kept_by_policy": 0, "policy_allow_list": 0}
+        for i, text in enumerate(texts):
+            kept = [c for c in predicted[i] if text[c.start : c.end] not in service.policy.for_type(c.label).allow_list]
+            removed["policy_allow_list"] += len(predicted[i]) - len(kept)
+            if allow is not None:
+                kept, counts = apply_allow_list(text, kept, allow, req.allow_list_match, permitted)
+                removed["removed"] += counts["removed"]
+                removed["kept_by_policy"] += counts["kept_by_policy"]
+            predicted[i] = kept
+        decisions = [decide(c, thresholds, types) for c in predicted]
+        # the types of a request's own recognisers are the client's names: counted apart, so the
+        # metrics' label values stay the server's types
+        known = set(model.labels)
+        service.record(audit, [Decision(d.entities, {k: v for k, v in d.counts.items() if k in known}, d.scores) for d in decisions], thresholds)
+        audit["ad_hoc_recognizers"] = len(specs)
+        audit["ad_hoc_entities"] = sum(1 for d in decisions for c, _ in d.entities if c.label not in known)
+        audit["allow_list"] = {k: v for k, v in removed.items() if v}
         results = [[result_json(c, t, names, thresholds_from, req.return_decision_process) for c, t in d.entities] for d in decisions]
         return results if batch else results[0]
 
@@ -361,6 +448,11 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
         decision = Decision([], {}, [])
         if kept_in:
             (candidates,) = await service.predict([req.text], request.state.deadline)
+            deny = [r for r in policy_deny if r.entity in kept_in]
+            if deny:
+                (denied,) = await asyncio.to_thread(run_recognizers, deny, [req.text])
+                candidates = candidates + denied
+            candidates = [c for c in candidates if req.text[c.start : c.end] not in service.policy.for_type(c.label).allow_list]
             decision = decide(candidates, thresholds, kept_in)
         service.record(audit, [decision], thresholds)
         entities = [Entity(r.start, r.end, r.entity_type, r.score) for r in req.analyzer_results]
@@ -400,6 +492,16 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
         if service.load_error is not None:
             return PlainTextResponse("spacy-ner-plus PII service cannot serve its model", status_code=503)
         return PlainTextResponse(HEALTH_TEXT)
+
+
+def run_recognizers(recognizers: Sequence[Any], texts: Sequence[str]) -> List[List[Candidate]]:
+    """Every match of the ad-hoc and deny-list recognisers per text (a worker thread: each
+    recogniser's regexes are time-bounded, adhoc.py), the words of a text scanned once."""
+    out = []
+    for text in texts:
+        words = word_spans(text)
+        out.append([c for r in recognizers for c in r.find(text, words)])
+    return out
 
 
 def record_applied(service, audit: Dict[str, Any], items: Sequence[Any], entities: Sequence[Entity]) -> None:
