@@ -302,6 +302,8 @@ def test_presidio_api_cannot_switch_redaction_off(strict):
     own = [{"start": 15, "end": 24, "entity_type": "COMPANY", "score": 0.9}]
     r = strict.post("/anonymize", {"text": SENTENCE, "analyzer_results": own, "anonymizers": {"COMPANY": {"type": "keep"}}})
     assert r.status_code == 403
+    # an empty allow list (a Presidio client's default) clears nothing and is answered
+    assert strict.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": [], "allow_list_match": "exact"}).json() == base
     # an allow list that matches everything: no type's policy lets a request's allow list clear it
     for match in ("regex", "exact"):
         r = strict.post("/analyze", {"text": SENTENCE, "language": "en", "allow_list": [".*", "Mary"], "allow_list_match": match})

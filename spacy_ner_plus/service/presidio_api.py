@@ -388,7 +388,8 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
                 spec["context"] = list(dict.fromkeys(spec.get("context", []) + req.context))
         recognizers = compile_recognizers(specs or None) + policy_deny
         types = analyzer_types(model, req.entities, [r.entity for r in recognizers])
-        allow = compile_allow_list(req.allow_list, req.allow_list_match)
+        # an empty list clears nothing (Presidio clients send [] by default): nothing for the policy to refuse
+        allow = compile_allow_list(req.allow_list or None, req.allow_list_match)
         permitted = None
         if allow is not None:
             try:
