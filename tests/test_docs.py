@@ -86,6 +86,7 @@ FILES_WRITTEN = {
 PRINTED = {
     ("README.md", "PII redaction service"): ["<EMAIL_ADDRESS>", '"items"'],
     ("service.md", "The PII service"): ['"results"', '"entity_type":"EMAIL_ADDRESS"', '"items"'],
+    ("service-presidio.md", "The same edges as `/v1`"): ['"entity_type":"PER"', '"recognition_metadata"', '["LOC","ORG","PER"]'],
 }
 # The README's snippet runs on the stand-in, so its output is checked for the form its comment gives:
 # TEXT LABEL CONFIDENCE per entity, then the span group and its scores.

@@ -19,6 +19,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from spacy_ner_plus.service.analysis import FEATURE_NAMES  # noqa: E402
+from spacy_ner_plus.service.presidio_api import presidio_field_names  # noqa: E402
 from spacy_ner_plus.service.requests import strings_in  # noqa: E402
 from test_service_edge import _env, _free_port, _save, _serve_cmd, _stop, _wait_ready  # noqa: E402
 
@@ -26,6 +27,8 @@ FUZZ_EXAMPLES = {"positive": 30, "negative": 20}
 # names the server publishes itself (fields, types, operators): an error may name them
 PUBLIC_NAMES = {"text", "texts", "entities", "thresholds", "return_text", "operators", "type", "DEFAULT", "new_value", "masking_char", "chars_to_mask", "from_end"}
 PUBLIC_NAMES |= FEATURE_NAMES  # issue 29's request fields and the values they take
+# the fields of the Presidio-compatible endpoints' bodies (service/presidio_api.py)
+PUBLIC_NAMES |= presidio_field_names()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def test_service_fuzz_every_operation_from_the_openapi_schema(fuzz_server):
         st_checks.response_schema_conformance,
     ]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /v1/analyze", "POST /v1/redact", "GET /v1/entities", "GET /v1/config", "GET /readyz"}
+    assert {op.label for op in operations} >= {"POST /v1/analyze", "POST /v1/redact", "GET /v1/entities", "GET /v1/config", "GET /readyz", "POST /analyze", "POST /anonymize", "GET /supportedentities"}
     statuses = {}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

@@ -2,7 +2,9 @@
 
 Endpoints (README, "PII redaction service"): ``POST /v1/analyze``,
 ``POST /v1/redact``, ``GET /v1/entities``, ``GET /v1/config``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (page.py).
+``GET /readyz``, ``GET /metrics`` and ``GET /``, a page to try them (page.py);
+and Presidio's REST endpoints (``/analyze``, ``/anonymize``, ...: presidio_api.py,
+docs/service-presidio.md), checked, limited and audited as ``/v1`` is.
 
 How a request becomes entities:
 - Two batcher threads (:class:`Lanes` of :class:`MicroBatcher`) make every call
@@ -26,7 +28,7 @@ How a request becomes entities:
   score if they have one; thresholds apply to the model's calibrated scores
   only.
 
-Privacy: the audit log (one JSON line per ``/v1`` request), the metrics and
+Privacy: the audit log (one JSON line per ``/v1`` or Presidio API request), the metrics and
 the server's own log never hold an input, an entity's text or an output.
 Error responses name the offending field but log only the error's kind; an
 internal error is logged as its exception class and stack frames, without
@@ -61,7 +63,8 @@ from .adhoc import limits as ad_hoc_limits
 from .observability import AuditWriteError, frames_only
 from .operators import Entity, Operator, clip
 from .policy import audit_counts
-from .requests import CLIENT_ID_HEADER, CLIENT_ID_PATTERN, PROTECTED_PREFIXES, ApiError, media_type_ok
+from .presidio_api import add_presidio_routes
+from .requests import API_PREFIXES, CLIENT_ID_HEADER, CLIENT_ID_PATTERN, PROTECTED_PREFIXES, ApiError, media_type_ok
 from .schemas import error_responses, response_models
 from .settings import SETTINGS_ENV, ServeSettings
 from .offsets import convert_offsets
@@ -103,7 +106,7 @@ def create_app(settings: ServeSettings):
 
     app = FastAPI(title="spacy-ner-plus PII service", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
-    audited = ("/v1/",)
+    audited = API_PREFIXES
 
     def error_response(request: Request, err: ApiError) -> JSONResponse:
         request.state.audit["error"] = err.kind
@@ -134,7 +137,7 @@ def create_app(settings: ServeSettings):
             if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
                 return ApiError(400, "invalid_client_id", f"{CLIENT_ID_HEADER} must match {CLIENT_ID_PATTERN.pattern}", CLIENT_ID_HEADER)
             request.state.client_id = client_id
-        if request.method == "POST" and path.startswith("/v1/") and not media_type_ok(request.headers.get("content-type")):
+        if request.method == "POST" and path.startswith(audited) and not media_type_ok(request.headers.get("content-type")):
             return ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json (UTF-8)", "Content-Type")
         return None
 
@@ -382,6 +385,7 @@ def create_app(settings: ServeSettings):
 
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    add_presidio_routes(app, service, models)
     return app
 
 

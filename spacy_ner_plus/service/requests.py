@@ -7,8 +7,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 CLIENT_ID_HEADER = "X-Client-ID"
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-# paths that need an API key when the server has keys (the page, /healthz and /readyz do not)
-PROTECTED_PREFIXES = ("/v1/", "/metrics", "/openapi.json", "/docs", "/redoc")
+# the Presidio-compatible endpoints (presidio_api.py): checked, limited and audited as /v1 is
+PRESIDIO_PATHS = ("/analyze", "/anonymize", "/deanonymize", "/supportedentities", "/recognizers")
+# paths whose requests are audited and whose POSTs must be application/json
+API_PREFIXES = ("/v1/",) + PRESIDIO_PATHS
+# paths that need an API key when the server has keys (the page, /healthz, /readyz and /health do not)
+PROTECTED_PREFIXES = API_PREFIXES + ("/metrics", "/openapi.json", "/docs", "/redoc")
 _STRUCTURAL = b"[]{}"
 _DELETE_NON_STRUCTURAL = bytes(b for b in range(256) if b not in _STRUCTURAL)
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

@@ -66,6 +66,8 @@ class Service:
         self.ready = threading.Event()
         self.load_error: Optional[str] = None  # why the model cannot serve (no file paths: it is answered)
         self.AnalyzeRequest, self.RedactRequest = request_models()
+        # field names of request bodies other routes read (presidio_api.py): errors may name them
+        self.public_names: Set[str] = set()
 
     # lifecycle
     def load(self) -> None:
@@ -131,7 +133,7 @@ class Service:
         """Names the server itself publishes: echoing them quotes nothing of a request."""
         fields = set(self.AnalyzeRequest.model_fields) | set(self.RedactRequest.model_fields)
         params = {p for ps in _PARAMS.values() for p in ps}
-        return fields | FEATURE_NAMES | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params
+        return fields | FEATURE_NAMES | set(model.labels) | {DEFAULT_KEY, "type"} | set(OPERATOR_NAMES) | params | self.public_names
 
     # request checks
     async def read_json(self, request, schema, model: ServedModel):
