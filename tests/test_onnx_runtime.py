@@ -237,3 +237,65 @@ def test_the_packaged_wheel_holds_the_export(exported, tmp_path):
     for name in (*FILES.values(), META_FILE):
         assert any(n.endswith(f"ner_plus/{name}") for n in names), name
     assert 'runtime = "onnxruntime"' in config
+
+
+CONLL = """-DOCSTART- -X- -X- O
+
+John NNP B-NP B-PER
+lives VBZ B-VP O
+in IN B-PP O
+Paris NNP B-NP B-LOC
+. . O O
+
+Mary NNP B-NP B-PER
+works VBZ B-VP O
+for IN B-PP O
+Acme NNP B-NP B-ORG
+Corp NNP I-NP I-ORG
+. . O O
+
+-DOCSTART- -X- -X- O
+
+Anna NNP B-NP B-PER
+met VBD B-VP O
+Peter NNP B-NP B-PER
+in IN B-PP O
+New NNP B-NP B-LOC
+York NNP I-NP I-LOC
+City NNP I-NP I-LOC
+. . O O
+"""
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_quick_and_reports_every_figure(trained_nlp, tmp_path):
+    model = tmp_path / "model"
+    trained_nlp.to_disk(model)
+    conll = tmp_path / "test.iob"
+    conll.write_text(CONLL, encoding="utf8")
+    root = Path(__file__).resolve().parents[1]
+    ledger = root / "bench" / "results" / "ledger" / "onnx_runtime"
+    before = sorted(ledger.glob("*.json"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "bench", "onnx_runtime", "--quick", "--model", str(model), "--test", str(conll), "--gold", str(conll)],
+                            capture_output=True, text=True, cwd=root, env=env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "quick record (not kept): " in result.stderr
+    assert sorted(ledger.glob("*.json")) == before  # a smoke run leaves the project's ledger alone
+    systems = json.loads(result.stdout[: result.stdout.index("\n}\n") + 3])
+    assert set(systems) == {"torch_fp32", "onnxruntime_fp32", "onnxruntime_int8"}
+    fp32 = systems["onnxruntime_fp32"]
+    assert all(fp32["equality_vs_torch"][what]["same_entities"] for what in ("sentences", "documents"))
+    assert all(fp32["equality_vs_torch"][what]["max_score_difference"] < 1e-4 for what in ("sentences", "documents"))
+    for row in systems.values():
+        assert row["sentences_words_per_s"] > 0 and row["short_p50_ms"] > 0
+    accuracy = json.loads(result.stdout[result.stdout.index("\n}\n") + 3 :])
+    assert accuracy["onnxruntime_fp32"]["f1"] == accuracy["torch_fp32"]["f1"]
+
+
+def test_export_onnx_refuses_what_is_not_a_pipeline_with_ner_plus(tmp_path):
+    result = runner.invoke(app, ["export-onnx", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "not a pipeline directory (no config.cfg)" in " ".join(result.output.split())
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    result = runner.invoke(app, ["export-onnx", str(tmp_path / "blank")])
+    assert result.exit_code == 1 and "has no ner_plus component" in result.output

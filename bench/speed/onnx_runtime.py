@@ -165,7 +165,7 @@ def f1_scores(pipelines, gold_path: Optional[Path], limit: Optional[int]) -> Dic
         if gold_path.suffix == ".spacy":
             gold = list(DocBin().from_disk(gold_path).get_docs(nlp.vocab))
         else:
-            gold = list(read_docs(gold_path, nlp.vocab, doc_mode="sentences"))
+            gold = list(read_docs(gold_path, nlp.vocab, doc_mode="sentence"))
         gold = gold[:limit] if limit else gold
         metrics = evaluate_examples(predict_examples(nlp, gold), "IOB2")
         out[system] = {"f1": round(100 * metrics["f1"], 2), "precision": round(100 * metrics["precision"], 2), "recall": round(100 * metrics["recall"], 2)}
