@@ -518,7 +518,7 @@ def export_onnx(
 
     Writes NAME/encoder.onnx (and NAME/encoder.int8.onnx with --int8) and NAME/encoder.onnx.json (the
     weights fingerprint, opset, dynamic axes, file hashes); then checks the fp32 export against torch on
-    a probe text. Needs pip install 'spacy-ner-plus[onnx]'."""
+    a probe text. Needs pip install 'spacy-ner-plus\\[onnx]'."""
     if not (pipeline_dir / "config.cfg").is_file():
         _fail(f"{pipeline_dir}: not a pipeline directory (no config.cfg); export-onnx writes into a saved pipeline")
     import contextlib
@@ -530,13 +530,12 @@ def export_onnx(
     from .ml.inference import eval_view
     from .ml.onnx_runtime import OnnxEncoder, export_encoder
     from .ml.transformer import encode_windows, get_transformer
-    from .pipeline.ner_plus import ner_plus_pipe_names
 
-    # torch while exporting: an export of older weights must not stop the new one
-    nlp = _load_pipeline(str(pipeline_dir))
-    pipes = ner_plus_pipe_names(nlp)
+    config = load_config(pipeline_dir / "config.cfg", interpolate=False)
+    pipes = [name for name, component in config["components"].items() if component.get("factory") == "ner_plus"]
     if not pipes:
         _fail(f"'{pipeline_dir}' has no ner_plus component")
+    # torch while exporting: an export of older weights must not stop the new one
     nlp = _load_pipeline(str(pipeline_dir), config={"components": {name: {"runtime": "torch"} for name in pipes}})
     probe = nlp.make_doc("Export check: Ada Lovelace met Charles Babbage in London on 5 June 1833 .")
     for name in pipes:
@@ -558,7 +557,6 @@ def export_onnx(
             _fail(f"{name}: the fp32 export differs from torch by {difference:.2e} on a probe text (more than 1e-3); it is not used")
         sizes = ", ".join(f"{file} {info['bytes'] / 1e6:.1f} MB" for file, info in meta["files"].items())
         msg.good(f"{name}: exported {sizes}; fp32 hidden states within {difference:.1e} of torch on a probe text")
-    config = load_config(pipeline_dir / "config.cfg", interpolate=False)
     for name in pipes:
         config["components"][name]["runtime"] = "onnxruntime"
         config["components"][name]["quantize"] = int8

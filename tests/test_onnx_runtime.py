@@ -114,7 +114,12 @@ def test_an_export_of_other_weights_is_refused_at_load_with_both_fingerprints(ex
     assert exported_fingerprint in message and now in message
     assert f"python -m spacy_ner_plus export-onnx {changed} --int8" in message
     spacy.load(changed, config=TORCH)  # torch still loads it
-    assert runner.invoke(app, ["export-onnx", str(changed)]).exit_code == 0  # a new export is accepted
+    config = changed / "config.cfg"
+    config.write_text(config.read_text().replace('runtime = "torch"', 'runtime = "onnxruntime"'))
+    with pytest.raises(StaleExportError):
+        spacy.load(changed)
+    result = runner.invoke(app, ["export-onnx", str(changed)])  # export-onnx itself loads a stale pipeline
+    assert result.exit_code == 0, result.output
     assert not (changed / "ner_plus" / FILES[True]).exists()  # the old int8 file went with its weights
     assert spacy.load(changed).get_pipe("ner_plus").quantize is False
 

@@ -11,6 +11,9 @@ order of the three rotating from round to round so that the machine's drift fall
               boundary), nlp(text) called --short-calls times a round, the three systems' calls
               alternating; p50 in ms
 
+Every component of the model runs (the PII pipeline's pii_patterns before ner_plus too), as
+users run it; --ner-only loads ner_plus alone.
+
 Beside the speeds: entity equality and the largest score difference against torch fp32 on every
 sentence and document of the first round; strict entity F1 of each system (the package's
 evaluation, gold tokenization) on --gold; and each absolute figure as a share of the hardware
@@ -26,7 +29,8 @@ speed on CoNLL++ text is the speed of its backbone and windows, whatever its lab
 measured on corpus/pii/test.spacy (the workflow's test split) unless --gold names another file.
 A model whose labels are CoNLL's (PER, LOC, ORG, MISC) is scored on CoNLL++ test by default.
 
-    python -m bench onnx_runtime                       # alone on the machine: about 15 minutes on 2 cores
+    python -m bench onnx_runtime                       # alone on the machine: about 7 minutes on 2 cores
+    python -m bench onnx_runtime --ner-only            # the same with ner_plus alone (no pii_patterns before it)
     python -m bench onnx_runtime --model PATH --gold FILE.spacy|FILE.iob
     python -m bench onnx_runtime --quick               # smoke run: 40 sentences, 3 documents; ledger in the temp folder
 """
@@ -86,14 +90,15 @@ def export_copy(model: Path, work: Path) -> Dict[str, Any]:
     return {"path": target, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def ner_pipe_name(path: Path) -> str:
+def ner_pipe_name(path: Path):
+    """The ner_plus component's name and the names of the other components."""
     from spacy.util import load_config
 
     components = load_config(path / "config.cfg", interpolate=False)["components"]
     names = [n for n, c in components.items() if c.get("factory") == "ner_plus"]
     if len(names) != 1:
         raise SystemExit(f"the model needs exactly one ner_plus component, it has {names}")
-    return names[0]
+    return names[0], [n for n in components if n != names[0]]
 
 
 def wordpieces(nlp, name: str, docs) -> int:
@@ -182,6 +187,7 @@ def main() -> None:
     parser.add_argument("--gold", type=Path, default=None, help="gold for F1 (.spacy or CoNLL columns); default by the model's labels")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--short-calls", type=int, default=200, help="nlp(text) calls per system and round for the short text")
+    parser.add_argument("--ner-only", action="store_true", help="load the model without its other components (the PII pipeline's pii_patterns): ner_plus alone")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 sentences, 3 documents, 1 round; record and ledger in the temp folder")
     args = parser.parse_args()
     if not args.model.exists():
@@ -200,8 +206,9 @@ def main() -> None:
     short = short_text(sentences)
     with tempfile.TemporaryDirectory(prefix="onnx_runtime_bench_") as tmp:
         exported = export_copy(args.model, Path(tmp))
-        name = ner_pipe_name(exported["path"])
-        pipelines = {system: spacy.load(exported["path"], config={"components": {name: settings}}) for system, settings in SYSTEMS.items()}
+        name, others = ner_pipe_name(exported["path"])
+        exclude = others if args.ner_only else []
+        pipelines = {system: spacy.load(exported["path"], config={"components": {name: settings}}, exclude=exclude) for system, settings in SYSTEMS.items()}
         reference = pipelines["torch_fp32"]
         key = reference.get_pipe(name).spans_key
         labels = set(reference.get_pipe(name).labels)
@@ -262,6 +269,8 @@ def main() -> None:
             "model": str(args.model),
             "test": str(args.test),
             "quick": args.quick,
+            "ner_only": args.ner_only,
+            "components": pipelines["torch_fp32"].pipe_names,
             "rounds": rounds,
             "short_calls_per_round": short_calls,
             "short_text_chars": len(short),

@@ -87,9 +87,11 @@ class _Wrapper(torch.nn.Module):
 def export_encoder(transformer: torch.nn.Module, folder: Union[str, Path], fingerprint: str, *, int8: bool = False) -> Dict[str, Any]:
     """Export ``transformer`` (fp32, and int8 with ``int8``) into ``folder`` with its meta file.
 
-    Every file is written under a temporary name and moved into place, the meta file last,
-    so an interrupted export leaves the previous one whole. Without ``int8`` a previous
-    int8 file is removed (it came from the previous weights).
+    Every file is written under a temporary name; the previous meta file is removed before
+    the new files are moved into place and the new one written last, so an interrupted
+    export leaves either the previous export or none (never files with a meta file that
+    does not describe them). Without ``int8`` a previous int8 file is removed (it came from
+    the previous weights).
 
     transformer (torch.nn.Module): the Hugging Face transformer of the encoder (a
         LoRA-adapted one is exported with its adapters merged); it is not changed.
@@ -106,7 +108,7 @@ def export_encoder(transformer: torch.nn.Module, folder: Union[str, Path], finge
     module = merged_copy(transformer) if is_adapted(transformer) else copy.deepcopy(transformer)
     wrapper = _Wrapper(module.cpu().float()).eval()
     # two rows, one padded, so the traced graph cannot specialise on an all-ones mask
-    input_ids = torch.tensor([[101, 2000, 2001, 2002, 102], [101, 2000, 2001, 102, 0]], dtype=torch.int64)
+    input_ids = torch.tensor([[101, 2000, 2001, 2002, 102], [101, 2000, 2001, 102, 0]], dtype=torch.int64) % module.config.vocab_size
     attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.int64)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     written: Dict[str, Path] = {}
@@ -141,6 +143,8 @@ def export_encoder(transformer: torch.nn.Module, folder: Union[str, Path], finge
             "files": {name: {"sha256": file_sha256(path), "bytes": path.stat().st_size} for name, path in written.items()},
             "int8_options": INT8_OPTIONS if int8 else None,
         }
+        if (folder / META_FILE).exists():
+            (folder / META_FILE).unlink()
         for name, path in written.items():
             os.replace(path, folder / name)
         if not int8 and (folder / FILES[True]).exists():
