@@ -233,8 +233,10 @@ def test_the_packaged_wheel_holds_the_export(exported, tmp_path):
     meta = json.loads((source / "meta.json").read_text())
     meta.update({"name": "onnxtest", "version": "0.0.1"})
     (source / "meta.json").write_text(json.dumps(meta))
-    subprocess.run([sys.executable, "-m", "spacy", "package", str(source), str(tmp_path / "pkgs"), "--build", "wheel", "--force"],
-                   check=True, capture_output=True, text=True)
+    (tmp_path / "pkgs").mkdir()
+    built = subprocess.run([sys.executable, "-m", "spacy", "package", str(source), str(tmp_path / "pkgs"), "--build", "wheel", "--force"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = list((tmp_path / "pkgs").glob("*/dist/*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
