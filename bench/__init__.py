@@ -49,6 +49,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     # speed
     "inference_speed": Experiment("speed.inference_speed", "CPU inference words/s: ner_plus fp32/int8 against spaCy, HF and the bare backbone", ("inference_speed*",)),
     "int8_gemm": Experiment("speed.int8_gemm", "int8 against fp32 for the backbone's matrix products on this CPU", ("int8_gemm",)),
+    "onnx_runtime": Experiment("speed.onnx_runtime", "ner_plus on ONNX Runtime fp32/int8 against torch fp32 in one run: sentences, documents, one short text; equality, F1, share of the GEMM limit", ("onnx_runtime*",)),
     "int8_variants": Experiment("speed.int8_variants", "int8 quantization variants of a trained pipeline: F1 and words/s in one pass", ("int8_variants*",)),
     "padding": Experiment("speed.padding", "padded wordpieces of the test sentences under different sort buffers", ("padding",)),
     "profile_pipe": Experiment("speed.profile_pipe", "cProfile of one nlp.pipe pass: where ner_plus spends its time", ("profile_pipe",)),

@@ -8,7 +8,7 @@ so ``--help`` and argument errors answer at once (tests/test_cli.py checks
 that no heavy module is imported for them).
 
 Size: one Typer command per subcommand (convert, evaluate, calibrate, annotate, quantize,
-render, serve), each with its documented options and the argument checks that must run
+export-onnx, render, serve), each with its documented options and the argument checks that must run
 before any heavy import; the work itself lives in the modules the commands call."""
 import json
 import os
@@ -507,6 +507,63 @@ def quantize(
     except OSError as err:
         _write_failed(output_model, err)
     msg.good(f"Saved {output_model}: {', '.join(pipes)} predict with int8 linear layers on CPU")
+
+
+@app.command("export-onnx")
+def export_onnx(
+    pipeline_dir: Path = typer.Argument(..., help="trained pipeline directory with a ner_plus component (changed in place)"),
+    int8: bool = typer.Option(False, "--int8", help="also write an int8 copy (ONNX Runtime's quantize_dynamic) and predict with it (quantize = true)"),
+) -> None:
+    """Export each ner_plus encoder to ONNX into PIPELINE_DIR and set runtime = "onnxruntime" in its config.cfg.
+
+    Writes NAME/encoder.onnx (and NAME/encoder.int8.onnx with --int8) and NAME/encoder.onnx.json (the
+    weights fingerprint, opset, dynamic axes, file hashes); then checks the fp32 export against torch on
+    a probe text. Needs pip install 'spacy-ner-plus\\[onnx]'."""
+    if not (pipeline_dir / "config.cfg").is_file():
+        _fail(f"{pipeline_dir}: not a pipeline directory (no config.cfg); export-onnx writes into a saved pipeline")
+    import contextlib
+
+    import numpy
+    import torch
+    from spacy.util import load_config
+
+    from .ml.inference import eval_view
+    from .ml.onnx_runtime import OnnxEncoder, export_encoder
+    from .ml.transformer import encode_windows, get_transformer
+
+    config = load_config(pipeline_dir / "config.cfg", interpolate=False)
+    pipes = [name for name, component in config["components"].items() if component.get("factory") == "ner_plus"]
+    if not pipes:
+        _fail(f"'{pipeline_dir}' has no ner_plus component")
+    # torch while exporting: an export of older weights must not stop the new one
+    nlp = _load_pipeline(str(pipeline_dir), config={"components": {name: {"runtime": "torch"} for name in pipes}})
+    probe = nlp.make_doc("Export check: Ada Lovelace met Charles Babbage in London on 5 June 1833 .")
+    for name in pipes:
+        pipe = nlp.get_pipe(name)
+        encoder = pipe.model.get_ref("encoder")
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress
+                meta = export_encoder(get_transformer(encoder), pipeline_dir / name, pipe.weights_fingerprint(), int8=int8)
+        except (OSError, ImportError) as err:
+            _fail(f"{name}: the export failed: {err}")
+        batch = encode_windows(encoder, [probe[:]])
+        with torch.no_grad():  # fp32 torch, whatever quantize says
+            expected = eval_view(get_transformer(encoder))(
+                input_ids=torch.as_tensor(batch.input_ids), attention_mask=torch.as_tensor(batch.attention_mask)
+            ).last_hidden_state.float().numpy()
+        found = OnnxEncoder(pipeline_dir / name, meta).run(batch.input_ids, batch.attention_mask, False)
+        difference = float(numpy.abs(found - expected).max())
+        if difference > 1e-3:
+            _fail(f"{name}: the fp32 export differs from torch by {difference:.2e} on a probe text (more than 1e-3); it is not used")
+        sizes = ", ".join(f"{file} {info['bytes'] / 1e6:.1f} MB" for file, info in meta["files"].items())
+        msg.good(f"{name}: exported {sizes}; fp32 hidden states within {difference:.1e} of torch on a probe text")
+    for name in pipes:
+        config["components"][name]["runtime"] = "onnxruntime"
+        config["components"][name]["quantize"] = int8
+    with tempfile.NamedTemporaryFile("w", dir=pipeline_dir, suffix=".cfg", delete=False, encoding="utf8") as tmp:
+        tmp.write(config.to_str())
+    os.replace(tmp.name, pipeline_dir / "config.cfg")
+    msg.good(f"{pipeline_dir}/config.cfg: runtime = \"onnxruntime\", quantize = {str(int8).lower()} for {', '.join(pipes)}")
 
 
 @app.command()

@@ -36,7 +36,7 @@ BLOCK_TIMEOUT_S = 420
 
 # Commands that run for real on the stand-ins: (regex on the command, as written).
 RUN = [
-    r"python -m spacy_ner_plus (convert|evaluate|calibrate|annotate|quantize|render|serve) ",
+    r"python -m spacy_ner_plus (convert|evaluate|calibrate|annotate|quantize|export-onnx|render|serve) ",
     r"printf ",  # writes the input files an example reads
     r"export NER_PLUS_HASH_KEY=",
     r"openssl rand -hex 32 > ",  # a hash key file (docs/service-policy.md)
@@ -80,6 +80,7 @@ FILES_WRITTEN = {
     ("commands.md", "`python -m spacy_ner_plus evaluate MODEL DATA [--output DIR]`"): ["metrics/sample/metrics.json", "metrics/sample/report.md"],
     ("commands.md", "`python -m spacy_ner_plus calibrate MODEL DEV OUTPUT_MODEL`"): ["training/sample/model-calibrated/config.cfg", "metrics/sample/calibration/calibration.json"],
     ("commands.md", "`python -m spacy_ner_plus quantize MODEL OUTPUT_MODEL`"): ["training/sample/model-int8/config.cfg"],
+    ("commands.md", "`python -m spacy_ner_plus export-onnx PIPELINE_DIR [--int8]`"): ["training/sample/model-calibrated/ner_plus/encoder.onnx"],
     ("commands.md", "`python -m spacy_ner_plus render MODEL INPUT OUTPUT.html`"): ["entities.html"],
     ("batch.md", "`python -m spacy_ner_plus annotate MODEL INPUT... OUTPUT`"): ["out.jsonl"],
 }

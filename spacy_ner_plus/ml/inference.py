@@ -12,10 +12,15 @@ An ``InferenceModules`` belongs to one encoder shim (ml/shim.py), never to
 be copied. Copying or pickling one gives a fresh, empty one with the same
 ``quantize`` setting, so a copied pipeline builds its own modules from its own
 weights and never shares the original's lock.
+
+``onnx`` holds the pipe's ONNX export (ml/onnx_runtime.py) when it has one; with
+``runtime = "onnxruntime"`` the encoder runs it instead of a torch module. Training
+the weights marks it stale, so it refuses to predict (and is not saved) rather
+than predict with the old weights.
 """
 import copy
 import threading
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -29,8 +34,10 @@ class InferenceModules:
     ``invalidate`` drops a copy when the weights change (the view sees new
     weights by itself)."""
 
-    def __init__(self, quantize: bool = False) -> None:
+    def __init__(self, quantize: bool = False, onnx: Optional[Any] = None, runtime: str = "torch") -> None:
         self.quantize = quantize
+        self.runtime = runtime  # "torch" or "onnxruntime"
+        self.onnx = onnx  # the pipe's onnx_runtime.OnnxEncoder, None when it has no export
         self.lock = threading.Lock()
         self._key: Optional[Tuple[str, bool]] = None  # (device, quantize) of the module built for _source
         self._source: Optional[torch.nn.Module] = None
@@ -38,10 +45,10 @@ class InferenceModules:
         self._copied = False
 
     def __deepcopy__(self, memo) -> "InferenceModules":
-        return InferenceModules(self.quantize)
+        return InferenceModules(self.quantize, copy.deepcopy(self.onnx, memo), self.runtime)
 
     def __reduce__(self):
-        return (InferenceModules, (self.quantize,))
+        return (InferenceModules, (self.quantize, self.onnx, self.runtime))
 
     @property
     def module(self) -> Optional[torch.nn.Module]:
@@ -69,6 +76,8 @@ class InferenceModules:
 
     def invalidate(self) -> None:
         with self.lock:
+            if self.onnx is not None:
+                self.onnx.stale = "the weights changed after it was loaded (training or initialize): save the pipeline and export it again"
             if self._copied:
                 self._key, self._source, self._module = None, None, None
 

@@ -14,7 +14,9 @@ transformer in LoRA adapters (ml/lora.py).
 Prediction (``is_train=False``) is safe to run from several threads at once:
 it never goes through the shim's ``predict`` but runs the shim's inference
 module (ml/inference.py: an eval-mode view, or an int8 or merged copy, built
-once under a lock). ``model.attrs`` holds only settings; the locks and caches
+once under a lock), or with ``runtime = "onnxruntime"`` the pipe's ONNX export
+(ml/onnx_runtime.py: one ONNX Runtime session per process). ``model.attrs``
+holds only settings; the locks and caches
 live on the shim, so ``Model.copy`` and ``copy.deepcopy`` work and the copy
 shares neither with the original.
 """
@@ -45,6 +47,7 @@ __all__ = [
     "get_tokenizer",
     "get_transformer",
     "set_quantize",
+    "set_runtime",
     "invalidate_inference",
     "inference_modules",
     "encode_windows",
@@ -105,6 +108,14 @@ def set_quantize(model: Model, quantize: bool) -> None:
     inference.invalidate()
 
 
+def set_runtime(model: Model, runtime: str, export: Optional[Any] = None) -> None:
+    """Predict with torch ("torch") or with the ONNX export ``export`` ("onnxruntime";
+    an onnx_runtime.OnnxEncoder, None when the pipe has none)."""
+    inference = inference_modules(model)
+    inference.runtime = runtime
+    inference.onnx = export
+
+
 def invalidate_inference(model: Model) -> None:
     """The weights changed (an update): drop a quantized copy made from the old ones."""
     inference_modules(model).invalidate()
@@ -152,10 +163,18 @@ def forward(model: Model, windows: List[Span], is_train: bool) -> Tuple[List[Flo
 
 def _predict_hidden(model: Model, batch: WordpieceBatch):
     """Last hidden states of a batch from the inference module (see ml/inference.py)."""
+    inference = inference_modules(model)
+    if inference.runtime == "onnxruntime":
+        if inference.onnx is None:
+            raise ValueError(
+                'runtime = "onnxruntime" needs an ONNX export of the encoder, read when the pipeline is loaded from '
+                "a directory: run `python -m spacy_ner_plus export-onnx PIPELINE_DIR` and load it with spacy.load"
+            )
+        return model.ops.asarray(inference.onnx.run(batch.input_ids, batch.attention_mask, inference.quantize))
     transformer = get_transformer(model)
     if transformer is None:
         raise ValueError("HFTokenEncoder: the transformer is not loaded; initialize the pipeline or load a trained one")
-    module = inference_modules(model).get(transformer)
+    module = inference.get(transformer)
     device = next(transformer.parameters()).device
     mixed = device.type == "cuda" and model.attrs["mixed_precision"]
     with torch.no_grad(), torch.autocast(device_type="cuda", enabled=mixed):

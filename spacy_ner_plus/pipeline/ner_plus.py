@@ -13,7 +13,7 @@ shared (the inference modules are built once under a lock, see
 ml/inference.py). Training (``update``, ``initialize``), loading and
 ``set_calibration`` change the pipe and must not run while other threads predict.
 
-Size: over 500 lines because the factory documents each of its 16 settings and
+Size: over 500 lines because the factory documents each of its 17 settings and
 holds the default model config beside the pipe, as spaCy's own pipes do (about
 140 lines); the pipe class itself is orchestration.
 """
@@ -39,12 +39,15 @@ from thinc.types import Floats2d
 from .. import decoding, schemes, windowing
 from ..calibration import Calibrator
 from ..ml.loss import clip_global_grad_norm, frequency_class_weights, softmax, token_classification_loss
-from ..ml.transformer import invalidate_inference, max_sequence_length, n_special_tokens, set_quantize, word_pieces
+from ..ml.transformer import invalidate_inference, max_sequence_length, n_special_tokens, set_quantize, set_runtime, word_pieces
 from .ner_plus_state import (  # noqa: F401  (ner_plus_pipe_names, stale_calibrations: re-exported)
+    RUNTIMES,
     current_settings,
     exact_state,
+    load_onnx_export,
     ner_plus_pipe_names,
     restore_learned_state,
+    save_onnx_export,
     stale_calibrations,
     weights_fingerprint,
 )
@@ -90,6 +93,7 @@ WITHIN_SENTENCES = ("none", "entities", "windows")
         "max_grad_norm": 1.0,
         "spans_key": "ner_plus",
         "quantize": False,
+        "runtime": "torch",
         "overwrite_ents": False,
         "join_touching": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -111,6 +115,7 @@ def make_ner_plus(
     max_grad_norm: float,
     spans_key: str,
     quantize: bool,
+    runtime: str,
     overwrite_ents: bool,
     join_touching: bool,
     scorer: Optional[Callable],
@@ -158,7 +163,14 @@ def make_ner_plus(
         (weights are stored in fp32; training always uses fp32). Activations
         get one scale per batch, so int8 scores depend slightly on which
         windows share a batch. `python -m spacy_ner_plus quantize` sets it on a
-        trained pipeline.
+        trained pipeline. With runtime = "onnxruntime": predict with the int8
+        ONNX file (`export-onnx --int8`).
+    runtime (str): what runs the transformer at prediction: "torch" (eager
+        PyTorch) or "onnxruntime" (ONNX Runtime on CPU, the export that
+        `python -m spacy_ner_plus export-onnx` writes into the pipeline
+        directory; needs `pip install 'spacy-ner-plus[onnx]'`). Training always
+        uses torch. An export of other weights than the pipeline's is refused at
+        load (ml/onnx_runtime.py).
     overwrite_ents (bool): False keeps the entities already in ``doc.ents``
         (from an entity_ruler or any component before this one) and decodes
         around them; True replaces them, as entity_ruler's option does.
@@ -184,6 +196,7 @@ def make_ner_plus(
         max_grad_norm=max_grad_norm,
         spans_key=spans_key,
         quantize=quantize,
+        runtime=runtime,
         overwrite_ents=overwrite_ents,
         join_touching=join_touching,
         scorer=scorer,
@@ -237,6 +250,7 @@ class NerPlus(TrainablePipe):
         overwrite_ents: bool,
         join_touching: bool = False,
         within_sentences: str = "none",
+        runtime: str = "torch",
         scorer: Optional[Callable] = None,
     ) -> None:
         scheme = schemes.normalize_scheme(scheme)
@@ -252,6 +266,8 @@ class NerPlus(TrainablePipe):
             raise ValueError("class_weights must be 'none', 'inverse_frequency', 'sqrt_inverse_frequency' or a dict label -> weight")
         if focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not '{runtime}'")
         if sort_buffer_tokens < 0:
             raise ValueError(f"sort_buffer_tokens must be >= 0 (0: batches of batch_size docs), got {sort_buffer_tokens}")
         self.vocab = vocab
@@ -271,7 +287,9 @@ class NerPlus(TrainablePipe):
         self.overwrite_ents = bool(overwrite_ents)
         self.join_touching = bool(join_touching)
         register_scored_spans_key(spans_key)
+        self.runtime = runtime
         set_quantize(self._encoder(), self.quantize)
+        set_runtime(self._encoder(), runtime)
         self._pid = os.getpid()
         self.cfg: Dict[str, Any] = {
             "labels": [],
@@ -599,11 +617,13 @@ class NerPlus(TrainablePipe):
         data = srsly.msgpack_loads(bytes_data)
         restore_learned_state(self, settings, srsly.msgpack_loads(data["exact"]) if "exact" in data else None)
         invalidate_inference(self._encoder())
+        set_runtime(self._encoder(), self.runtime)  # an ONNX export is read from a directory only
         return self
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
         super().to_disk(path, exclude=exclude)
         srsly.write_msgpack(Path(path) / "exact", exact_state(self.cfg))
+        save_onnx_export(self, path)
 
     def from_disk(self, path, *, exclude=tuple()) -> "NerPlus":
         settings = current_settings(self)
@@ -611,6 +631,7 @@ class NerPlus(TrainablePipe):
         exact = Path(path) / "exact"
         restore_learned_state(self, settings, srsly.read_msgpack(exact) if exact.exists() else None)
         invalidate_inference(self._encoder())
+        set_runtime(self._encoder(), self.runtime, load_onnx_export(self, path))
         return self
 
 

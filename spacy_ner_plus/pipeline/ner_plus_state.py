@@ -9,10 +9,15 @@ msgpack (an ``exact`` entry beside ``cfg``).
 Loading a pipeline saved before 0.2.0: it kept its settings in ``cfg`` as
 well; they are read once, a difference from the config is reported (the
 config wins, as for every setting), and they are dropped.
+
+An ONNX export of the encoder (ml/onnx_runtime.py) is checked against the
+weights as a calibration is: with ``runtime = "onnxruntime"`` a pipeline whose
+weights differ from those the export came from is refused at load.
 """
 import hashlib
 import warnings
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
 
 import numpy
 from spacy.language import Language
@@ -21,8 +26,11 @@ from thinc.api import Model
 
 from ..calibration import Calibrator
 from ..ml.lora import effective_state_dict
+from ..ml.onnx_runtime import META_FILE, OnnxEncoder, read_meta, require
 from ..ml.shim import get_transformer
+from ..ml.transformer import inference_modules
 
+RUNTIMES = ("torch", "onnxruntime")
 # cfg entries that must round-trip bit for bit
 EXACT_KEYS = ("thresholds", "calibration", "calibration_weights")
 # Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
@@ -126,3 +134,36 @@ def stale_calibrations(nlp: Language) -> List[str]:
                 "run `python -m spacy_ner_plus calibrate` again"
             )
     return messages
+
+
+def load_onnx_export(pipe: TrainablePipe, path: Union[str, Path]) -> Optional[OnnxEncoder]:
+    """The ONNX export in the pipe's folder ``path``, None when there is none. With
+    ``runtime = "onnxruntime"`` it must be there and come from the pipe's weights.
+
+    RAISES (FileNotFoundError): runtime = "onnxruntime" and no export (or not its int8 file).
+    RAISES (onnx_runtime.StaleExportError): the export came from other weights.
+    RAISES (ImportError): runtime = "onnxruntime" without onnxruntime installed.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    command = f"python -m spacy_ner_plus export-onnx {path.parent}"
+    if meta is None:
+        if pipe.runtime == "onnxruntime":
+            raise FileNotFoundError(
+                f"{pipe.name}: runtime = \"onnxruntime\" but {path} holds no ONNX export ({META_FILE}): run `{command}`, "
+                "or load with runtime = \"torch\""
+            )
+        return None
+    export = OnnxEncoder(path, meta)
+    if pipe.runtime == "onnxruntime":
+        require("onnxruntime")  # a missing extra is reported at load, not at the first text
+        export.check(pipe.weights_fingerprint(), pipe.quantize, pipe.name, str(path.parent))
+    return export
+
+
+def save_onnx_export(pipe: TrainablePipe, path: Union[str, Path]) -> None:
+    """Write the pipe's ONNX export beside its weights, unless the weights were
+    trained after it was loaded (it would be refused at load)."""
+    export = inference_modules(pipe.model.get_ref("encoder")).onnx
+    if export is not None and not export.stale:
+        export.copy_to(path)
