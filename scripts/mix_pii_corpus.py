@@ -17,7 +17,7 @@ mixed corpus keeps them from the generated texts only. CoNLL has no whitespace:
 a CoNLL sentence becomes one Doc with a space after every token (spaCy's default).
 
     python scripts/mix_pii_corpus.py mix corpus/pii/train.spacy ../shared/data/conll2003/train.iob \\
-        corpus/pii/mix/train.spacy --sentences 3000 --seed 0
+        corpus/pii/mix/train.spacy --sentences 1000 --seed 0
     python scripts/mix_pii_corpus.py conll ../shared/data/conll2003/dev.iob corpus/pii/conll_dev.spacy
 
 ``mix`` draws ``--sentences`` CoNLL sentences uniformly without replacement
@@ -121,7 +121,7 @@ def mix(
     pii_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="the PII training DocBin (pii-convert writes it)"),
     conll_path: Path = typer.Argument(..., help="CoNLL-2003 train.iob (the project variable pii_conll)"),
     output_path: Path = typer.Argument(..., help="the mixed .spacy file to write"),
-    sentences: int = typer.Option(3000, "--sentences", min=0, help="CoNLL sentences to draw (0: the PII corpus alone)"),
+    sentences: int = typer.Option(1000, "--sentences", min=0, help="CoNLL sentences to draw (0: the PII corpus alone)"),
     seed: int = typer.Option(0, help="seed of the draw and of the shuffle"),
 ) -> None:
     """Write the PII training corpus with SENTENCES mapped CoNLL-2003 sentences mixed in."""
