@@ -20,7 +20,7 @@ Reads a trained PII run directory (``pii-train`` or ``pii-mix-train`` then
   and per type on the PII dev set (``corpus/pii/dev.spacy``; its thresholds
   were fitted on it, so these are in-sample for the thresholds) and on
   CoNLL-2003 dev mapped to PERSON/ORGANIZATION/LOCATION
-  (``corpus/pii/mix/conll_dev.spacy``, written by ``pii-mix-corpus``);
+  (``corpus/pii/mix/conll_dev.spacy``, written by ``pii-mix-evaluate``);
 - with ``--metrics DIR``, the scores are read from the ``metrics.json`` that
   ``python -m spacy_ner_plus evaluate`` wrote under DIR/pii_dev and
   DIR/conll_dev (the same scorer; ``pii-mix-evaluate`` writes metrics/pii-mix),
@@ -129,7 +129,7 @@ def run(name: str, directory: Path, log: Optional[Path], limit: Optional[int], m
     import spacy
     from spacy.tokens import DocBin
 
-    for path, how in ((PII_DEV, "spacy project run pii-convert"), (CONLL_DEV, "spacy project run pii-mix-corpus")):
+    for path, how in ((PII_DEV, "spacy project run pii-convert"), (CONLL_DEV, "spacy project run pii-mix-evaluate")):
         if not path.exists():
             sys.exit(f"{path} missing: run `python -m {how}` first")
     for sub in ("model-best", "model-calibrated"):
