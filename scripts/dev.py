@@ -42,7 +42,7 @@ def ensure_env() -> None:
     run(*pip, torch_spec)
     # every extra: the test suite exercises the Ray engine, the PII service, the corpus generator
     # and builds the documentation site
-    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev,lora,docs]")
+    run(*pip, "-e", ".[backbone,test,ray,pii,serve,dev,lora,docs,presidio]")
     STAMP.write_text(digest)
 
 

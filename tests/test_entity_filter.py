@@ -136,3 +136,90 @@ def test_dropped_type_rules_name_the_texts_annotated_only_with_dropped_types(tmp
     assert json.loads((tmp_path / "misc.json").read_text()) == [{"label": "ORG", "pattern": [{"ORTH": "Israeli"}]}]
     proc = subprocess.run([*script, "--from-types", "ORG", "--output", str(tmp_path / "x.json")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "names a kept type" in " ".join(proc.stdout.split())
+
+
+# --- the PII pipeline's PERSON rules -------------------------------------------
+
+
+def person_filter():
+    from spacy_ner_plus.pipeline.entity_filter import person_not_names
+
+    nlp = spacy.blank("en")
+    return nlp, nlp.add_pipe("ner_plus_entity_filter", config={"rules": person_not_names()})
+
+
+@pytest.mark.parametrize("text,start,end", [
+    ("Bro, that was wild", 0, 1),
+    ("thanks mate", 1, 2),
+    ("ok see you", 0, 1),
+    ("Ok", 0, 1),
+    ("hey y'all", 1, 3),
+    ("I am gonna be late", 3, 4),  # the "na" of "gon na"
+    ("I am gonna be late", 2, 4),
+    ("we gotta go", 2, 3),
+    ("lol", 0, 1),
+])
+def test_person_on_nicknames_and_contractions_is_removed(text, start, end):
+    nlp, pipe = person_filter()
+    doc = pipe(doc_with_ents(nlp, text, [(start, end, "PERSON")]))
+    assert list(doc.ents) == [], (text, [t.text for t in doc])
+
+
+@pytest.mark.parametrize("text,start,end", [
+    ("Will and Grace met Mark", 0, 1),
+    ("Will and Grace met Mark", 2, 3),
+    ("Will and Grace met Mark", 4, 5),
+    ("Mate Horvat called", 0, 2),
+    ("Mate called", 0, 1),  # a given name in some locales: kept when capitalised
+    ("Ms Na called", 1, 2),
+    ("Bo Diddley played", 0, 2),
+    ("ask Sunny", 1, 2),
+])
+def test_real_names_that_look_like_words_are_kept(text, start, end):
+    nlp, pipe = person_filter()
+    doc = pipe(doc_with_ents(nlp, text, [(start, end, "PERSON")]))
+    assert [(e.start, e.end) for e in doc.ents] == [(start, end)]
+
+
+def test_person_rules_apply_to_their_label_only():
+    from spacy_ner_plus.pipeline.entity_filter import person_not_names
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("ner_plus_entity_filter", config={"rules": person_not_names("PER")})
+    doc = pipe(doc_with_ents(nlp, "ok Bro", [(0, 1, "ORG"), (1, 2, "PER")]))
+    assert [(e.text, e.label_) for e in doc.ents] == [("ok", "ORG")]
+
+
+def test_no_word_removed_in_any_case_is_a_name_in_fakers_lists():
+    pytest.importorskip("faker")
+    import importlib
+
+    from spacy_ner_plus.pipeline.entity_filter import PERSON_NOT_NAMES
+
+    names = set()
+    for locale in ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "en_IN", "pt_BR", "pl_PL"):
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        for attr in ("first_names", "first_names_male", "first_names_female", "last_names"):
+            names.update(n.lower() for n in getattr(provider, attr, ()))
+    assert len(names) > 5000
+    assert sorted(set(PERSON_NOT_NAMES) & names) == []
+
+
+def test_person_rules_from_the_config_registry():
+    nlp = spacy.blank("en")
+    config = {"rules": {"@misc": "spacy-ner-plus.person_not_names.v1", "label": "PERSON"}}
+    pipe = nlp.add_pipe("ner_plus_entity_filter", config=config)
+    assert [e.text for e in pipe.removed(doc_with_ents(nlp, "yo Anna", [(0, 1, "PERSON"), (1, 2, "PERSON")]))] == ["yo"]
+
+
+def test_the_service_does_not_report_what_the_filter_removed(model_dir):
+    from spacy_ner_plus.service.decision import ServedModel
+
+    nlp = spacy.load(model_dir)
+    served = ServedModel(nlp, "filtered", {}, {})
+    text = "John lives in New York City ."
+    before = {(c.start, c.end, c.label, c.source) for c in served.candidates(nlp(text))}
+    assert (0, 4, "PER", "model") in before
+    nlp.add_pipe("ner_plus_entity_filter", config={"rules": [{"label": "PER", "pattern": [{"ORTH": "John"}]}]})
+    after = {(c.start, c.end, c.label, c.source) for c in served.candidates(nlp(text))}
+    assert after == before - {(0, 4, "PER", "model")}

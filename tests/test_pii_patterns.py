@@ -15,6 +15,7 @@ from spacy_ner_plus.pipeline.pii_patterns import (  # noqa: E402
     find_ibans,
     find_ip_addresses,
     find_phone_numbers,
+    find_pii,
     find_urls,
     find_us_ssns,
     iban_valid,
@@ -154,14 +155,51 @@ def test_component_sets_entities_with_offsets_and_scores(nlp):
     assert [entity_source(e) for e in doc.ents] == ["pattern"] * 3
 
 
-def test_match_inside_a_token_is_expanded_and_counted(nlp):
+def test_match_inside_a_token_splits_it_and_is_counted(nlp):
     doc = nlp("ip=10.0.0.1; ssn#536-22-1234 and 10.0.0.2")
     assert [(e.text, e.label_) for e in doc.ents] == [
-        ("ip=10.0.0.1", "IP_ADDRESS"),
-        ("ssn#536-22-1234", "US_SSN"),
+        ("10.0.0.1", "IP_ADDRESS"),
+        ("536-22-1234", "US_SSN"),
         ("10.0.0.2", "IP_ADDRESS"),
     ]
-    assert doc.spans["pii_patterns"].attrs["expanded"] == 2
+    assert [t.text for t in doc][:4] == ["ip=", "10.0.0.1", ";", "ssn#"]
+    assert doc.text == "ip=10.0.0.1; ssn#536-22-1234 and 10.0.0.2"
+    assert doc.spans["pii_patterns"].attrs["split"] == 2
+
+
+# a structured value inside a larger token, and what must be redacted of it
+GLUED = [
+    ("request from |203.0.113.9| denied", "203.0.113.9", "IP_ADDRESS"),
+    ("IP:203.0.113.9 blocked", "203.0.113.9", "IP_ADDRESS"),
+    ("user=anna@example.com; role=admin", "anna@example.com", "EMAIL_ADDRESS"),
+    ("Call Anna (+44 20 7946 0958) today.", "+44 20 7946 0958", "PHONE_NUMBER"),
+    ("x|10.1.2.3|10.1.2.4|y", "10.1.2.3", "IP_ADDRESS"),
+    ("host=fe80::1%eth0,port=22", "fe80::1%eth0", "IP_ADDRESS"),
+    ("ssn:536-22-1234.", "536-22-1234", "US_SSN"),
+]
+
+
+@pytest.mark.parametrize("text,value,label", GLUED, ids=[g[0] for g in GLUED])
+def test_value_inside_a_token_has_its_own_offsets_and_is_redacted_exactly(nlp, text, value, label):
+    from spacy_ner_plus.service.operators import Entity, Operator, redact
+
+    doc = nlp(text)
+    start = text.index(value)
+    ents = [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+    assert (start, start + len(value), label) in ents, ents
+    redacted, _ = redact(text, [Entity(e.start_char, e.end_char, e.label_) for e in doc.ents], {"DEFAULT": Operator("replace")})
+    assert redacted == text.replace(value, f"<{label}>", 1) if len(ents) == 1 else value not in redacted
+    assert doc.text == text  # splitting tokens never changes the text
+
+
+def test_a_token_inside_a_preset_entity_is_not_split(nlp):
+    doc = nlp.make_doc("see IP:203.0.113.9 now")
+    doc.ents = [Span(doc, 1, 2, label="CUSTOM")]
+    doc = nlp.get_pipe("pii_patterns")(doc)
+    assert [t.text for t in doc] == ["see", "IP:203.0.113.9", "now"]
+    assert [(e.text, e.label_) for e in doc.ents] == [("IP:203.0.113.9", "CUSTOM")]
+    group = doc.spans["pii_patterns"]
+    assert group.attrs["blocked_by_preset"] == 1 and group.attrs["split"] == 0
 
 
 def test_overlaps_longest_then_score_whatever_the_order():
@@ -325,3 +363,56 @@ def test_phone_number_on_a_window_boundary_is_found_once(before):
     start = text.index("+44")
     found = [(m.start, m.end) for m in find_phone_numbers(text, ["US", "GB"])]
     assert found == [(start, start + len("+44 20 7946 0958"))]
+
+
+# --- national phone formats and what is not a phone number -------------------
+
+
+@pytest.mark.parametrize("number", [
+    "07700 900 123",  # GB mobile
+    "612 345 678",  # ES mobile
+    "030 1234567",  # DE Berlin
+    "06 12 34 56 78",  # FR mobile
+    "(555) 010-4477",  # US, fictional but written as a phone number
+    "020 7946 0958",  # GB London
+])
+def test_national_phone_formats_without_a_country_code(number):
+    text = f"You can reach me on {number} after six."
+    found = [m for m in find_pii(text, ["PHONE_NUMBER"]) if m.label == "PHONE_NUMBER"]
+    assert texts(found, text) == [number]
+
+
+@pytest.mark.parametrize("text", [
+    "Released version 2.10.3 and 10.4.2.1 today",
+    "order 1234567890 shipped",
+    "Order #0612345678 was cancelled",
+    "invoice INV-2024-000123 is overdue",
+    "Invoice no. 2024001234 attached",
+    "ISBN 0306406152 and ISBN 978-3-16-148410-0",
+    "2024-03-01 12:34:56,789 INFO worker 612345 started",
+    "[2024-03-01T12:34:56Z] pid 612345678 exited",
+    "Total due: EUR 612 345 678 by Friday",
+    "the fee was 612 345 678 € in the end",
+    "Ticket #: 612345678",
+    "tracking 030 1234567 ref",
+])
+def test_not_phone_numbers_versions_ids_amounts_timestamps(text):
+    assert list(find_pii(text, ["PHONE_NUMBER"])) == [], text
+
+
+def test_a_plus_number_is_a_phone_after_any_label():
+    text = "order line: +44 20 7946 0958"
+    assert texts(find_pii(text, ["PHONE_NUMBER"]), text) == ["+44 20 7946 0958"]
+
+
+def test_shaped_number_scores_below_a_valid_one():
+    text = "(555) 010-4477 or (650) 253-0000"
+    scores = {text[m.start:m.end]: m.score for m in find_pii(text, ["PHONE_NUMBER"], ["US"])}
+    assert scores == {"(555) 010-4477": SCORES["PHONE_NUMBER_SHAPED"], "(650) 253-0000": SCORES["PHONE_NUMBER"]}
+
+
+def test_house_number_range_and_postcode_are_not_a_phone_number():
+    text = "Arnd-Tlustek-Platz 37-48\n93898 Rostock"
+    assert list(find_pii(text, ["PHONE_NUMBER"])) == []
+    wrapped = "call +49 30\n1234567 Rostock office"  # a wrapped number that starts with + is still one
+    assert texts(find_pii(wrapped, ["PHONE_NUMBER"]), wrapped) == ["+49 30\n1234567"]

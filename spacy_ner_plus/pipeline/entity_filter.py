@@ -16,6 +16,20 @@ Removed entities stay in the ner_plus span group (``doc.spans``), so their
 confidences can still be read. Rules come from the config, or, when they are
 many (a list made from data), from ``initialize`` like the entity_ruler's
 patterns; those are saved with the pipe (``rules.json``).
+
+``spacy-ner-plus.person_not_names.v1`` (``@misc``) gives the rules of the PII
+pipeline: PERSON entities that are address terms, chat words or pieces of a
+contraction ("Bro", "mate", "ok", "y'all", the "na" of "gonna"), which a model
+trained on formal text tags in chat:
+
+    [components.entity_filter.rules]
+    @misc = "spacy-ner-plus.person_not_names.v1"
+
+None of the words matched in any case is a name in Faker's name lists of ten
+locales (the test checks); those that are names somewhere ("mate", "pal") and
+the contraction pieces match in lower case only (so "Mate" and the surname
+"Na" are kept), and a word that is also a name ("Will", "Grace", "Mark") is not
+among them.
 """
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import srsly
 from spacy.errors import MatchPatternError
 from spacy.language import Language
+from spacy.util import registry
 from spacy.matcher import Matcher
 from spacy.tokens import Doc, Span
 from spacy.util import ensure_path
@@ -133,3 +148,35 @@ def make_entity_filter(nlp: Language, name: str, rules: List[Dict[str, Any]]) ->
         each; an entity of TYPE whose tokens the pattern matches exactly is removed.
     """
     return EntityFilter(nlp, name, rules=rules)
+
+
+# address terms, chat words and contracted forms that are never a person's name in chat
+PERSON_NOT_NAMES = (
+    "bro", "bruh", "bruv", "dude", "fam", "sis", "bae", "babe", "hun", "guys", "yall", "ya",
+    "ok", "okay", "k", "kk", "lol", "lmao", "rofl", "omg", "thx", "thanks", "pls", "plz", "btw", "idk", "tbh",
+    "imo", "nvm", "brb", "ty", "np", "gonna", "wanna", "gotta", "kinda", "sorta", "lemme", "gimme", "dunno",
+    "innit", "cheers", "hey", "hiya", "yo", "sup", "yeah", "yep", "nope", "haha", "hehe",
+)
+# also given names somewhere ("Mate", "Pal"): removed in lower case only
+PERSON_NOT_NAMES_LOWER_ONLY = ("mate", "pal", "buddy")
+# spaCy's tokenizer splits "gonna", "gotta", "y'all" and "ain't" into these pieces
+CONTRACTION_PIECES = ((("gon", "wan"), ("na",)), (("got",), ("ta",)), (("y'",), ("all",)), (("ai",), ("n't",)))
+
+
+@registry.misc("spacy-ner-plus.person_not_names.v1")
+def person_not_names(label: str = "PERSON") -> List[Dict[str, Any]]:
+    """Rules for ``ner_plus_entity_filter`` that remove ``label`` entities made of
+    an address term, a chat word or a contraction piece (module docstring).
+
+    label (str): the person type of the pipeline (PERSON, or PER for CoNLL types).
+    RETURNS (List[Dict[str, Any]]): the rules.
+    """
+    rules: List[Dict[str, Any]] = [
+        {"label": label, "pattern": [{"LOWER": {"IN": list(PERSON_NOT_NAMES)}}]},
+        {"label": label, "pattern": [{"ORTH": {"IN": list(PERSON_NOT_NAMES_LOWER_ONLY)}}]},
+    ]
+    for first, second in CONTRACTION_PIECES:
+        # the whole contraction, or one of its pieces alone, in lower case only
+        rules.append({"label": label, "pattern": [{"ORTH": {"IN": list(first)}}, {"ORTH": {"IN": list(second)}}]})
+        rules.append({"label": label, "pattern": [{"ORTH": {"IN": list(first + second)}}]})
+    return rules

@@ -13,9 +13,14 @@ EMAIL_ADDRESS   local@domain.tld, TLD of 2-24 letters; any script's   0.95
 PHONE_NUMBER    ``phonenumbers.PhoneNumberMatcher``, leniency VALID,   0.85
                 in any of ``phone_regions`` (or with a +country code);
                 not shaped like an IPv4, an SSN or a date (04.10.2025),
-                not part of a longer number;
+                not part of a longer number or an identifier
+                (INV-2024-000123, #0612345678), not after a label that
+                names another number (order, invoice, ISBN, ticket, ...)
+                nor next to a currency (an amount);
                 a line break inside a number counts as a space when the
                 number starts with + or ( or has 3+ digits before it
+PHONE_NUMBER    North American shape "(AAA) EEE-NNNN" that is not a    0.70
+                VALID number (fictional 555 numbers, unassigned areas)
 CREDIT_CARD     12-19 digits, one kind of separator (space, hyphen     0.90
                 or dot), Luhn checksum
 IBAN_CODE       country code, its registered length, mod-97 == 1       0.95
@@ -44,9 +49,13 @@ convention, spans sorted by start), registered with ``scored_spans``, so
 ``ent._.confidence`` reads them.
 
 Token alignment: a match whose characters do not start and end on token
-boundaries is EXPANDED to the tokens that cover it ("ip=10.0.0.1" is one
-spaCy token; redacting a little more is safe, redacting less is not) and counted in the group's
-``attrs["expanded"]``. Overlapping matches are resolved deterministically:
+boundaries SPLITS the tokens it starts or ends in (``Doc.retokenize().split``):
+"ip=10.0.0.1" is one spaCy token, and becomes "ip=" and "10.0.0.1", so the
+entity, and the redaction made from its offsets, is exact to the character.
+The splits are counted in the group's ``attrs["split"]``. A token inside an
+entity already in ``doc.ents`` is never split (the match is blocked by it
+anyway, see below) and such a match is kept in the span group expanded to the
+tokens that cover it. Overlapping matches are resolved deterministically:
 longest span (in characters, after alignment), then highest score, then
 earliest start, then label; the losers are counted in ``attrs["overlapping"]``.
 Matches that overlap an entity already in ``doc.ents`` stay in the span group
@@ -55,7 +64,13 @@ counted in ``attrs["blocked_by_preset"]``. Nothing is dropped uncounted.
 
 The component holds only settings and compiled expressions, so one instance
 may serve many threads; it has no learned state, and its settings come from
-the config at every load.
+the config at every load. Rules that need the model's entities in view (relative
+dates, parts of addresses) are the ``pii_context`` pipe's, after the model.
+
+Size: over 500 lines because each recogniser keeps its validity checks beside
+it (the phone number's guards against versions, identifiers, amounts and
+postcodes are a fifth of the file) and the token splitting that makes every
+entity exact to the character belongs with the matches it splits for.
 """
 import bisect
 import ipaddress
@@ -71,11 +86,15 @@ from ..textnorm import load_tables, normalize
 from .scored_spans import register_scored_spans_key
 
 PATTERN_LABELS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
-DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
+# national formats of these regions are found without a +country code: the registers and
+# countries of our users and of the PII corpora we check on (ES, IT and NL: "612 345 678"),
+# each one more matcher pass over the text
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN")
 SPANS_KEY = "pii_patterns"
 SCORES = {
     "EMAIL_ADDRESS": 0.95,
     "PHONE_NUMBER": 0.85,
+    "PHONE_NUMBER_SHAPED": 0.70,
     "CREDIT_CARD": 0.90,
     "IBAN_CODE": 0.95,
     "IP_ADDRESS": 0.80,
@@ -102,7 +121,9 @@ _CARD = re.compile(r"(?<![\w.+-])[0-9]{3,}(?:(?:[-.]|[ \t]|\r?\n)[0-9]{3,})*(?![
 _IBAN = re.compile(r"(?<!\w)(?=([A-Z]{2})[0-9]{2}((?: ?[A-Z0-9]){1,30}+))")
 _WORD_CHAR = re.compile(r"\w")
 _IPV4 = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+# an embedded IPv4 is tried before a last hex group, and nothing ends before ".digit", so
+# "::ffff:192.0.2.128" is one address, not "::ffff:192" beside "192.0.2.128"
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.]+)?(?![\w:]|\.[0-9])")
 _URL = re.compile(r"(?<![\w@/])(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
 _URL_HOST = re.compile(r"^(?:(?:https?|ftp)://)?(?:[^@/\s]+@)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?::[0-9]{1,5})?(?:[/?#]|$)|^(?:https?|ftp)://(?:localhost|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]|$)", re.IGNORECASE)
 _DATE = re.compile(r"(?:[0-9]{1,2}([./-])[0-9]{1,2}\1[0-9]{2,4}|[0-9]{4}([./-])[0-9]{1,2}\2[0-9]{1,2})(?:[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)?")
@@ -111,6 +132,7 @@ _DATE = re.compile(r"(?:[0-9]{1,2}([./-])[0-9]{1,2}\1[0-9]{2,4}|[0-9]{4}([./-])[
 _DIGIT_BEFORE = re.compile(r"[0-9][./:-]?$")
 _DIGIT_BEFORE_REACH = 3
 _DIGIT_AFTER = re.compile(r"[./:-]?[0-9]")
+_CITY_AFTER = re.compile(r"[ \t]+[A-ZÀ-Þ]")
 _WRAPPED_NUMBER = re.compile(r"[+(]|[0-9][0-9 ().-]{2,}\n")
 # AAA-GG-SSSS with one kind of separator: hyphen, space or dot
 _SSN = re.compile(r"(?<![\w-])(?<![0-9]\.)([0-9]{3})([-. ])([0-9]{2})\2([0-9]{4})(?![\w-])(?!\.[0-9])")
@@ -123,6 +145,26 @@ _CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{"}
 _PHONE_WINDOW = 16384
 _PHONE_CONTEXT = 640
 _ANY_DIGIT = re.compile(r"[0-9]")
+# the tail of an identifier: a letter and a joiner right before the number ("INV-2024-000123",
+# "#0612345678", "ref/030 1234567"); searched in the 2 characters before it only
+_IDENTIFIER_BEFORE = re.compile(r"(?:[A-Za-z][-/_]|#)$")
+_IDENTIFIER_BEFORE_REACH = 2
+# a label naming another kind of number right before it, on its line ("order 1234567890",
+# "ISBN 0306406152", "invoice no. 2024001234", "Ticket #: 612345678") or a currency ("EUR 612 345");
+# searched in the _LABEL_BEFORE_REACH characters before the number only
+_LABEL_BEFORE = re.compile(
+    r"(?:\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|isbn|issn|sku|serial|"
+    r"receipt|transaction|txn|booking|confirmation|account|acct|id|po|build|version|pid)"
+    r"\.?(?:[ \t]+(?:no|nr|number|num|id)\b\.?)?[ \t]*[#:]{0,2}[ \t]*"
+    r"|(?:[$€£¥]|\b(?:eur|usd|gbp|chf|jpy|inr)\b)[ \t]*)$",
+    re.IGNORECASE,
+)
+_LABEL_BEFORE_REACH = 40
+_CURRENCY_AFTER = re.compile(r"[ \t]?(?:[$€£¥]|(?:eur|usd|gbp|chf|jpy|inr|euros?|dollars?|pounds?)\b)", re.IGNORECASE)
+# "(555) 010-4477": the North American written shape, whatever libphonenumber says of the
+# number (fictional 555 numbers and unassigned area codes are not VALID, but are phone numbers
+# to a reader)
+_NANP_SHAPED = re.compile(r"(?<![\w(])\([0-9]{3}\)[ \t]?[0-9]{3}[-. ][0-9]{4}(?![\w-]|[.][0-9])")
 _DIGITS_IN_WORD = re.compile(r"(?<=[A-WYZa-wyz])[0-9]+(?=[A-Za-z@_]|\.[A-Za-z])")
 @dataclass(frozen=True)
 class PatternMatch:
@@ -189,11 +231,41 @@ def _checked_phone_number(text: str, start: int, end: int, seen: set) -> Optiona
     if _DIGIT_BEFORE.search(text, max(0, start - _DIGIT_BEFORE_REACH), start) or _DIGIT_AFTER.match(text, end):
         # the tail of a longer number ("12.2026 11:00" in "25.12.2026 11:00")
         return None
-    if "\n" in raw and not _WRAPPED_NUMBER.match(raw):
-        # "Straße 3\n46026 Essen": a house number and the next line's postcode
+    if "\n" in raw and (not _WRAPPED_NUMBER.match(raw) or (raw[0] not in "+(" and _CITY_AFTER.match(text, end))):
+        # "Straße 3\n46026 Essen", "Platz 37-48\n93898 Rostock": a house number and the
+        # next line's postcode, which a city follows
+        return None
+    if _names_another_number(text, start, end):
         return None
     seen.add((start, end))
     return PatternMatch(start, end, "PHONE_NUMBER", SCORES["PHONE_NUMBER"])
+
+
+def _names_another_number(text: str, start: int, end: int) -> bool:
+    """Whether the number at ``[start, end)`` is an identifier's tail, follows a label
+    of another kind of number on its line (order, invoice, ISBN, ...) or is an amount.
+    Only a bounded neighbourhood is looked at."""
+    if text[start] == "+":
+        return False  # "+44 ..." is written as a phone number, whatever comes before
+    if _IDENTIFIER_BEFORE.search(text, max(0, start - _IDENTIFIER_BEFORE_REACH), start):
+        return True
+    line_start = max(text.rfind("\n", max(0, start - _LABEL_BEFORE_REACH), start) + 1, start - _LABEL_BEFORE_REACH)
+    return bool(_LABEL_BEFORE.search(text, line_start, start) or _CURRENCY_AFTER.match(text, end))
+
+
+def find_shaped_phone_numbers(text: str) -> Iterator[PatternMatch]:
+    """"(AAA) EEE-NNNN" numbers, North America's written shape, that are not
+    VALID numbers (``find_phone_numbers`` has those): a lower score."""
+    for m in _NANP_SHAPED.finditer(text):
+        if not _DIGIT_AFTER.match(text, m.end()) and not _names_another_number(text, m.start(), m.end()):
+            yield PatternMatch(m.start(), m.end(), "PHONE_NUMBER", SCORES["PHONE_NUMBER_SHAPED"])
+
+
+def _phone_numbers(text: str, regions: Sequence[str]) -> List[PatternMatch]:
+    """VALID numbers, then the shaped ones at other places."""
+    valid = list(find_phone_numbers(text, regions))
+    starts = {m.start for m in valid}
+    return valid + [m for m in find_shaped_phone_numbers(text) if m.start not in starts and m.start + 1 not in starts]
 
 
 def find_credit_cards(text: str) -> Iterator[PatternMatch]:
@@ -307,7 +379,7 @@ def find_pii(text: str, labels: Iterable[str] = PATTERN_LABELS, phone_regions: S
     seen = view.text
     finders = {
         "EMAIL_ADDRESS": lambda: find_email_addresses(seen),
-        "PHONE_NUMBER": lambda: find_phone_numbers(seen, phone_regions),
+        "PHONE_NUMBER": lambda: _phone_numbers(seen, phone_regions),
         "CREDIT_CARD": lambda: find_credit_cards(seen),
         "IBAN_CODE": lambda: find_ibans(seen),
         "IP_ADDRESS": lambda: find_ip_addresses(seen),
@@ -318,6 +390,61 @@ def find_pii(text: str, labels: Iterable[str] = PATTERN_LABELS, phone_regions: S
     if view.changed:
         found = [PatternMatch(*view.to_original(m.start, m.end), m.label, m.score) for m in found]
     return sorted(found, key=lambda m: (m.start, m.end, m.label))
+
+
+def _overlaps_any(match: PatternMatch, ents: Sequence[Span]) -> bool:
+    # entities are sorted and do not overlap: the one that may overlap starts before match.end
+    i = bisect.bisect_left(ents, match.end, key=lambda e: e.start_char)
+    return i > 0 and ents[i - 1].end_char > match.start
+
+
+def split_tokens_at(doc: Doc, matches: Sequence[PatternMatch]) -> int:
+    """Split the tokens that ``matches`` start or end inside (``Doc.retokenize().split``),
+    so that every match's characters are whole tokens: "IP:203.0.113.9" becomes "IP:" and
+    "203.0.113.9". Each piece is attached to itself (no parse is made up).
+
+    doc (Doc): the doc, changed in place.
+    matches (Sequence[PatternMatch]): character offsets into ``doc.text``.
+    RETURNS (int): how many tokens were split.
+    """
+    starts = [token.idx for token in doc]
+    cuts: Dict[int, set] = {}
+    for match in matches:
+        for offset in (match.start, match.end):
+            i = bisect.bisect_right(starts, offset) - 1
+            if i < 0 or offset == starts[i]:
+                continue
+            token = doc[i]
+            if offset < token.idx + len(token.text):
+                cuts.setdefault(i, set()).add(offset - token.idx)
+    if not cuts:
+        return 0
+    with doc.retokenize() as retokenizer:
+        for i, inside in cuts.items():
+            token = doc[i]
+            bounds = [0, *sorted(inside), len(token.text)]
+            orths = [token.text[a:b] for a, b in zip(bounds, bounds[1:])]
+            retokenizer.split(token, orths, heads=[(token, k) for k in range(len(orths))])
+    return len(cuts)
+
+
+def resolve_match_overlaps(matches: Sequence[PatternMatch]) -> Tuple[List[PatternMatch], int]:
+    """``resolve_overlaps`` on character offsets (before any token is split):
+    longest first, then highest score, then earliest start, then label.
+
+    RETURNS (Tuple[List[PatternMatch], int]): the kept ones sorted by start, and
+        how many were left out.
+    """
+    kept_starts: List[int] = []
+    kept: List[PatternMatch] = []
+    for match in sorted(matches, key=lambda m: (m.start - m.end, -m.score, m.start, m.label)):
+        i = bisect.bisect_left(kept_starts, match.end)
+        # kept matches are disjoint: only the one starting last before match.end may overlap
+        if i > 0 and kept[i - 1].end > match.start:
+            continue
+        kept_starts.insert(i, match.start)
+        kept.insert(i, match)
+    return kept, len(matches) - len(kept)
 
 
 def _priority(item: Tuple[Span, float]) -> Tuple[int, float, int, str]:
@@ -367,20 +494,23 @@ class PiiPatterns:
         register_scored_spans_key(spans_key)
 
     def __call__(self, doc: Doc) -> Doc:
+        matches, overlapping = resolve_match_overlaps(find_pii(doc.text, self.labels, self.phone_regions))
+        preset = list(doc.ents)
+        split = split_tokens_at(doc, [m for m in matches if not _overlaps_any(m, preset)])
+        preset = list(doc.ents)  # the same entities, on the split tokens
         candidates: List[Tuple[Span, float]] = []
-        expanded = 0
-        for match in find_pii(doc.text, self.labels, self.phone_regions):
+        for match in matches:
+            # aligned unless it overlaps a preset entity, whose tokens are never split
             span = doc.char_span(match.start, match.end, label=match.label, alignment_mode="strict")
             if span is None:
                 span = doc.char_span(match.start, match.end, label=match.label, alignment_mode="expand")
-                expanded += 1
             if span is None or not len(span):
                 # expand always finds the covering tokens of a non-empty match; a match
                 # inside whitespace only would be a recogniser bug: say so, do not drop it
                 raise ValueError(f"pii_patterns: {match.label} at characters {match.start}-{match.end} covers no token")
             candidates.append((span, match.score))
-        kept, overlapping = resolve_overlaps(candidates)
-        preset = list(doc.ents)
+        kept, overlapping_tokens = resolve_overlaps(candidates)  # expanded blocked matches may share a token
+        overlapping += overlapping_tokens
         taken = {i for ent in preset for i in range(ent.start, ent.end)}
         new_ents = [span for span, _ in kept if not any(i in taken for i in range(span.start, span.end))]
         doc.spans[self.spans_key] = SpanGroup(
@@ -389,7 +519,7 @@ class PiiPatterns:
             spans=[span for span, _ in kept],
             attrs={
                 "scores": [score for _, score in kept],
-                "expanded": expanded,
+                "split": split,
                 "overlapping": overlapping,
                 "blocked_by_preset": len(kept) - len(new_ents),
             },

@@ -97,15 +97,25 @@ class ServedModel:
 
     def candidates(self, doc) -> List[Candidate]:
         """Every candidate of ``doc``: the ner_plus span group (all decoded entities,
-        calibrated scores) and the entities a component before it preset.
+        calibrated scores) less those a component after ner_plus removed or re-bounded
+        (at or above the pipeline's threshold, yet not in ``doc.ents``), and the
+        entities of ``doc.ents`` that are not the model's as decoded (preset by a
+        component before it, or set by one after it).
         Linear in the entities: the sources are indexed once per doc."""
         group = doc.spans.get(self.spans_key)
         out: List[Candidate] = []
         seen = set()
         if group is not None:
+            ents = {(e.start, e.end, e.label_) for e in doc.ents}
+            used = self.pipe.cfg.get("thresholds", {})  # what ner_plus applied to this doc
             for span, score in zip(group, group.attrs.get("scores", [])):
+                key = (span.start, span.end, span.label_)
+                if key not in ents and score >= used.get(span.label_, 0.0):
+                    # ner_plus put it in doc.ents; a component after it (entity_filter,
+                    # pii_context) removed it or changed its bounds: the pipeline's word stands
+                    continue
                 out.append(Candidate(span.start_char, span.end_char, span.label_, float(score), "model"))
-                seen.add((span.start, span.end, span.label_))
+                seen.add(key)
         sources: Dict[Tuple[int, int, int], str] = {}
         if self.entity_sources is not None and self.pattern_key is not None:
             sources = self.entity_sources(doc, pattern_key=self.pattern_key, model_key=self.spans_key)
