@@ -498,8 +498,11 @@ def test_the_pii_workflow_runs_end_to_end(tmp_path):
     _write_pii(project / "assets" / "pii" / "train.iob", PII_TEXTS * 4)
     _write_pii(project / "assets" / "pii" / "dev.iob", PII_TEXTS)
     _write_pii(project / "assets" / "pii" / "test.iob", PII_TEXTS)
-    # 16 texts in batches of 16: one step per epoch
-    _run_workflow(project, "pii", ".", "--vars.pii_max_epochs", "3", "--vars.pii_eval_frequency", "1")
+    # 16 texts in batches of 16: one step per epoch; no CoNLL-2003 sentence mixed in, so no CoNLL copy read
+    _run_workflow(
+        project, "pii", ".", "--vars.pii_max_epochs", "3", "--vars.pii_mix_eval_frequency", "1",
+        "--vars.pii_conll_sentences", "0", "--vars.pii_conll", str(tmp_path / "no_conll"),
+    )  # fmt: skip
     metrics = json.loads((project / "metrics" / "pii" / "metrics.json").read_text())
     assert {"PERSON", "EMAIL_ADDRESS", "US_SSN"} <= set(metrics["per_type"])
     nlp = spacy.load(project / "training" / "pii" / "model-calibrated")

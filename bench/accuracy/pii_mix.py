@@ -143,6 +143,7 @@ def run(name: str, directory: Path, log: Optional[Path], limit: Optional[int], m
         "directory": str(directory),
         "recipe": recipe(directory / "model-best"),
         "training_dev_model_best": meta.get("performance", {}),
+        "pipeline": nlp.pipe_names,
         "calibration": nlp.get_pipe("ner_plus").cfg.get("thresholds"),
     }
     for key, path, folder in (("pii_dev", PII_DEV, "pii_dev"), ("conll_dev_mapped", CONLL_DEV, "conll_dev")):
