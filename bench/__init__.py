@@ -39,6 +39,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "lora": Experiment("accuracy.lora", "LoRA against full fine-tuning: learning-rate sweep, F1/parameters/time/memory, step speed", ("lora_*",)),
     "mini_rule": Experiment("accuracy.mini_rule", "the mini workflow's entity-filter rule: precision gained and recall lost on dev and test", ("mini_rule",)),
     "pii_accuracy": Experiment("accuracy.pii_accuracy", "PII accuracy on the generated test split: our service against Presidio", ("pii_accuracy*",)),
+    "pii_mix": Experiment("accuracy.pii_mix", "CoNLL-2003 sentences mixed into the PII training corpus: a trained run scored on PII dev and mapped CoNLL dev", ("pii_mix_*",)),
     "pii_scheme": Experiment("accuracy.pii_scheme", "BIOES against BIO for the PII pipeline over seeds, calibrated as the workflow does", ("pii_scheme_*",)),
     "plain_text_sentences": Experiment("accuracy.plain_text_sentences", "plain text through a packaged pipeline: no sentences, a sentencizer with each within_sentences, gold sentences", ("plain_text_*",)),
     "pii_testset": Experiment("accuracy.pii_testset", "PII accuracy on the second test set (text no template of ours produced): ours, patterns only, Presidio with our pipeline, Presidio default", ("pii_testset*",)),

@@ -66,6 +66,7 @@ COVERED = [
     (r"pip install torch==[\w.]+ /path/to/spacy-ner-plus packages/", PACKAGING_TEST),
     (r"python -c \"import spacy; nlp = spacy\.load\('en_ner_plus_sample'\)", PACKAGING_TEST),
     (r"python -m spacy project run pii( |$)", "tests/test_docs.py::test_the_pii_workflow_runs_end_to_end"),
+    (r"python -m spacy project run pii-mix( |$)", "tests/test_docs.py::test_the_pii_mix_workflow_runs_end_to_end"),
     (r"python -m spacy project run mini \. --vars\.mini_data ", "tests/test_docs.py::test_the_mini_workflow_runs_end_to_end"),
     (r"python -m spacy project run healthcare \. --vars\.data ", "tests/test_corpus_scripts.py::test_healthcare_workflow_end_to_end_with_two_training_steps"),
     (r"python -m spacy_ner_plus annotate \S+ \S+ \S+\.parquet --engine ray --format parquet$",
@@ -499,8 +500,11 @@ def test_the_pii_workflow_runs_end_to_end(tmp_path):
     _write_pii(project / "assets" / "pii" / "train.iob", PII_TEXTS * 4)
     _write_pii(project / "assets" / "pii" / "dev.iob", PII_TEXTS)
     _write_pii(project / "assets" / "pii" / "test.iob", PII_TEXTS)
-    # 16 texts in batches of 16: one step per epoch
-    _run_workflow(project, "pii", ".", "--vars.pii_max_epochs", "3", "--vars.pii_eval_frequency", "1")
+    # 16 texts in batches of 16: one step per epoch; no CoNLL-2003 sentence mixed in, so no CoNLL copy read
+    _run_workflow(
+        project, "pii", ".", "--vars.pii_max_epochs", "3", "--vars.pii_mix_eval_frequency", "1",
+        "--vars.pii_conll_sentences", "0", "--vars.pii_conll", str(tmp_path / "no_conll"),
+    )  # fmt: skip
     metrics = json.loads((project / "metrics" / "pii" / "metrics.json").read_text())
     assert {"PERSON", "EMAIL_ADDRESS", "US_SSN"} <= set(metrics["per_type"])
     nlp = spacy.load(project / "training" / "pii" / "model-calibrated")
@@ -509,6 +513,45 @@ def test_the_pii_workflow_runs_end_to_end(tmp_path):
     doc = nlp("Write to anna@example.com .")
     assert [(e.text, e.label_) for e in doc.ents if e.label_ == "EMAIL_ADDRESS"] == [("anna@example.com", "EMAIL_ADDRESS")]
     assert len(list((project / "packages").glob("en_ner_plus_pii-*/dist/*.whl"))) == 1
+
+
+@pytest.mark.slow
+def test_the_pii_mix_workflow_runs_end_to_end(tmp_path):
+    """`python -m spacy project run pii-mix` (docs/training.md) on four PII texts and a tiny CoNLL copy;
+    without the copy, the mixing step stops with an error naming pii_conll."""
+    import spacy
+
+    pytest.importorskip("phonenumbers")
+    project = project_copy(tmp_path)
+    (project / "assets" / "pii").mkdir(parents=True)
+    _write_pii(project / "assets" / "pii" / "train.iob", PII_TEXTS * 2)
+    _write_pii(project / "assets" / "pii" / "dev.iob", PII_TEXTS)
+    _write_pii(project / "assets" / "pii" / "test.iob", PII_TEXTS)
+    data = tmp_path / "conll2003"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "pii-mix", ".", "--vars.pii_conll", str(data)],
+        cwd=project, env=_env(), capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "set the project variable pii_conll" in proc.stdout + proc.stderr
+    data.mkdir()
+    for split, n in (("train", 2), ("dev", 1)):
+        text = "-DOCSTART- -X- -X- O\n\n" + "\n\n".join("\n".join(f"{w} NNP B-NP {t}" for w, t in s) for s in CONLL * n) + "\n"
+        (data / f"{split}.iob").write_text(text, encoding="utf8")
+    # 8 PII texts + 8 CoNLL sentences in batches of 16: one step per epoch
+    _run_workflow(
+        project, "pii-mix", ".", "--vars.pii_conll", str(data), "--vars.pii_conll_sentences", "8",
+        "--vars.pii_max_epochs", "3", "--vars.pii_mix_eval_frequency", "1", "--vars.pii_augment_level", "0.5",
+    )  # fmt: skip
+    mixed = list(spacy.tokens.DocBin().from_disk(project / "corpus" / "pii" / "mix" / "train.spacy").get_docs(spacy.blank("en").vocab))
+    assert len(mixed) == 16 and "MISC" not in {e.label_ for d in mixed for e in d.ents}
+    for split in ("pii_dev", "conll_dev"):
+        metrics = json.loads((project / "metrics" / "pii-mix" / split / "metrics.json").read_text())
+        assert metrics["support"] > 0, split
+    conll = json.loads((project / "metrics" / "pii-mix" / "conll_dev" / "metrics.json").read_text())
+    assert set(conll["per_type"]) <= {"PERSON", "ORGANIZATION", "LOCATION"}
+    nlp = spacy.load(project / "training" / "pii-mix" / "model-calibrated")
+    assert nlp.pipe_names[:2] == ["pii_patterns", "ner_plus"]
+    assert nlp.config["corpora"]["train"]["augmenter"]["level"] == 0.5
 
 
 CONLL = [
