@@ -51,7 +51,7 @@ class EntityFilter:
         self.name = name
         self.vocab = nlp.vocab
         self.matcher = Matcher(nlp.vocab, validate=True)
-        self.labels: Dict[int, str] = {}
+        self.rule_labels: Dict[int, str] = {}  # matcher key -> label ("labels" would land in meta.json as a dict)
         self.rules: List[Dict[str, Any]] = []  # every rule: the config's, then those added by initialize
         self.added: List[Dict[str, Any]] = []  # initialize's, saved with the pipe (the config keeps its own)
         self._add(rules, f"[components.{name}] rules")
@@ -68,7 +68,7 @@ class EntityFilter:
                 self.matcher.add(key, [rule["pattern"]])
             except (MatchPatternError, ValueError, TypeError) as err:
                 raise ValueError(f"{where}: not a spaCy Matcher token pattern: {rule['pattern']!r} ({err})") from None
-            self.labels[self.vocab.strings[key]] = rule["label"]
+            self.rule_labels[self.vocab.strings[key]] = rule["label"]
             self.rules.append(dict(rule))
 
     def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None, rules: Sequence[Dict[str, Any]] = ()) -> None:
@@ -87,12 +87,12 @@ class EntityFilter:
         """The entities of ``doc`` that the rules match (what ``__call__`` removes)."""
         if not doc.ents:
             return []
-        matched = {(start, end, self.labels[key]) for key, start, end in self.matcher(doc)}
+        matched = {(start, end, self.rule_labels[key]) for key, start, end in self.matcher(doc)}
         return [ent for ent in doc.ents if (ent.start, ent.end, ent.label_) in matched]
 
     def _replace_added(self, rules: Sequence[Dict[str, Any]], source: str) -> "EntityFilter":
         config_rules = self.rules[: len(self.rules) - len(self.added)]
-        self.matcher, self.labels, self.rules, self.added = Matcher(self.vocab, validate=True), {}, [], []
+        self.matcher, self.rule_labels, self.rules, self.added = Matcher(self.vocab, validate=True), {}, [], []
         self._add(config_rules, f"[components.{self.name}] rules")
         self._add(rules, source)
         self.added = [dict(rule) for rule in rules]
