@@ -232,11 +232,12 @@ def create_app(settings: ServeSettings):
         decisions = [decide(c, thresholds, types) for c in await service.predict(texts, request.state.deadline)]
         service.record(audit, decisions, thresholds)
         results = [[entity_json(c, t, text if req.return_text else None) for c, t in d.entities] for d, text in zip(decisions, texts)]
-        return {
+        # plain JSON types already: a JSONResponse skips FastAPI's jsonable_encoder walk (one call per value)
+        return JSONResponse({
             "request_id": request.state.request_id,
             "model": {**public_info(model), "calibration": model.calibration, "config_hash": model.config_hash},
             "results": results[0] if req.text is not None else results,
-        }
+        })  # fmt: skip
 
     @app.post(
         "/v1/redact", openapi_extra=body_doc(service.RedactRequest),
@@ -268,11 +269,11 @@ def create_app(settings: ServeSettings):
             applied[label][op_name] += 1
             service.metrics.entities.labels(label, outcome).inc()
         audit["applied"] = applied
-        return {
+        return JSONResponse({
             "request_id": request.state.request_id,
             "text": output,
             "items": [{"entity_type": i.entity_type, "start": i.start, "end": i.end, "operator": i.operator} for i in items],
-        }
+        })  # fmt: skip
 
     get_errors = error_responses(models, 401, 421, 503)
 
