@@ -594,7 +594,7 @@ def serve(
     batch_wait_ms: float = typer.Option(_serve_default("batch_wait_ms"), "--batch-wait-ms", help="how long a text waits for others to share its batch"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
     code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
-    threads: str = typer.Option(str(_serve_default("threads")), "--threads", "--torch-threads", help="torch threads per worker: auto (the cores this process may use, CPU affinity and cgroup quota, divided among --workers) or N; 1 on a machine whose cores other busy processes share"),
+    threads: str = typer.Option(str(_serve_default("threads")), "--threads", "--torch-threads", help="torch threads per worker: auto (the cores this process may use, CPU affinity and cgroup quota, divided among --workers, less one per worker for its event loop) or N; 1 on a machine whose cores other busy processes share"),
     policy: Optional[Path] = typer.Option(None, "--policy", help="operator policy file, TOML or YAML (docs/service-policy.md); default: every type redacted, keep off"),
 ) -> None:
     """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn.
@@ -678,7 +678,7 @@ def serve(
     except ValueError as err:
         _fail(str(err))
     msg.info(f"hash operator {'on' if key else 'off (no key: set $NER_PLUS_HASH_KEY or --hash-key-file)'}")
-    how = "auto: the usable cores divided among the workers" if thread_setting == "auto" else "--threads"
+    how = "auto: the usable cores divided among the workers, less one for each event loop" if thread_setting == "auto" else "--threads"
     msg.info(f"torch threads per worker: {worker_threads(thread_setting, workers)} ({how})")
     if workers > 1 and not wait_for_model:
         # uvicorn restarts a worker whose start-up fails, forever: check the model here, once

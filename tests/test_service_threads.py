@@ -58,10 +58,12 @@ def test_usable_cores_reads_this_process_affinity(monkeypatch):
     assert usable_cores(cpu_limit=None) == 3
 
 
-def test_auto_threads_split_the_cores_among_workers_and_a_number_is_kept():
-    assert worker_threads("auto", workers=1, cores=2) == 2
-    assert worker_threads("auto", workers=2, cores=8) == 4
-    assert worker_threads("auto", workers=3, cores=8) == 2  # 3 x 2 <= 8: never more threads than cores
+def test_auto_threads_split_the_cores_among_workers_leaving_each_event_loop_a_core():
+    assert worker_threads("auto", workers=1, cores=1) == 1
+    assert worker_threads("auto", workers=1, cores=2) == 1  # torch 1 + event loop 1 = 2 cores
+    assert worker_threads("auto", workers=1, cores=16) == 15
+    assert worker_threads("auto", workers=2, cores=8) == 3  # 2 x (3 + 1) = 8
+    assert worker_threads("auto", workers=3, cores=8) == 1  # 8 // 3 = 2 each: 1 + its loop
     assert worker_threads("auto", workers=4, cores=2) == 1  # at least one each
     assert worker_threads(3, workers=4, cores=2) == 3  # asked for: as given
 

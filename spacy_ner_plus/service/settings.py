@@ -55,7 +55,8 @@ class ServeSettings:
     workers (int): uvicorn worker processes (each loads the model).
     code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
     threads (Union[str, int]): torch's intra-op threads per worker: "auto" (``worker_threads``: the
-        cores this process may use, its CPU affinity and cgroup quota, divided among ``workers``) or a
+        cores this process may use, its CPU affinity and cgroup quota, divided among ``workers``, less
+        one per worker for its event loop) or a
         number. On a machine whose cores other busy processes also use, 1 avoids threads waiting on each
         other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
     policy (Optional[str]): the operator policy file (policy.py, docs/service-policy.md); None: the
@@ -170,9 +171,12 @@ def usable_cores(affinity: Optional[int] = None, cpu_limit: Optional[float] = No
 
 def worker_threads(threads: Union[str, int], workers: int, cores: Optional[int] = None) -> int:
     """Torch's intra-op threads in one worker process: ``threads`` when it is a number, else
-    (``auto``) the usable cores divided among the ``workers`` (at least 1 each), so the workers'
-    threads together never outnumber the cores. The batcher thread is one of them (it runs
-    the forward); the event loop waits on the forward, it does not compete with it."""
+    (``auto``) the usable cores divided among the ``workers``, less one core per worker for its
+    event loop (HTTP parsing, checks, JSON answers of the requests that arrive during a forward)
+    when it has more than one; at least 1. So a worker's busy threads never outnumber its cores:
+    torch's threads waiting at a barrier for one that the event loop descheduled is how one 400-character
+    request took 1,856 ms at p95 with two threads on two busy cores, 182 ms with one (docs/BENCHMARKS.md)."""
     if threads != "auto":
         return int(threads)
-    return max(1, (usable_cores() if cores is None else cores) // max(1, workers))
+    per_worker = (usable_cores() if cores is None else cores) // max(1, workers)
+    return max(1, per_worker - 1) if per_worker > 1 else 1
