@@ -59,6 +59,7 @@ EXPERIMENTS: Dict[str, Experiment] = {
     "pii_latency": Experiment("service.pii_latency", "PII service latency and throughput against offline nlp.pipe", ("pii_latency*",)),
     "adversarial_paths": Experiment("service.adversarial_paths", "each request path that grew faster than the text (issue 28): the release's code against today's on the same adversarial text", ("adversarial_paths*",)),
     "load_test": Experiment("service.load_test", "locust load on the PII service: 16 users mixing ordinary and adversarial texts; errors by kind, p95, peak RSS, audit completeness", ("service_load*",)),
+    "request_overhead": Experiment("service.request_overhead", "one /v1/analyze request against in-process nlp(text) and the bare forward, 16 clients against nlp.pipe: issue 30's service targets", ("request_overhead*",)),
     "determinism": Experiment("service.determinism", "determinism of a loaded pipeline: concurrent threads and batch composition", ("determinism*",)),
     # scale
     "long_documents": Experiment("scale.long_documents", "whole documents against sentences, tiny windows, scaling to 1M characters, HF with stride", ("long_documents*",)),

@@ -652,7 +652,7 @@ def serve(
     batch_wait_ms: float = typer.Option(_serve_default("batch_wait_ms"), "--batch-wait-ms", help="how long a text waits for others to share its batch"),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="seconds requests in flight get to finish at shutdown"),
     code: Optional[Path] = typer.Option(None, "--code", help="Python file to import first (custom components)"),
-    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="torch threads per worker (default: torch's, one per core; 1 on a machine shared with other busy processes)"),
+    threads: str = typer.Option(str(_serve_default("threads")), "--threads", "--torch-threads", help="torch threads per worker: auto (the cores this process may use, CPU affinity and cgroup quota, divided among --workers, less one per worker for its event loop) or N; 1 on a machine whose cores other busy processes share"),
     policy: Optional[Path] = typer.Option(None, "--policy", help="operator policy file, TOML or YAML (docs/service-policy.md); default: every type redacted, keep off"),
 ) -> None:
     """Serve the PII service (analyze, redact, metrics, audit log) with FastAPI on uvicorn.
@@ -668,7 +668,7 @@ def serve(
     import spacy
 
     from .service.app import run
-    from .service.settings import ServeSettings, load_hash_key
+    from .service.settings import ServeSettings, load_hash_key, parse_threads, worker_threads
     from .service.state import load_served_model, uncalibrated_warning
     from .service.auth import ApiKeys, KeyFileError, default_allowed_hosts, is_loopback
 
@@ -680,8 +680,10 @@ def serve(
     ):  # fmt: skip
         if value < 1:
             _fail(f"{name} must be >= 1, not {value}")
-    if torch_threads is not None and torch_threads < 1:
-        _fail(f"--torch-threads must be >= 1, not {torch_threads}")
+    try:
+        thread_setting = parse_threads(threads)
+    except ValueError as err:
+        _fail(str(err))
     if batch_wait_ms < 0 or drain_timeout < 0 or audit_backups < 0:
         _fail("--batch-wait-ms, --drain-timeout and --audit-backups must be >= 0")
     if request_timeout <= 0 or stall_timeout <= 0:
@@ -724,7 +726,7 @@ def serve(
         wait_for_model=wait_for_model,
         workers=workers,
         code=str(code) if code else None,
-        torch_threads=torch_threads,
+        threads=thread_setting,
         policy=str(policy) if policy else None,
     )
     from .service.policy import load_policy
@@ -735,6 +737,8 @@ def serve(
     except ValueError as err:
         _fail(str(err))
     msg.info(f"hash operator {'on' if key else 'off (no key: set $NER_PLUS_HASH_KEY or --hash-key-file)'}")
+    how = "auto: the usable cores divided among the workers, less one for each event loop" if thread_setting == "auto" else "--threads"
+    msg.info(f"torch threads per worker: {worker_threads(thread_setting, workers)} ({how})")
     if workers > 1 and not wait_for_model:
         # uvicorn restarts a worker whose start-up fails, forever: check the model here, once
         try:

@@ -27,6 +27,7 @@ where it put ``B-X``), so in that mode every entity is scored by
 ``prod_{s<=t<e} q[t, X] * (1 - q[s-1, X]) * (1 - q[e, X])`` with ``q[t, X]``
 the mass of all of X's tags at t (the outer factors only where a token is).
 """
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
@@ -40,12 +41,23 @@ def constraints_for(tags: Sequence[str], scheme: str) -> Dict[str, numpy.ndarray
     """The scheme's masks (schemes.transition_constraints) plus what position
     constraints need: "outside" (the O tag), "inner" (tags that may sit on a
     token that neither starts nor ends an entity: O and I-X) and "continues"
-    [previous, next] (next carries on the entity of previous)."""
+    [previous, next] (next carries on the entity of previous).
+
+    Built once per tag set and scheme (a pipe asks for them at every batch; the
+    transition mask costs a Python step per pair of tags): the arrays are read-only,
+    the dict is the caller's own."""
+    return dict(_constraints(tuple(tags), scheme))
+
+
+@functools.lru_cache(maxsize=64)
+def _constraints(tags: Tuple[str, ...], scheme: str) -> Dict[str, numpy.ndarray]:
     constraints = transition_constraints(tags, scheme)
     prefixes = [split_tag(t)[0] for t in tags]
     constraints["outside"] = numpy.array([p == "O" for p in prefixes])
     constraints["inner"] = numpy.array([p in ("O", "I") for p in prefixes])
     constraints["continues"] = constraints["transition"] & numpy.array([p in ("I", "E") for p in prefixes])[None, :]
+    for array in constraints.values():
+        array.flags.writeable = False
     return constraints
 
 

@@ -280,3 +280,33 @@ def test_a_new_run_changes_a_latest_table_but_not_a_pinned_one():
     assert tables.TABLES["mini-rule-bio"](ledger) == before_pinned
     after = tables.TABLES["mini-rule"](ledger)
     assert after != before_latest and "| no rule | 89.61 | 88.06 | 50.00 |" in after and "mini_rule@fffffff" in after
+
+
+# --- request_overhead --quick (issue 30): the script runs end to end; its numbers mean nothing here ---
+
+
+@pytest.mark.slow
+def test_request_overhead_quick_writes_every_target_with_its_ratio(trained_nlp, tmp_path):
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    model = tmp_path / "model"
+    trained_nlp.to_disk(model)
+    out_dir = tmp_path / "results"
+    run = run_bench("request_overhead", str(model), "--quick", "--threads", "1", "--out-dir", str(out_dir), "--name", "quick")
+    assert run.returncode == 0, run.stderr[-3000:]
+    numbers = json.loads((out_dir / "request_overhead_quick.json").read_text())
+    assert numbers["quick"] is True and numbers["texts"]["n"] == 8 and numbers["threads"]["torch_threads"] == 1
+    assert 300 <= numbers["texts"]["mean_chars"] <= 800
+    inproc, service = numbers["in_process"], numbers["service"]
+    assert inproc["bare_forward"]["n"] == inproc["nlp"]["n"] == 8 and inproc["pipe"]["texts_per_s"] > 0
+    assert service["sequential"]["ok"] == 8 and service["sequential"]["concurrency"] == 1 and not service["sequential"]["errors"]
+    assert service["concurrent"]["concurrency"] == 4 and service["concurrent"]["ok"] == 16 and not service["concurrent"]["errors"]
+    targets = numbers["targets"]
+    assert set(targets) == {"service_p50_over_inprocess_p50", "service_p95_over_service_p50", "concurrent_over_pipe_throughput"}
+    p50 = service["sequential"]["p50_ms"]
+    assert targets["service_p50_over_inprocess_p50"]["ratio"] == pytest.approx(p50 / inproc["nlp"]["p50_ms"], rel=1e-3)
+    assert targets["service_p50_over_inprocess_p50"]["met"] == (targets["service_p50_over_inprocess_p50"]["ratio"] <= 1.25)
+    assert targets["concurrent_over_pipe_throughput"]["met"] == (targets["concurrent_over_pipe_throughput"]["ratio"] >= 0.9)
+    records = list((out_dir / "ledger" / "request_overhead").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["numbers"] == numbers
+    assert "service_p50_over_inprocess_p50" in run.stdout

@@ -141,45 +141,72 @@ def create_app(settings: ServeSettings):
             return ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json (UTF-8)", "Content-Type")
         return None
 
-    @app.middleware("http")
-    async def around(request: Request, call_next):
+    async def around(app_stack, scope, receive, send):
+        """Every HTTP request: the edge checks, metrics, the request id and the audit record.
+
+        A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs the app in a task of
+        its own and passes the response through a memory stream, a task group and their
+        cancellation scopes per request; this one calls the app directly and holds its
+        (single-message) answer until the audit record is written, so a failed write can still
+        replace it with 503."""
+        if scope["type"] != "http":
+            await app_stack(scope, receive, send)
+            return
+        request = Request(scope, receive)
         request_id = uuid.uuid4().hex
         request.state.request_id = request_id
         request.state.audit = {}
         request.state.client_id = None
         request.state.deadline = time.monotonic() + settings.request_timeout
-        path = request.url.path
+        path = scope["path"]
         is_v1 = path.startswith(audited)
         started = time.perf_counter()
+        answer: Dict[str, Any] = {}
+        body: list = []
+
+        async def hold(message) -> None:
+            if message["type"] == "http.response.start":
+                answer.update(message)
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
         if is_v1:
             service.metrics.in_flight.inc()
         try:
             refused = edge_check(request)
-            response = error_response(request, refused) if refused is not None else await call_next(request)
+            if refused is not None:
+                await error_response(request, refused)(scope, receive, hold)
+            else:
+                await app_stack(scope, receive, hold)
+            if not answer:
+                raise RuntimeError("the app sent no response")
         except Exception as err:  # an internal error: request id, nothing of the input
             log.error("request %s: internal error %s at %s", request_id, type(err).__name__, frames_only(err))
             request.state.audit["error"] = "internal"
             service.errors.labels("internal").inc()
+            answer.clear()
+            body.clear()
             response = JSONResponse(
                 {"error": {"kind": "internal", "message": f"internal error; quote request id {request_id}", "field": None}, "request_id": request_id},
                 status_code=500,
             )
+            await response(scope, receive, hold)
         finally:
             if is_v1:
                 service.metrics.in_flight.dec()
         latency = time.perf_counter() - started
-        route = request.scope.get("route")
+        route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
-        service.metrics.latency.labels(endpoint, str(response.status_code)).observe(latency)
-        response.headers["X-Request-ID"] = request_id
+        status = answer["status"]
+        service.metrics.latency.labels(endpoint, str(status)).observe(latency)
         if is_v1 and service.audit is not None:
             record = {
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 "request_id": request_id,
                 "client_id": request.state.client_id,
-                "method": request.method,
+                "method": scope["method"],
                 "endpoint": endpoint,
-                "status": response.status_code,
+                "status": status,
                 "config_hash": service.model.config_hash if service.model else None,
             }
             record.update(request.state.audit)
@@ -190,13 +217,30 @@ def create_app(settings: ServeSettings):
                 log.error("request %s: audit record not written: %s", request_id, err.__cause__ or err)
                 if service.policy.audit_failure == "fail":
                     # fail closed: no output leaves without its audit record
+                    answer.clear()
+                    body.clear()
                     response = JSONResponse(
                         {"error": {"kind": "audit_unavailable", "message": "the audit log cannot be written; nothing was returned; retry later", "field": None},
                          "request_id": request_id},
                         status_code=503,
-                        headers={"X-Request-ID": request_id},
                     )  # fmt: skip
-        return response
+                    await response(scope, receive, hold)
+        headers = [(k, v) for k, v in answer.get("headers", []) if k.lower() != b"x-request-id"]
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        await send({**answer, "headers": headers})
+        await send({"type": "http.response.body", "body": b"".join(body)})
+
+    class Edge:
+        """``around`` as the ASGI middleware FastAPI wraps around its router (where
+        ``@app.middleware("http")`` would put it)."""
+
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send) -> None:
+            await around(self.app, scope, receive, send)
+
+    app.add_middleware(Edge)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, err: ApiError):
@@ -244,7 +288,8 @@ def create_app(settings: ServeSettings):
         }
         if req.allow_list is not None:
             body["allow_list"] = {k: run.allow_counts[k] for k in ("removed", "kept_by_policy")}
-        return body
+        # plain JSON types already: a JSONResponse skips FastAPI's jsonable_encoder walk (one call per value)
+        return JSONResponse(body)
 
     @app.post(
         "/v1/redact", openapi_extra=body_doc(service.RedactRequest),
@@ -297,7 +342,8 @@ def create_app(settings: ServeSettings):
                 body["entities"] = [{"path": json_path(p), **e} for p, o in zip(run.paths, outputs) for e in o["entities"]]
         if req.allow_list is not None:
             body["allow_list"] = {k: run.allow_counts[k] for k in ("removed", "kept_by_policy")}
-        return body
+        # plain JSON types already: a JSONResponse skips FastAPI's jsonable_encoder walk (one call per value)
+        return JSONResponse(body)
 
     get_errors = error_responses(models, 401, 421, 503)
 

@@ -1,9 +1,12 @@
 """The service's settings, validated in one place: ``ServeSettings`` travels to every
-worker process as JSON in an environment variable; the CLI takes its defaults from it."""
+worker process as JSON in an environment variable; the CLI takes its defaults from it.
+``worker_threads`` turns ``--threads auto`` into a number from the cores the process may use."""
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Dict, List, Optional, Union
 
 from .keys import HASH_KEY_ENV, Keyring, load_keyring  # noqa: F401 (HASH_KEY_ENV: where app.py and the CLI read it)
 
@@ -30,7 +33,9 @@ class ServeSettings:
     max_json_strings (int): more strings to analyze in one request's ``json`` get 413 (they are
         queued as texts; ``queue_chars`` bounds their characters as it does any text's).
     batch_tokens (int): a micro-batch stops taking texts once it holds this many tokens.
-    batch_wait_ms (float): how long the oldest queued text waits for others to share its batch.
+    batch_wait_ms (float): how long the oldest queued text waits for others to share its batch. 0 (the
+        default): a batch starts as soon as the batcher is free, with every text queued by then; the
+        texts that arrive while it is predicted share the next one.
     queue_chars (int): most characters (the unit of work: the pipeline's time grows with them) waiting
         for prediction in each lane, all requests together; a request that would exceed it gets 503
         overloaded.
@@ -51,9 +56,11 @@ class ServeSettings:
         (/readyz and /v1 then answer 503 with the reason); default: load first, exit non-zero on failure.
     workers (int): uvicorn worker processes (each loads the model).
     code (Optional[str]): a Python file to import first (custom components, as `spacy train --code`).
-    torch_threads (Optional[int]): torch's intra-op threads per worker (None: torch's default, one per
-        core). On a machine whose cores are shared with other busy processes, 1 avoids threads waiting
-        on each other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
+    threads (Union[str, int]): torch's intra-op threads per worker: "auto" (``worker_threads``: the
+        cores this process may use, its CPU affinity and cgroup quota, divided among ``workers``, less
+        one per worker for its event loop) or a
+        number. On a machine whose cores other busy processes also use, 1 avoids threads waiting on each
+        other (docs/BENCHMARKS.md: p95 182 ms instead of 1,856 ms for 480 characters).
     policy (Optional[str]): the operator policy file (policy.py, docs/service-policy.md); None: the
         built-in default (every type redacted, keep off).
     """
@@ -69,7 +76,7 @@ class ServeSettings:
     max_texts: int = 64
     max_json_strings: int = 1_024
     batch_tokens: int = 4096
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 0.0
     queue_chars: int = 4_000_000
     long_text_chars: int = 2_000
     request_timeout: float = 30.0
@@ -81,7 +88,7 @@ class ServeSettings:
     wait_for_model: bool = False
     workers: int = 1
     code: Optional[str] = None
-    torch_threads: Optional[int] = None
+    threads: Union[str, int] = "auto"
     policy: Optional[str] = None
 
     def to_env(self) -> str:
@@ -102,3 +109,77 @@ def load_hash_key(settings: ServeSettings) -> Optional[Keyring]:
     RAISES (ValueError): a key shorter than 32 bytes, an unreadable or invalid file (no key in the message).
     """
     return load_keyring(settings.hash_key_file, workers=settings.workers)
+
+
+# --- threads ---------------------------------------------------------------------
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def parse_threads(value: Union[str, int]) -> Union[str, int]:
+    """``--threads``: "auto" or a whole number >= 1.
+
+    RAISES (ValueError): anything else, saying what was given.
+    """
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--threads takes auto or a whole number >= 1, not {value!r}")
+    return int(text)
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> Optional[float]:
+    """The CPUs the cgroup quota of this process allows (quota / period), or None when it has none.
+
+    Reads cgroup v2 (``cpu.max``: "QUOTA PERIOD" or "max PERIOD") in the process's own cgroup, then at
+    ``root``; else cgroup v1 (``cpu/cpu.cfs_quota_us``, -1 for none, and ``cpu.cfs_period_us``)."""
+    candidates: List[Path] = []
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            hierarchy, _, path = line.partition(":")[2].partition(":")
+            if line.startswith("0::"):
+                candidates.append(root / path.lstrip("/") / "cpu.max")
+            elif "cpu" in hierarchy.split(","):
+                candidates.append(root / "cpu" / path.lstrip("/"))
+    except OSError:
+        pass
+    candidates += [root / "cpu.max", root / "cpu", root / "cpu,cpuacct"]
+    for candidate in candidates:
+        try:
+            if candidate.name == "cpu.max":
+                quota, _, period = candidate.read_text().strip().partition(" ")
+                if quota == "max":
+                    return None
+                return int(quota) / int(period or 100_000)
+            quota_v1 = int((candidate / "cpu.cfs_quota_us").read_text().strip())
+            if quota_v1 <= 0:
+                return None
+            return quota_v1 / int((candidate / "cpu.cfs_period_us").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def usable_cores(affinity: Optional[int] = None, cpu_limit: Optional[float] = None) -> int:
+    """Cores this process may keep busy: its CPU affinity (``os.sched_getaffinity``; ``os.cpu_count``
+    where the platform has none), capped by the cgroup quota rounded down (1.5 CPUs allow 1 thread
+    that is never throttled), at least 1. The arguments replace what is read (tests)."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpu_limit is None:
+        cpu_limit = cgroup_cpu_limit()
+    cores = affinity if cpu_limit is None else min(affinity, math.floor(cpu_limit + 1e-9))
+    return max(1, cores)
+
+
+def worker_threads(threads: Union[str, int], workers: int, cores: Optional[int] = None) -> int:
+    """Torch's intra-op threads in one worker process: ``threads`` when it is a number, else
+    (``auto``) the usable cores divided among the ``workers``, less one core per worker for its
+    event loop (HTTP parsing, checks, JSON answers of the requests that arrive during a forward)
+    when it has more than one; at least 1. So a worker's busy threads never outnumber its cores:
+    torch's threads waiting at a barrier for one that the event loop descheduled is how one 400-character
+    request took 1,856 ms at p95 with two threads on two busy cores, 182 ms with one (docs/BENCHMARKS.md)."""
+    if threads != "auto":
+        return int(threads)
+    per_worker = (usable_cores() if cores is None else cores) // max(1, workers)
+    return max(1, per_worker - 1) if per_worker > 1 else 1

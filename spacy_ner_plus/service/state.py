@@ -20,7 +20,7 @@ from .operators import _PARAMS, DEFAULT_KEY, OPERATOR_NAMES, Entity, Operator, O
 from .policy import Policy, PolicyViolation, load_policy
 from .requests import ApiError, first_surrogate, operator_error_path, safe_path, strings_in, json_too_deep
 from .schemas import request_models
-from .settings import HASH_KEY_ENV, ServeSettings, load_hash_key
+from .settings import HASH_KEY_ENV, ServeSettings, load_hash_key, worker_threads
 
 SCORE_DIGITS = 6
 WARMUP_TEXT = "Anna Keller from Helios Bank wrote to anna.keller@example.com about the office in Berlin on 3 May 2021 ."
@@ -333,10 +333,9 @@ def load_served_model(settings: ServeSettings, policy: Optional[Policy] = None, 
     """
     import spacy
 
-    if settings.torch_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(worker_threads(settings.threads, settings.workers))
     if settings.code:
         spacy.util.import_file("serve_code", settings.code)
     nlp = spacy.load(settings.model)
