@@ -234,6 +234,9 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between runs: the intra-op threads would otherwise spin on the cores that
+        # the service's event loop, the batcher and torch need (and that a side-by-side timing shares)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
     def run(self, input_ids: numpy.ndarray, attention_mask: numpy.ndarray, quantize: bool) -> numpy.ndarray:
