@@ -538,6 +538,77 @@ def pii_presidio_bioes(ledger: Ledger) -> str:
     return block(lines, [bioes, bio])
 
 
+PII_TESTSET_SYSTEMS = (("ours", "ours (service decision)"), ("presidio_ours", "Presidio + our pipeline"), ("patterns", "patterns only"))
+
+
+@table("pii-testset")
+def pii_testset(ledger: Ledger) -> str:
+    """The second PII test set (issue 29, part 4): per type P / R / F2 of each system, overlap >= 0.9."""
+    r = ledger.latest("pii_testset", where=lambda x: not x["numbers"]["meta"]["quick"])
+    n = r["numbers"]
+    systems = [(key, label) for key, label in PII_TESTSET_SYSTEMS if n[key]["status"] == "ok"]
+
+    def prf(s: dict) -> str:
+        return f"{s['p']:.3f} / {s['r']:.3f} / {s['f2']:.3f}"
+
+    types = list(n["ours"]["scores"]["per_type"])
+    rows = [["**any type**", str(n["ours"]["scores"]["agnostic"]["gold"]), *[f"**{prf(n[k]['scores']['agnostic'])}**" for k, _ in systems]]]
+    rows += [[t, str(n["ours"]["scores"]["per_type"][t]["gold"]), *[prf(n[k]["scores"]["per_type"][t]) for k, _ in systems]] for t in types]
+    rows.append(["false positives / 10k PII-free words", str(n["ours"]["pii_free"]["words"]), *[f"{n[k]['pii_free']['per_10k_words']:,.1f}" for k, _ in systems]])
+    lines = md_table(["type", "gold", *[f"{label}: P / R / F2" for _, label in systems]], "lr" + "l" * len(systems), rows)
+    targets = [f"- {name}: {'met' if t['met'] else '**missed**'} ({', '.join(f'{k} {v}' for k, v in t.items() if k != 'met')})" for name, t in n["targets"].items()]
+    notes = [f"Model `{n['meta']['model']}`; {n['meta']['texts']['news']} news and {n['meta']['texts']['written']} written texts, "
+             f"{n['meta']['pii_free_texts']} PII-free texts; a detection counts when {n['meta']['overlap']}. "
+             f"Presidio with its default spaCy model: {n['presidio_default']['status'].split(':')[0]}.", "", "Targets (issue 29):", *targets]
+    return block(lines, [r], notes)
+
+
+@table("onnx-runtime")
+def onnx_runtime(ledger: Ledger) -> str:
+    """torch fp32 against ONNX Runtime fp32 and int8 behind ner_plus, side by side (issue 30, part 1)."""
+    r = ledger.latest("onnx_runtime", where=lambda x: not x["numbers"]["quick"])
+    n = r["numbers"]
+    f1 = n["f1"]
+    rows = []
+    for key, label in (("torch_fp32", "torch fp32"), ("onnxruntime_fp32", "ONNX Runtime fp32"), ("onnxruntime_int8", "ONNX Runtime int8")):
+        x = n["systems"][key]
+        same = x.get("equality_vs_torch", {}).get("sentences")
+        rows.append([label, f"{num(x['sentences_words_per_s'])} (×{x['sentences_speedup_vs_torch']:.2f})", f"{num(x['documents_words_per_s'])} (×{x['documents_speedup_vs_torch']:.2f})",
+                     f"{x['short_p50_ms']:.1f} (×{x['short_speedup_vs_torch']:.2f})", f"{x['sentences_share_of_gemm_limit']:.2f}",
+                     "—" if same is None else f"{same['texts_with_other_entities']} / {same['max_score_difference']:.1e}",
+                     f"{f1[key]['f1']:.2f} ({signed(f1[key]['f1_change_vs_torch'])})"])
+    lines = md_table(["runtime", "sentences, words/s", "documents, words/s", "one 400-char text, p50 ms", "share of GEMM limit (sentences)",
+                      "texts with other entities / max score diff (vs torch)", "F1 (change)"], "lrrrrrr", rows)
+    notes = [f"Pipeline `{n['model']}` ({', '.join(n['components'])}), {n['rounds']} interleaved rounds, torch threads {n['torch_threads']}, "
+             f"texts: CoNLL++ test ({num(n['words']['sentences'])} words); F1 on `{f1['gold']}`."]
+    return block(lines, [r], notes)
+
+
+@table("request-overhead")
+def request_overhead(ledger: Ledger) -> str:
+    """One /v1/analyze request against in-process nlp() and the bare forward, per thread setting (issue 30, part 2)."""
+    runs = [ledger.latest(name, where=lambda x: not x["numbers"]["quick"]) for name in ("request_overhead", "request_overhead_threads2")]
+    rows = []
+    for r in runs:
+        n = r["numbers"]
+        inp, seq, conc = n["in_process"], n["service"]["sequential"], n["service"]["concurrent"]
+        t = n["targets"]
+
+        def mark(key: str) -> str:
+            return f"{t[key]['ratio']:.2f} ({'met' if t[key]['met'] else '**missed**'})"
+
+        rows.append([f"{n['threads']['setting']} ({n['threads']['torch_threads']} torch thread{'s' if n['threads']['torch_threads'] > 1 else ''})",
+                     f"{inp['bare_forward']['p50_ms']:.1f}", f"{inp['nlp']['p50_ms']:.1f}", f"{seq['p50_ms']:.1f} / {seq['p95_ms']:.1f}",
+                     mark("service_p50_over_inprocess_p50"), mark("service_p95_over_service_p50"),
+                     f"{inp['pipe']['texts_per_s']:.1f}", f"{conc['requests_per_s']:.1f}", mark("concurrent_over_pipe_throughput")])
+    lines = md_table(["threads", "bare forward p50 ms", "nlp(text) p50 ms", "service p50 / p95 ms", "service p50 / nlp p50 (≤ 1.25)",
+                      "p95 / p50 (≤ 1.5)", "nlp.pipe texts/s", "16 clients req/s", "16 clients / nlp.pipe (≥ 0.9)"], "lrrrrrrrr", rows)
+    n = runs[0]["numbers"]
+    notes = [f"Pipeline `{n['model']}`; {n['texts']['n']} texts, mean {n['texts']['mean_chars']:.0f} characters ({n['texts']['source']}); "
+             f"{n['rounds']} rounds; one uvicorn worker on loopback, {n['threads']['usable_cores']} usable cores."]
+    return block(lines, runs, notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration
 
