@@ -609,6 +609,25 @@ def request_overhead(ledger: Ledger) -> str:
     return block(lines, runs, notes)
 
 
+@table("ray-streaming")
+def ray_streaming(ledger: Ledger) -> str:
+    """The streaming Ray engine against the local one per input size: time and the driver's memory (issue 30, part 3)."""
+    r = ledger.latest("ray_streaming", where=lambda x: not x["numbers"]["quick"])
+    n = r["numbers"]
+    by = {(x["system"], x["words"]): x for x in n["results"]}
+    rows = []
+    for size in n["inputs"].values():
+        local, ray = by[("local", size["words"])], by[("ray", size["words"])]
+        rows.append([num(size["words"]), f"{local['seconds']:.1f}", f"{ray['seconds']:.1f}", f"{ray['startup_s']:.1f}", f"{ray['words_per_s'] / local['words_per_s']:.2f}",
+                     f"+{num(local['driver_rss_growth_mb'])} MB", f"+{ray['driver_rss_growth_mb']:.1f} MB (+{ray['driver_rss_growth_after_startup_mb']:.1f})"])
+    same = all(v["identical_entities"] for v in n["summary"].values())
+    lines = md_table(["words", "local s", "ray s", "ray s to the first record at the driver", "ray / local words/s",
+                      "driver RSS growth, local", "driver RSS growth, ray (after the first record)"], "rrrrrrr", rows)
+    notes = [f"{n['model']}; CoNLL++ test documents repeated; local: one process; ray {n['ray']}: {n['workers']} actors x 1 CPU on a new "
+             f"local instance, start-up included; batch size {n['batch_size']}. Ray's entities {'equal' if same else '**differ from**'} the local engine's, record by record."]
+    return block(lines, [r], notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration
 
