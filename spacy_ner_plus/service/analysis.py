@@ -54,6 +54,12 @@ def policy_deny_recognizers(policy: Policy) -> List[AdHocRecognizer]:
     return [deny_recognizer(label, words, f"types.{label}.deny_list") for label, words in sorted(policy.deny_lists().items())]
 
 
+def apply_policy_allow_lists(text: str, candidates: Sequence[Candidate], policy: Policy) -> Tuple[List[Candidate], int]:
+    """The candidates whose text is not on their type's allow list in the policy, and how many were."""
+    kept = [c for c in candidates if text[c.start : c.end] not in policy.for_type(c.label).allow_list]
+    return kept, len(candidates) - len(kept)
+
+
 def request_extras(req: Any, model: ServedModel, policy: Policy, redaction: bool) -> Extras:
     """Check and compile a request's allow list, recognisers and options.
 
@@ -91,13 +97,7 @@ def add_candidates(text: str, candidates: Sequence[Candidate], extras: Extras, p
             out.append(Candidate(rec_c.start, rec_c.end, rec_c.label, rec_c.score, rec_c.source, rec_c.raw_score, "policy deny_list"))
         else:
             out.append(rec_c)
-    kept = []
-    policy_removed = 0
-    for c in out:
-        if text[c.start : c.end] in policy.for_type(c.label).allow_list:
-            policy_removed += 1
-        else:
-            kept.append(c)
+    kept, policy_removed = apply_policy_allow_lists(text, out, policy)
     counts = {"removed": 0, "kept_by_policy": 0}
     if extras.allow_list is not None:
         kept, counts = apply_allow_list(text, kept, extras.allow_list, extras.allow_list_match, extras.allowed_types)

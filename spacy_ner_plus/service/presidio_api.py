@@ -39,7 +39,8 @@ import re
 import time
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
-from .adhoc import apply_allow_list, compile_allow_list, compile_recognizers, deny_recognizer, word_spans
+from .adhoc import apply_allow_list, compile_allow_list, compile_recognizers, word_spans
+from .analysis import apply_policy_allow_lists
 from .decision import Candidate, Decision, decide
 from .operators import DEFAULT_KEY, Entity
 from .policy import PolicyViolation, audit_counts
@@ -353,8 +354,8 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
     from fastapi.responses import PlainTextResponse
 
     pm = presidio_models()
-    # the policy's deny lists, indexed once: every /analyze reports their words
-    policy_deny = [deny_recognizer(label, words, f"policy deny_list of {label}") for label, words in sorted(service.policy.deny_lists().items())]
+    # the policy's deny lists, compiled once by the service (as /v1 uses them): every /analyze reports their words
+    policy_deny = service.deny_recognizers
     service.public_names |= presidio_field_names()
     errors = error_responses(models, 400, 401, 403, 413, 415, 421, 422, 503)
 
@@ -409,8 +410,8 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
             predicted = [sorted(p + [c for c in f if c.source != "ad_hoc" or (c.score or 0.0) >= floor], key=lambda c: (c.start, c.end, c.label)) for p, f in zip(predicted, found)]
         removed = {"removed": 0, "kept_by_policy": 0, "policy_allow_list": 0}
         for i, text in enumerate(texts):
-            kept = [c for c in predicted[i] if text[c.start : c.end] not in service.policy.for_type(c.label).allow_list]
-            removed["policy_allow_list"] += len(predicted[i]) - len(kept)
+            kept, policy_removed = apply_policy_allow_lists(text, predicted[i], service.policy)
+            removed["policy_allow_list"] += policy_removed
             if allow is not None:
                 kept, counts = apply_allow_list(text, kept, allow, req.allow_list_match, permitted)
                 removed["removed"] += counts["removed"]
@@ -457,7 +458,7 @@ def add_presidio_routes(app, service, models: Dict[str, Any]) -> None:
             if deny:
                 (denied,) = await asyncio.to_thread(run_recognizers, deny, [req.text])
                 candidates = candidates + denied
-            candidates = [c for c in candidates if req.text[c.start : c.end] not in service.policy.for_type(c.label).allow_list]
+            candidates, _ = apply_policy_allow_lists(req.text, candidates, service.policy)
             decision = decide(candidates, thresholds, kept_in)
         service.record(audit, [decision], thresholds)
         entities = [Entity(r.start, r.end, r.entity_type, r.score) for r in req.analyzer_results]
