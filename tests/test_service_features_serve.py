@@ -10,7 +10,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("regex")
 
-from test_service_policy import Server  # noqa: E402
+from test_service_policy import Server, save_with_half_thresholds  # noqa: E402
 
 SENTENCE = "John lives in New York City ."
 SENTENCE2 = "Mary works for Acme Corp in Paris ."
@@ -36,13 +36,7 @@ TICKETS = {
 @pytest.fixture(scope="module")
 def server(trained_nlp, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("features-serve")
-    pipe = trained_nlp.get_pipe("ner_plus")
-    saved = dict(pipe.cfg["thresholds"])
-    pipe.cfg["thresholds"] = {"PER": 0.5, "LOC": 0.5, "ORG": 0.5}
-    try:
-        trained_nlp.to_disk(tmp / "model")
-    finally:
-        pipe.cfg["thresholds"] = saved
+    save_with_half_thresholds(trained_nlp, tmp / "model")
     (tmp / "policy.toml").write_text(POLICY)
     srv = Server(tmp, model=str(tmp / "model"), audit_log=str(tmp / "audit.jsonl"), policy=str(tmp / "policy.toml"), max_json_strings=8, max_thresholds={"": 1.0})
     srv.tmp = tmp

@@ -370,17 +370,22 @@ class Server:
         self.client.close()
 
 
+def save_with_half_thresholds(nlp, path: Path) -> None:
+    """Save the tiny pipeline with its PER/LOC/ORG thresholds at 0.5, leaving the shared fixture as it was."""
+    pipe = nlp.get_pipe("ner_plus")
+    saved = dict(pipe.cfg["thresholds"])
+    pipe.cfg["thresholds"] = {"PER": 0.5, "LOC": 0.5, "ORG": 0.5}
+    try:
+        nlp.to_disk(path)
+    finally:
+        pipe.cfg["thresholds"] = saved
+
+
 @pytest.fixture(scope="module")
 def served(trained_nlp, tmp_path_factory):
     """The tiny pipeline (PER/LOC/ORG, thresholds 0.5) saved, and a keyring with two keys, k2 signing."""
     tmp = tmp_path_factory.mktemp("policy-serve")
-    pipe = trained_nlp.get_pipe("ner_plus")
-    saved = dict(pipe.cfg["thresholds"])
-    pipe.cfg["thresholds"] = {"PER": 0.5, "LOC": 0.5, "ORG": 0.5}
-    try:
-        trained_nlp.to_disk(tmp / "model")
-    finally:
-        pipe.cfg["thresholds"] = saved
+    save_with_half_thresholds(trained_nlp, tmp / "model")
     (tmp / "k1.key").write_bytes(KEY1)
     (tmp / "k2.key").write_bytes(KEY2)
     (tmp / "keys.toml").write_text('signing = "k2"\n[keys]\nk1 = "k1.key"\nk2 = "k2.key"\n')
