@@ -11,8 +11,10 @@
   ``client_allow_list``) remove candidates.
 - Offsets in ``offset_unit`` (offsets.py) and, on request, a ``decision_process`` per entity.
 """
+import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
@@ -302,8 +304,20 @@ async def analyze_request(service: Any, model: ServedModel, req: Any, deadline: 
     predicted = await service.predict(texts, deadline) if texts else []
     decisions, windows = [], []
     totals = {"removed": 0, "kept_by_policy": 0, "policy_allow_list": 0}
-    for text, candidates in zip(texts, predicted):
-        kept, counts = add_candidates(text, candidates, extras, service.policy, service.deny_recognizers)
+
+    def added() -> List[Tuple[List[Candidate], Dict[str, int]]]:
+        return [add_candidates(text, candidates, extras, service.policy, service.deny_recognizers) for text, candidates in zip(texts, predicted)]
+
+    if extras.recognizers:
+        # a request's regexes may each take up to their time bound per text: in a worker thread
+        # under the request's deadline (as /analyze runs them), never on the event loop
+        try:
+            found = await asyncio.wait_for(asyncio.to_thread(added), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise service.deadline_error() from None
+    else:
+        found = added()
+    for text, candidates, (kept, counts) in zip(texts, predicted, found):
         for k, v in counts.items():
             totals[k] += v
         decisions.append(decide(kept, thresholds, types))
