@@ -11,7 +11,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 
 from spacy_ner_plus.evaluation.evaluate import (
-    analyse_errors, confusion_array, entity_labels, evaluate_examples, strict_scores, tag_sequences, touching_pairs, unknown_gold_types,
+    analyse_errors, confusion_array, entity_labels, evaluate_examples, overlap_scores, strict_scores, tag_sequences, touching_pairs, unknown_gold_types,
 )
 from spacy_ner_plus.metrics import prf
 
@@ -132,6 +132,31 @@ def test_iob2_and_bioes_scores_agree_across_sentences():
 )
 def test_prf_from_counts(counts, expected):
     assert prf(*counts) == pytest.approx(expected)
+
+
+def test_overlap_criterion_counts_shared_tokens_of_the_same_type():
+    # gold: SKILL 0-3, SKILL 5-6, ORG 8-10, PER 12-13; predicted: SKILL 1-2 (inside the first),
+    # SKILL 4-7 (covers the second), LOC 8-10 (other type), PER 14-15 (no shared token)
+    gold = make_doc(16, [(0, 3, "SKILL"), (5, 6, "SKILL"), (8, 10, "ORG"), (12, 13, "PER")])
+    pred = make_doc(16, [(1, 2, "SKILL"), (4, 7, "SKILL"), (8, 10, "LOC"), (14, 15, "PER")])
+    scores = overlap_scores([Example(pred, gold)])
+    assert (scores["correct"], scores["support"]) == (2, 4)
+    assert (scores["predicted_right"], scores["predicted"]) == (2, 4)
+    assert scores["per_type"]["SKILL"]["f1"] == 1.0
+    assert scores["per_type"]["ORG"]["recall"] == 0.0 and scores["per_type"]["LOC"]["precision"] == 0.0
+    assert scores["per_type"]["PER"]["f1"] == 0.0
+    # strict sees none of these as right; exact matches are right under both criteria
+    assert strict_scores([Example(pred, gold)])["correct"] == 0
+    assert overlap_scores([Example(gold, gold)])["f1"] == strict_scores([Example(gold, gold)])["f1"] == 1.0
+
+
+@given(st.integers(1, 30).flatmap(lambda n: st.tuples(st.just(n), spans(n), spans(n))))
+@settings(max_examples=100, deadline=None)
+def test_overlap_scores_are_never_below_strict(case):
+    n, gold_spans, pred_spans = case
+    eg = Example(make_doc(n, pred_spans), make_doc(n, gold_spans))
+    strict, overlap = strict_scores([eg]), overlap_scores([eg])
+    assert overlap["recall"] >= strict["recall"] and overlap["precision"] >= strict["precision"]
 
 
 def test_error_analysis_categories():

@@ -48,6 +48,18 @@ document) and records them under "documents".
     python -m bench conll_benchmark spacy_trf_ner_recipe --epochs 3 --seed 1   # bench/results/conll_spacy_trf_ner_recipe_seed1.json
     python -m bench conll_benchmark --data ../shared/data/bc5cdr --name bc5cdr ner_plus
 
+Span-annotated corpora that a workflow has converted already (one DocBin per
+split: train.spacy, dev.spacy, test.spacy) are read with --corpus; --config
+picks ner_plus's base config and --batch-size the docs per optimizer step,
+the same for every system (whole CVs: 4 a batch). The HF peer then cuts docs
+into pieces of --chunk-tokens tokens (batches of 32 pieces, about the 34
+windows of 4 CVs) and scores whole documents; spaCy's transformer peer uses
+spacy-transformers' own strided windows. Records carry the overlap scores too.
+
+    python -m bench conll_benchmark --corpus corpus/healthcare --name healthcare ner_plus --seed 1
+    python -m bench conll_benchmark --corpus corpus/resume --name resume --config configs/ner_plus_resume.cfg \
+        --batch-size 4 --chunk-tokens 128 --epochs 2 hf_token_cls
+
 Each run writes bench/results/<name>_<system>.json.
 """
 import argparse
@@ -115,10 +127,10 @@ def split_holdout(train_file: Path, out: Path) -> dict:
     return paths
 
 
-OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0, "documents": False}
+OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0, "documents": False, "config": ROOT / "configs" / "ner_plus.cfg", "batch_size": 32, "chunk_tokens": 0}
 
 
-def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int = 32) -> float:
+def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int) -> float:
     # evaluate on dev once per epoch (batches of batch_size docs), so model-best is a per-epoch checkpoint
     per_epoch = -(-len(DocBin().from_disk(paths["train"])) // batch_size)
     cmd = [
@@ -163,10 +175,11 @@ def score_best(work: Path, paths: dict) -> dict:
 
 
 def run_ner_plus(paths, work, epochs, train=True, lexical=True, context=False, mixed=False, component=None, holdout=False):
-    config = load_config(ROOT / "configs" / "ner_plus.cfg")
+    config = load_config(OPTIONS["config"])
     # settings of the component that differ from the default config (issue 14 part 4: loss and scheme variants)
     config["components"]["ner_plus"].update(component or {})
-    batch_size = 32
+    batch_size = OPTIONS["batch_size"]
+    config["training"]["batcher"]["size"] = batch_size
     if context:
         batch_size = 5
         config["training"]["batcher"]["size"] = batch_size
@@ -195,24 +208,27 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
 
     config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
     config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
+    batch_size = OPTIONS["batch_size"]
     if recipe:
         training = config["training"]
-        training["batcher"] = {"@batchers": "spacy.batch_by_sequence.v1", "size": 32, "get_length": None}
+        training["batcher"] = {"@batchers": "spacy.batch_by_sequence.v1", "size": batch_size, "get_length": None}
         training["accumulate_gradient"] = 1
         training["optimizer"].update({"L2": 0.01, "L2_is_weight_decay": True, "grad_clip": 1.0})
         training["optimizer"]["learn_rate"] = {
-            "@schedules": "spacy-ner-plus.warmup_linear_epochs.v1", "corpus": "${paths.train}", "batch_size": 32,
+            "@schedules": "spacy-ner-plus.warmup_linear_epochs.v1", "corpus": "${paths.train}", "batch_size": batch_size,
             "epochs": "${training.max_epochs}", "max_steps": "${training.max_steps}", "initial_rate": 5e-5, "warmup_fraction": 0.1,
         }
     cfg_path = work / "config.cfg"
     config.to_disk(cfg_path)
-    seconds = spacy_train(cfg_path, paths, work / "training", epochs) if train else None
+    seconds = spacy_train(cfg_path, paths, work / "training", epochs, batch_size) if train else None
     return seconds, score_best(work, paths)
 
 
 def run_hf(paths, work, epochs, train=True):
     cmd = [sys.executable, "-m", "bench", "peer_hf_token_classification", str(paths["train"]), str(paths["dev"]),
-           str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model")]
+           str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model"),
+           "--seed", str(OPTIONS["seed"]), "--chunk-tokens", str(OPTIONS["chunk_tokens"]),
+           "--batch-size", str(32 if OPTIONS["chunk_tokens"] else OPTIONS["batch_size"])]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -249,6 +265,10 @@ def main() -> None:
     parser.add_argument("system", choices=sorted(SYSTEMS))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
     parser.add_argument("--name", default="conll")
+    parser.add_argument("--corpus", type=Path, default=None, help="a folder of converted train.spacy, dev.spacy, test.spacy (instead of --data's column files)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ner_plus.cfg", help="ner_plus's base config")
+    parser.add_argument("--batch-size", type=int, default=32, help="docs per optimizer step, every system")
+    parser.add_argument("--chunk-tokens", type=int, default=0, help="the HF peer cuts docs into pieces of at most N tokens (0: whole docs)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--score-only", action="store_true", help="score an earlier run's checkpoints again; keep its training time")
     parser.add_argument("--gpu-id", type=int, default=-1)
@@ -256,9 +276,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="spaCy's system.seed; results of seeds other than 0 get a _seedN suffix")
     parser.add_argument("--documents", action="store_true", help="also score whole test documents (--doc-mode document): record['documents']")
     args = parser.parse_args()
-    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed, documents=args.documents)
+    OPTIONS.update(gpu_id=args.gpu_id, backbone=args.backbone, seed=args.seed, documents=args.documents,
+                   config=args.config.resolve(), batch_size=args.batch_size, chunk_tokens=args.chunk_tokens)
     suffix = f"_seed{args.seed}" if args.seed else ""
-    paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}", with_holdout=args.system == "ner_plus_holdout")
+    if args.corpus is not None:
+        if args.name == "conll" or args.system in ("ner_plus_context", "ner_plus_mixed", "ner_plus_holdout") or args.documents:
+            parser.error("--corpus needs its own --name, and reads only train, dev and test (no chunk, mixed, holdout or document splits)")
+        paths = {split: args.corpus / f"{split}.spacy" for split in ("train", "dev", "test")}
+        missing = [str(p) for p in paths.values() if not p.exists()]
+        if missing:
+            parser.error(f"--corpus {args.corpus}: missing {', '.join(missing)} (run the workflow's convert step first)")
+    else:
+        paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}", with_holdout=args.system == "ner_plus_holdout")
     work = ROOT / "training" / f"bench_{args.name}_{args.system}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"{args.name}_{args.system}{suffix}.json"
@@ -271,7 +300,9 @@ def main() -> None:
         seconds, train_commit = earlier["train_seconds"], earlier.get("train_commit", earlier["commit"])
     record = {
         "system": args.system,
-        "data": str(args.data),
+        "data": str(args.corpus if args.corpus is not None else args.data),
+        "batch_size": args.batch_size,
+        **({"chunk_tokens": args.chunk_tokens} if args.system == "hf_token_cls" and args.chunk_tokens else {}),
         "epochs": args.epochs,
         "seed": args.seed,
         "train_seconds": round(seconds, 1),
@@ -279,6 +310,11 @@ def main() -> None:
         "precision": metrics["precision"],
         "recall": metrics["recall"],
         "per_type": {k: round(v["f1"], 4) for k, v in metrics["per_type"].items()},
+        "per_type_scores": {k: {m: round(v[m], 4) if isinstance(v[m], float) else v[m] for m in ("precision", "recall", "f1", "support")}
+                            for k, v in metrics["per_type"].items()},
+        "overlap": {"f1": metrics["overlap"]["f1"], "precision": metrics["overlap"]["precision"], "recall": metrics["overlap"]["recall"],
+                    "per_type": {k: round(v["f1"], 4) for k, v in metrics["overlap"]["per_type"].items()}},
+        "confusion": metrics["confusion"],
         **({"documents": {"f1": metrics["documents"]["f1"], "precision": metrics["documents"]["precision"], "recall": metrics["documents"]["recall"],
                           "per_type": {k: round(v["f1"], 4) for k, v in metrics["documents"]["per_type"].items()}}} if "documents" in metrics else {}),
         "command": " ".join(["python", "-m", "bench", "conll_benchmark", *[a for a in sys.argv[1:] if a != "--score-only"]]),
@@ -291,7 +327,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     # the base config and the one the system trained with (spaCy-trained systems write it beside their checkpoints)
-    configs = [ROOT / "configs" / "ner_plus.cfg"] if args.system.startswith("ner_plus") else []
+    configs = [args.config.resolve()] if args.system.startswith("ner_plus") else []
     provenance.write_result("conll_benchmark", record, result_path, configs=configs + [p for p in [work / "config.cfg"] if p.exists()])
     print(json.dumps(record, indent=2))
 

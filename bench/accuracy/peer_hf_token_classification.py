@@ -8,13 +8,20 @@ batches of 32 sentences, best epoch on dev strict F1. Predictions are read
 at first subwords and decoded leniently (conlleval), then scored by
 spacy_ner_plus.evaluation.evaluate like every other system.
 
+Long documents (whole CVs): ``--chunk-tokens N`` cuts every doc into
+consecutive pieces of at most N spaCy tokens, never inside a gold entity
+(what a transformers user does with text longer than the model's window;
+truncating at 512 wordpieces would drop most of a CV). Training batches are
+then --batch-size pieces; predictions on the pieces are put back together
+into one Doc per document before scoring, so the scores are per document.
+
     python -m bench peer_hf_token_classification train.spacy dev.spacy test.spacy --epochs 3 --output m.json
 """
 import argparse
 import json
 import random
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import torch
 from spacy.tokens import Doc, DocBin, Span
@@ -31,6 +38,45 @@ VOCAB = Vocab()
 
 def load(path: Path) -> List[Doc]:
     return list(DocBin().from_disk(path).get_docs(VOCAB))
+
+
+def chunk_bounds(doc: Doc, size: int) -> List[Tuple[int, int]]:
+    """(start, end) of consecutive pieces of at most ``size`` tokens, cut only
+    where no gold entity continues (a longer entity is a piece of its own)."""
+    inside = set()
+    for ent in doc.ents:
+        inside.update(range(ent.start + 1, ent.end))
+    bounds, start = [], 0
+    while start < len(doc):
+        end = min(start + size, len(doc))
+        while end < len(doc) and end in inside and end > start + 1:
+            end -= 1
+        if end in inside:  # an entity longer than size from start: take all of it
+            end = next(e.end for e in doc.ents if e.start < end < e.end)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def chunk_docs(docs: List[Doc], size: int) -> Tuple[List[Doc], List[Tuple[int, int, int]]]:
+    """Every doc cut by chunk_bounds, and (doc index, start, end) of each piece."""
+    pieces, where = [], []
+    for i, doc in enumerate(docs):
+        for start, end in chunk_bounds(doc, size):
+            pieces.append(doc[start:end].as_doc())
+            where.append((i, start, end))
+    return pieces, where
+
+
+def join_pieces(docs: List[Doc], pieces: List[Doc], where: List[Tuple[int, int, int]]) -> List[Doc]:
+    """Predicted pieces back into one Doc per document (the gold words)."""
+    joined = [Doc(VOCAB, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs]
+    ents: List[List[Span]] = [[] for _ in docs]
+    for piece, (i, start, _) in zip(pieces, where):
+        ents[i].extend(Span(joined[i], start + e.start, start + e.end, label=e.label_) for e in piece.ents)
+    for doc, spans in zip(joined, ents):
+        doc.ents = spans
+    return joined
 
 
 def doc_tags(doc: Doc) -> List[str]:
@@ -93,12 +139,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk-tokens", type=int, default=0, help="cut docs into pieces of at most N tokens (0: whole docs, truncated at 512 wordpieces)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--save", type=Path, default=None, help="save the best model and tokenizer here")
     args = parser.parse_args()
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     train, dev, test = load(args.train), load(args.dev), load(args.test)
+    whole_dev, whole_test = dev, test
+    if args.chunk_tokens:
+        train = chunk_docs(train, args.chunk_tokens)[0]
+        dev, dev_where = chunk_docs(dev, args.chunk_tokens)
+        test, test_where = chunk_docs(test, args.chunk_tokens)
     labels = sorted({t for d in train for t in doc_tags(d)}, key=lambda t: (t != "O", t[2:], t))
     label2id = {t: i for i, t in enumerate(labels)}
     id2label = dict(enumerate(labels))
@@ -128,7 +180,9 @@ def main() -> None:
             scheduler.step()
             optimizer.zero_grad()
         dev_pred = predict(model, dev_f, dev, id2label, tokenizer.pad_token_id)
-        f1 = strict_scores([Example(p, g) for p, g in zip(dev_pred, dev)])["f1"]
+        if args.chunk_tokens:
+            dev_pred = join_pieces(whole_dev, dev_pred, dev_where)
+        f1 = strict_scores([Example(p, g) for p, g in zip(dev_pred, whole_dev)])["f1"]
         print(json.dumps({"epoch": epoch + 1, "dev_f1": round(f1, 4)}), flush=True)
         if f1 > best_f1:
             best_f1, best_state = f1, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -137,7 +191,9 @@ def main() -> None:
         model.save_pretrained(args.save)
         tokenizer.save_pretrained(args.save)
     test_pred = predict(model, test_f, test, id2label, tokenizer.pad_token_id)
-    metrics = evaluate_examples([Example(p, g) for p, g in zip(test_pred, test)], "IOB2")
+    if args.chunk_tokens:
+        test_pred = join_pieces(whole_test, test_pred, test_where)
+    metrics = evaluate_examples([Example(p, g) for p, g in zip(test_pred, whole_test)], "IOB2")
     metrics["dev_f1"] = best_f1
     args.output.write_text(json.dumps(metrics, indent=2) + "\n")
 
