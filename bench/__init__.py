@@ -31,7 +31,8 @@ TOPICS = ("accuracy", "calibration", "speed", "service", "scale")
 
 EXPERIMENTS: Dict[str, Experiment] = {
     # accuracy
-    "conll_benchmark": Experiment("accuracy.conll_benchmark", "strict entity F1 and training time: ner_plus against its peers (CoNLL-2003 -> CoNLL++, BC5CDR; --seed, --gpu-id)", ("conll_*", "bc5cdr_*", "gpu_conll_*", "gpu_device_conll_*")),
+    "conll_benchmark": Experiment("accuracy.conll_benchmark", "strict entity F1 and training time: ner_plus against its peers (CoNLL-2003 -> CoNLL++, BC5CDR, converted span corpora: resume, healthcare; --seed, --gpu-id)", ("conll_*", "bc5cdr_*", "gpu_conll_*", "gpu_device_conll_*", "resume_*", "healthcare_ner_plus*", "healthcare_spacy_trf_*", "healthcare_hf_*", "healthcare_dose_drop_*")),
+    "healthcare_dose": Experiment("accuracy.healthcare_dose", "ADE's partially annotated DOSE: scored on every test sentence against the DRUG-DOSE.rel ones, and the --dose drop training", ("healthcare_dose",)),
     "peer_hf_token_classification": Experiment("accuracy.peer_hf_token_classification", "peer: HF AutoModelForTokenClassification with the recipe (run by conll_benchmark hf_token_cls)"),
     "variants": Experiment("accuracy.variants", "loss and scheme variants against the default, per type, both decoding modes", ("variants_*",)),
     "error_breakdown": Experiment("accuracy.error_breakdown", "where one type's errors come from (spurious, boundary, type; by length), pipelines side by side", ("errors_*",)),

@@ -9,7 +9,7 @@ import spacy
 import torch
 from spacy.tokens import Doc
 from spacy.training import Example
-from thinc.api import Adam
+from thinc.api import Adam, fix_random_seed
 
 from spacy_ner_plus.ml.shim import encoder_shim
 from spacy_ner_plus.ml.transformer import encode_windows, get_tokenizer, get_transformer, inference_modules, wordpiece_labels
@@ -384,6 +384,32 @@ def test_missing_annotation_is_ignored_by_the_loss():
     scores = ner.model.predict(windows)
     _, grads = ner._window_loss([eg], owners, scores)
     assert numpy.all(grads[0][1:3] == 0) and numpy.any(grads[0][0] != 0)
+
+
+def test_update_in_passes_of_window_batch_size_equals_one_pass():
+    """A batch of whole documents runs in passes of window_batch_size windows (memory bounded
+    by it): the loss and the weights after the update are those of one pass over all windows."""
+    results = {}
+    # no dropout inside the transformer either: its masks would differ with the passes' shapes
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    for size in (100, 1):
+        nlp = make_nlp(window=8, stride=6, window_batch_size=size, model={"encoder": {"transformer_config": no_dropout}})
+        ner = nlp.get_pipe("ner_plus")
+        fix_random_seed(0)
+        exs = examples(nlp)
+        nlp.initialize(lambda: exs)
+        # two long docs: the training examples' words joined, with their entities
+        words = [t.text for eg in exs for t in eg.reference]
+        ents = [tag for eg in exs for tag in eg.get_aligned_ner()]
+        long_eg = Example.from_dict(Doc(nlp.vocab, words=words), {"entities": ents})
+        windows, _, _ = ner._windows([long_eg.predicted, exs[0].predicted])
+        assert len(windows) >= 3  # several passes of one window
+        losses = {}
+        ner.update([long_eg, exs[0]], drop=0.0, sgd=Adam(0.001), losses=losses)
+        results[size] = (losses["ner_plus"], [p.detach().clone() for p in encoder_shim(ner.model.get_ref("encoder")).hf.transformer.parameters()])
+    assert results[1][0] == pytest.approx(results[100][0], rel=1e-5)
+    for a, b in zip(results[1][1], results[100][1]):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("gamma,weights", [(0.0, "none"), (2.0, "none"), (2.0, {"PER": 3.0})])

@@ -2,7 +2,7 @@
 labelled tokens (gold -1 is ignored, as -100 in the Hugging Face recipe), per-tag class weights,
 and the global gradient-norm clipping applied before each optimizer step. Pure numpy and thinc:
 the pipe gathers the gold tags of its windows and calls these."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy
 from thinc.api import Model, Ops
@@ -19,7 +19,8 @@ def softmax(logits: numpy.ndarray) -> numpy.ndarray:
 
 
 def token_classification_loss(
-    ops: Ops, scores: List[Floats2d], gold: numpy.ndarray, tag_weights: Sequence[float], focal_gamma: float
+    ops: Ops, scores: List[Floats2d], gold: numpy.ndarray, tag_weights: Sequence[float], focal_gamma: float,
+    n_labeled: Optional[int] = None,
 ) -> Tuple[float, List[Floats2d]]:
     """Mean (focal) cross-entropy over the labelled tokens and its gradient per window.
 
@@ -28,13 +29,16 @@ def token_classification_loss(
     gold (numpy.ndarray): the gold tag index of every row of ``scores`` in order; -1: unlabelled.
     tag_weights (Sequence[float]): a weight per tag, or empty for 1.0 each.
     focal_gamma (float): focal loss exponent; 0 is plain cross-entropy.
+    n_labeled (Optional[int]): the labelled tokens to average over; None: those of ``gold``.
+        A batch scored in parts passes the batch's count, so the parts' losses and
+        gradients sum to those of the whole batch.
     RETURNS (Tuple[float, List[Floats2d]]): the loss and the gradient of each window's scores.
     RAISES (ValueError): when the loss is NaN or infinite.
     """
     logits = ops.to_numpy(ops.xp.concatenate(scores)).astype("float64")
     probs = softmax(logits)
     labeled = gold >= 0
-    n_labeled = max(1, int(labeled.sum()))
+    n_labeled = max(1, int(labeled.sum()) if n_labeled is None else n_labeled)
     rows = numpy.arange(len(gold))
     safe_gold = numpy.where(labeled, gold, 0)
     p_true = numpy.clip(probs[rows, safe_gold], 1e-12, 1.0)

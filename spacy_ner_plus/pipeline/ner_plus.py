@@ -142,7 +142,11 @@ def make_ner_plus(
         predicts a whole document as it predicts each sentence alone (training
         windows follow it too). A Doc without sentence boundaries is one unit
         whatever the setting.
-    window_batch_size (int): windows per forward pass at prediction. Scores
+    window_batch_size (int): windows per forward pass, at prediction and in
+        training: a training batch with more windows (whole documents) runs in
+        passes of this many, their gradients summed (the same loss as one
+        pass), so training memory is bounded by it, not by the batch's longest
+        document. Scores
         depend on which windows share a forward pass in the last bits of
         float32 (about 1e-6); 1 runs each window alone, so its scores are
         bit for bit the same whatever else is predicted, at about twice the cost.
@@ -515,11 +519,22 @@ class NerPlus(TrainablePipe):
         validate_examples(examples, "NerPlus.update")
         if not any(len(eg.predicted) for eg in examples):
             return losses
-        windows, _, _ = self._windows([eg.predicted for eg in examples])
+        windows, owners, _ = self._windows([eg.predicted for eg in examples])
         set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(windows)
-        loss, d_scores = self.get_loss(examples, scores)
-        backprop(d_scores)
+        gold_docs = [self.gold_tag_ids(eg) for eg in examples]
+        gold = [gold_docs[d][s:e] for d, s, e in owners]
+        n_labeled = int(sum((g >= 0).sum() for g in gold))
+        loss = 0.0
+        # passes of window_batch_size windows, each backpropagated before the next runs: memory
+        # stays that of one pass however long the documents; the gradients add up in the model
+        size = self.window_batch_size
+        for start in range(0, len(windows), size):
+            scores, backprop = self.model.begin_update(windows[start : start + size])
+            part, d_scores = token_classification_loss(
+                self.model.ops, scores, numpy.concatenate(gold[start : start + size]), self.cfg["tag_weights"], self.focal_gamma, n_labeled
+            )
+            backprop(d_scores)
+            loss += part
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += loss
