@@ -51,14 +51,14 @@ document) and records them under "documents".
 Span-annotated corpora that a workflow has converted already (one DocBin per
 split: train.spacy, dev.spacy, test.spacy) are read with --corpus; --config
 picks ner_plus's base config and --batch-size the docs per optimizer step,
-the same for every system (whole CVs: 4 a batch). The HF peer then cuts docs
-into pieces of --chunk-tokens tokens (batches of 32 pieces, about the 34
-windows of 4 CVs) and scores whole documents; spaCy's transformer peer uses
+the same for every system (whole CVs: 1 a batch, about the tokens of 64 CoNLL sentences). The HF peer then cuts docs
+into pieces of --chunk-tokens tokens (as many a batch as --batch-size docs
+hold on average: the same text per optimizer step) and scores whole documents; spaCy's transformer peer uses
 spacy-transformers' own strided windows. Records carry the overlap scores too.
 
     python -m bench conll_benchmark --corpus corpus/healthcare --name healthcare ner_plus --seed 1
     python -m bench conll_benchmark --corpus corpus/resume --name resume --config configs/ner_plus_resume.cfg \
-        --batch-size 4 --chunk-tokens 128 --epochs 2 hf_token_cls
+        --batch-size 1 --chunk-tokens 128 --epochs 2 hf_token_cls
 
 Each run writes bench/results/<name>_<system>.json.
 """
@@ -224,11 +224,20 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
     return seconds, score_best(work, paths)
 
 
+def hf_batch_size(paths: dict) -> int:
+    """Sequences per HF step: --batch-size docs, or with --chunk-tokens as many pieces as
+    --batch-size docs hold on average in train (the same text per optimizer step)."""
+    if not OPTIONS["chunk_tokens"]:
+        return OPTIONS["batch_size"]
+    docs = list(DocBin().from_disk(paths["train"]).get_docs(Vocab()))
+    pieces_per_doc = sum(-(-len(d) // OPTIONS["chunk_tokens"]) for d in docs) / len(docs)
+    return max(1, round(OPTIONS["batch_size"] * pieces_per_doc))
+
+
 def run_hf(paths, work, epochs, train=True):
     cmd = [sys.executable, "-m", "bench", "peer_hf_token_classification", str(paths["train"]), str(paths["dev"]),
            str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model"),
-           "--seed", str(OPTIONS["seed"]), "--chunk-tokens", str(OPTIONS["chunk_tokens"]),
-           "--batch-size", str(32 if OPTIONS["chunk_tokens"] else OPTIONS["batch_size"])]
+           "--seed", str(OPTIONS["seed"]), "--chunk-tokens", str(OPTIONS["chunk_tokens"]), "--batch-size", str(hf_batch_size(paths))]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -302,7 +311,7 @@ def main() -> None:
         "system": args.system,
         "data": str(args.corpus if args.corpus is not None else args.data),
         "batch_size": args.batch_size,
-        **({"chunk_tokens": args.chunk_tokens} if args.system == "hf_token_cls" and args.chunk_tokens else {}),
+        **({"chunk_tokens": args.chunk_tokens, "hf_batch_pieces": hf_batch_size(paths)} if args.system == "hf_token_cls" and args.chunk_tokens else {}),
         "epochs": args.epochs,
         "seed": args.seed,
         "train_seconds": round(seconds, 1),
