@@ -74,7 +74,14 @@ def main() -> None:
     for name, system in (("healthcare", "ner_plus"), ("healthcare", "spacy_trf_ner_recipe"), ("healthcare", "hf_token_cls"),
                          ("healthcare_dose_drop", "ner_plus")):
         for seed in (0, 1, 2):
-            work = ROOT / "training" / f"bench_{name}_{system}" if not seed else ROOT / "training" / f"bench_{name}_{system}_seed{seed}"
+            suffix = f"_seed{seed}" if seed else ""
+            work = ROOT / "training" / f"bench_{name}_{system}{suffix}"
+            # a finished run only: conll_benchmark writes its result after the last checkpoint
+            # (spaCy rewrites model-last at every evaluation of a run still training)
+            result = RESULTS / f"{name}_{system}{suffix}.json"
+            newest = max((f.stat().st_mtime for f in work.rglob("*") if f.is_file()), default=None)
+            if newest is None or not result.exists() or result.stat().st_mtime < newest - 60:
+                continue
             if system == "hf_token_cls":
                 if not (work / "model" / "config.json").exists():
                     continue
