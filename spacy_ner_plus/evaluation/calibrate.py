@@ -91,8 +91,7 @@ def calibrate_pipeline(
         raise ValueError(f"bootstrap must be >= 0 and confidence in (0, 1), not {bootstrap} and {confidence}")
     if any(b <= 0 or not numpy.isfinite(b) for b in bias_grid):
         raise ValueError(f"the bias grid must hold finite numbers > 0, not {list(bias_grid)}")
-    # DEV is decoded as the pipe decodes with no bias: a bias stored by an earlier calibration must not decide it
-    ner.cfg["decoding_bias"] = {}
+    # DEV is decoded with no bias whatever the pipe holds: a bias stored by an earlier calibration decides nothing
     dev = DevDecoding(nlp, component, gold_docs)
     results, bias = search_decoding_bias(
         dev.predictions,
@@ -184,6 +183,8 @@ class DevDecoding:
         self.ner = nlp.get_pipe(component)
         self.gold_docs = list(gold_docs)
         names = nlp.pipe_names
+        if component not in names:
+            raise ValueError(f"the ner_plus pipe {component!r} is disabled: enable it to calibrate it")
         at = names.index(component)
         inputs = []
         for gold in self.gold_docs:
@@ -192,12 +193,12 @@ class DevDecoding:
         with nlp.select_pipes(enable=names[:at]):
             docs = list(nlp.pipe(inputs, batch_size=batch_size))
         pairs = list(self.ner.pipe_probabilities(docs, batch_size=batch_size))
-        self.docs = [doc for doc, _ in pairs]
+        docs = [doc for doc, _ in pairs]
         self.found = [found for _, found in pairs]
-        self.ner.set_annotations(self.docs, [self.ner.decode_probabilities(found) for found in self.found])
+        self.ner.set_annotations(docs, [self.ner.decode_probabilities(found) for found in self.found])
         with nlp.select_pipes(enable=names[at + 1 :]):
-            self.docs = list(nlp.pipe(self.docs, batch_size=batch_size))
-        self.unbiased = _type_predictions(self.ner, self.docs, self.gold_docs)
+            docs = list(nlp.pipe(docs, batch_size=batch_size))
+        self.unbiased = _type_predictions(self.ner, docs, self.gold_docs)
 
     def predictions(self, decoding_bias: Dict[str, float]) -> Dict[str, TypePredictions]:
         """Per type, the entities decoded with ``decoding_bias`` (label -> b), each with its raw
