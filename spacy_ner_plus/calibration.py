@@ -44,7 +44,10 @@ predictions (recall counts every gold entity of the type, found or not):
 ``max_f1``, ``fbeta:B`` (maximise F-beta), ``precision:P`` (the lowest
 threshold whose precision is at least P: the most recall that keeps P; when
 no threshold reaches P, the one of highest precision, with a warning),
-``recall:R`` (the highest threshold whose recall is at least R).
+``recall:R`` (the highest threshold whose recall is at least R). A threshold
+only removes decoded entities, so it cannot lift recall above the decoder's:
+when no threshold reaches R, calibrate (evaluation/calibrate.py) looks for the
+smallest decoding bias of the type that does (``TypeCalibration.reached``).
 
 With ``bootstrap`` (Poisson) resamples of the type's DEV predictions,
 thresholds account for DEV's sampling noise: ``precision:P`` takes the lowest
@@ -55,6 +58,10 @@ keeping every prediction out of bag beyond DEV's noise: on each resample the
 best threshold is chosen and its gain measured on the predictions that
 resample left out; unless the gain is positive on at least ``confidence`` of
 the resamples, the threshold is 0 (keep all).
+
+Size: just over 500 lines: four calibrators and four threshold policies with
+their bootstrap bounds are one concern (DEV predictions -> calibrated scores
+and thresholds); the pipeline side is evaluation/calibrate.py.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -331,15 +338,25 @@ def choose_threshold(
         best = int(bound.argmax())
         what = "precision" if not bootstrap else f"the {confidence:.0%} lower bound of precision"
         return float(t[best]), f"{what} {value} is not reached on DEV (best {bound[best]:.3f})"
-    if not bootstrap:
-        bound = r
-    else:
-        tp = _counts(scores, correct, t, weights)[1]
-        bound = numpy.quantile(_ratio(tp, n_missed + tp[:, :1]), quantile, axis=0)
+    bound = recall_bound(scores, correct, n_gold, bootstrap, confidence, seed)
     ok = numpy.nonzero(bound >= value)[0]
     if len(ok):
         return float(t[ok[-1]]), None
     return float(t[0]), f"recall {value} is not reached on DEV (at most {bound[0]:.3f})"
+
+
+def recall_bound(
+    scores: Sequence[float], correct: Sequence[bool], n_gold: int, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0
+) -> numpy.ndarray:
+    """What ``recall:R`` compares with R at each candidate threshold (threshold_curve's):
+    DEV's recall, or with ``bootstrap`` its ``confidence`` lower bound (choose_threshold)."""
+    curve = threshold_curve(scores, correct, n_gold)
+    if not bootstrap or not len(curve["threshold"]):
+        return curve["recall"]
+    weights = numpy.random.default_rng(seed).poisson(1.0, size=(bootstrap, len(numpy.asarray(scores)))).astype("int32")
+    tp = _counts(scores, correct, curve["threshold"], weights)[1]
+    n_missed = n_gold - int(numpy.sum(correct))
+    return numpy.quantile(_ratio(tp, n_missed + tp[:, :1]), 1.0 - confidence, axis=0)
 
 
 def _ratio(a: numpy.ndarray, b: numpy.ndarray) -> numpy.ndarray:
@@ -376,6 +393,12 @@ class TypeCalibration:
     threshold: float
     policy: str
     notes: List[str]
+    # recall:R only: the recall (or its lower bound) at the threshold, and whether it reaches R
+    recall_bound: Optional[float] = None
+    reached: Optional[bool] = None
+    # the type's decoding bias and, when calibrate searched one, each bias tried (evaluation/calibrate.py)
+    decoding_bias: float = 0.0
+    bias_search: List[Dict] = field(default_factory=list)
 
     def summary(self) -> Dict:
         kept = self.calibrated >= self.threshold
@@ -394,6 +417,10 @@ class TypeCalibration:
             "recall_all": prf(tp_all, len(self.raw), self.n_gold)[1],
             "precision_kept": prf(tp_kept, int(kept.sum()), self.n_gold)[0],
             "recall_kept": prf(tp_kept, int(kept.sum()), self.n_gold)[1],
+            "recall_bound": self.recall_bound,
+            "reached": self.reached,
+            "decoding_bias": self.decoding_bias,
+            "bias_search": self.bias_search,
             "notes": self.notes,
         }
 
@@ -444,7 +471,14 @@ def calibrate_type(
     threshold, warning = choose_threshold(calibrated, correct, n_gold, policy, bootstrap, confidence, seed)
     if warning:
         notes.append(warning)
-    return TypeCalibration(label, n_gold, raw, correct, calibrator, calibrated, threshold, policy, notes)
+    result = TypeCalibration(label, n_gold, raw, correct, calibrator, calibrated, threshold, policy, notes)
+    name, target = parse_policy(policy)
+    if name == "recall":
+        bound = recall_bound(calibrated, correct, n_gold, bootstrap, confidence, seed)
+        at = numpy.nonzero(numpy.unique(calibrated) == threshold)[0]
+        result.recall_bound = float(bound[at[0]]) if len(at) else 0.0
+        result.reached = result.recall_bound >= target
+    return result
 
 
 @dataclass

@@ -370,8 +370,12 @@ def calibrate(
                 data = write_report(results, tmp_report)
     except OSError as err:
         _write_failed(output_model, err)
-    rows = [(label, r.calibrator.method, r.policy, f"{r.threshold:.3f}", len(r.raw), r.n_gold) for label, r in results.items()]
-    msg.table(rows, header=("type", "method", "policy", "threshold", "predicted", "gold"), aligns=("l", "l", "l", "r", "r", "r"))
+    rows = [(label, r.calibrator.method, r.policy, f"{r.decoding_bias:g}", f"{r.threshold:.3f}", len(r.raw), r.n_gold) for label, r in results.items()]
+    msg.table(rows, header=("type", "method", "policy", "bias", "threshold", "predicted", "gold"), aligns=("l", "l", "l", "r", "r", "r", "r"))
+    for label, r in results.items():
+        for note in r.notes:
+            if r.bias_search and "decoding bias" in note:
+                msg.info(f"{label}: {note}")
     if data is not None:
         o = data["overall"]
         msg.info(f"ECE {o['ece_before']:.4f} -> {o['ece_after']:.4f}, Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}")

@@ -26,6 +26,14 @@ where it put ``B-X``), so in that mode every entity is scored by
 ``run_confidence``: the probability that exactly its tokens are of type X,
 ``prod_{s<=t<e} q[t, X] * (1 - q[s-1, X]) * (1 - q[e, X])`` with ``q[t, X]``
 the mass of all of X's tags at t (the outer factors only where a token is).
+
+Decoding bias (``bias_vector``, the pipe's ``decoding_bias``, chosen by
+calibrate for a ``recall:R`` policy that thresholds cannot reach): ``b >= 0``
+added to the log-probability of every tag of a type before Viterbi, so a token
+reads as that type where ``p[t, X-tag] * e^b`` beats the other tags (b = 1:
+where its probability is above 0.37 of O's). Only the path changes: every
+confidence above is computed from the unbiased ``p``, so calibrators and
+thresholds keep their meaning. No bias (None) decodes exactly as before.
 """
 import functools
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -116,12 +124,31 @@ def viterbi(
     return path
 
 
+def bias_vector(tags: Sequence[str], decoding_bias: Dict[str, float]) -> Optional[numpy.ndarray]:
+    """Per tag column, the bias of its type (module docstring); None when no
+    type has a bias other than 0 (decoding then costs nothing extra).
+
+    RAISES (ValueError): a bias that is negative or not finite, or a label without tags.
+    """
+    labels = {split_tag(tag)[1] for tag in tags if tag != "O"}
+    unknown = sorted(set(decoding_bias) - labels)
+    if unknown:
+        raise ValueError(f"decoding bias for unknown label(s) {unknown} (labels: {sorted(labels)})")
+    bad = {label: b for label, b in decoding_bias.items() if not (numpy.isfinite(b) and b >= 0)}
+    if bad:
+        raise ValueError(f"a decoding bias must be a finite number >= 0, not {bad}")
+    if not any(decoding_bias.values()):
+        return None
+    return numpy.array([0.0 if tag == "O" else float(decoding_bias.get(split_tag(tag)[1], 0.0)) for tag in tags])
+
+
 def decode(
     probs: numpy.ndarray,
     tags: Sequence[str],
     constraints: Dict[str, numpy.ndarray],
     fixed_outside: Sequence[Tuple[int, int]] = (),
     no_edge: Optional[Sequence[bool]] = None,
+    bias: Optional[numpy.ndarray] = None,
 ) -> List[SpanTuple]:
     """Entities of the best valid path through per-token distributions ``probs``.
 
@@ -132,6 +159,8 @@ def decode(
         touch (entities already set: the decoder predicts around them).
     no_edge (Optional[Sequence[bool]]): per token, True where no entity may
         start or end (whitespace tokens); such a token may lie inside one.
+    bias (Optional[numpy.ndarray]): (n_tags,) added to the log-probabilities
+        before Viterbi (``bias_vector``); None: none.
     RETURNS (List[SpanTuple]): the entities, in order.
     """
     n = probs.shape[0]
@@ -145,7 +174,10 @@ def decode(
         allowed = numpy.ones(probs.shape, dtype=bool) if allowed is None else allowed
         for start, end in fixed_outside:
             allowed[max(0, start) : min(n, end)] = constraints["outside"]
-    path = viterbi(numpy.log(numpy.clip(probs, 1e-12, 1.0)), constraints, allowed, no_end)
+    log_probs = numpy.log(numpy.clip(probs, 1e-12, 1.0))
+    if bias is not None:
+        log_probs = log_probs + bias
+    path = viterbi(log_probs, constraints, allowed, no_end)
     return tags_to_spans([tags[i] for i in path])
 
 
@@ -216,6 +248,7 @@ def decode_scored(
     no_edge: Optional[Sequence[bool]] = None,
     joined: bool = False,
     constraints: Optional[Dict[str, numpy.ndarray]] = None,
+    bias: Optional[numpy.ndarray] = None,
 ) -> Tuple[List[SpanTuple], List[float]]:
     """The entities of one document and their raw confidences.
 
@@ -232,6 +265,8 @@ def decode_scored(
     joined (bool): join touching entities of a type and score them with
         ``run_confidence`` (else ``span_confidence``).
     constraints (Optional[Dict]): ``constraints_for(tags, scheme)``, when the caller has it.
+    bias (Optional[numpy.ndarray]): per tag, added to the log-probabilities
+        before Viterbi (``bias_vector``); the confidences ignore it.
     RETURNS (Tuple[List[SpanTuple], List[float]]): entities in order and their confidences.
     """
     if constraints is None:
@@ -243,7 +278,7 @@ def decode_scored(
     for a, b in segments:
         fixed = [(start - a, end - a) for start, end in fixed_outside if start < b and end > a]
         edges = None if no_edge is None else list(no_edge[a:b])
-        found = decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=edges)
+        found = decode(probs[a:b], tags, constraints, fixed_outside=fixed, no_edge=edges, bias=bias)
         if joined:
             found = join_touching(found)
             scores = [run_confidence(probs[a:b], s, columns) for s in found]

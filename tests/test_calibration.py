@@ -438,3 +438,174 @@ def test_a_threshold_of_0_keeps_every_decoded_entity_with_a_confidence_above_0(t
             assert [e._.confidence for e in doc.ents] == [1 / 52] * len(doc.ents)  # (0 + 1) / (50 + 2)
     finally:
         ner.cfg.update(saved)
+
+
+STATE_KEYS = ("calibration", "thresholds", "calibration_weights", "calibration_decoding", "decoding_bias")
+
+
+def fake_predictions(found_by_bias, n_gold=10, n_wrong=3):
+    """A decoder whose type X finds found_by_bias[b] of its n_gold entities with bias b
+    (right ones score 0.8, n_wrong wrong ones 0.3); Y finds its 5 of 5 whatever the bias."""
+    calls = []
+
+    def predict(bias):
+        calls.append(dict(bias))
+        found = found_by_bias[bias.get("X", 0.0)]
+        x = TypePredictions([0.8] * found + [0.3] * n_wrong, [True] * found + [False] * n_wrong, n_gold, [1] * (found + n_wrong))
+        return {"X": x, "Y": TypePredictions([0.9] * 5, [True] * 5, 5, [1] * 5)}
+
+    return predict, calls
+
+
+def fit_recall(target):
+    return lambda predictions: calibrate_predictions(predictions, "isotonic", "max_f1", {"X": f"recall:{target}"}, 1, 0.5)
+
+
+def test_the_bias_search_takes_the_smallest_bias_that_reaches_the_recall():
+    from spacy_ner_plus.evaluation.calibrate import search_decoding_bias
+
+    predict, calls = fake_predictions({0.0: 7, 0.5: 8, 1.0: 8, 2.0: 9, 3.0: 10})
+    results, bias = search_decoding_bias(predict, fit_recall(0.9), grid=(0.5, 1.0, 2.0, 3.0))
+    assert bias == {"X": 2.0} and results["X"].decoding_bias == 2.0 and results["Y"].decoding_bias == 0.0
+    assert calls == [{}, {"X": 0.5}, {"X": 1.0}, {"X": 2.0}]  # stops at the first bias that reaches 0.9
+    rows = results["X"].bias_search
+    assert [r["bias"] for r in rows] == [0.0, 0.5, 1.0, 2.0] and [r["reached"] for r in rows] == [False, False, False, True]
+    assert [r["recall"] for r in rows] == [0.7, 0.8, 0.8, 0.9] and rows[-1]["n_predicted"] == 12
+    assert rows[-1]["precision"] == 1.0  # the recall policy's threshold drops the 3 wrong ones (0.3 < 0.8)
+    assert results["X"].reached and results["X"].recall_bound == pytest.approx(0.9)
+    assert "decoding bias 2 reaches 0.900" in results["X"].notes[-1]
+    # a type whose threshold reaches the recall is decoded with no bias
+    predict, calls = fake_predictions({0.0: 9})
+    results, bias = search_decoding_bias(predict, fit_recall(0.9), grid=(0.5, 1.0))
+    assert bias == {} and calls == [{}] and results["X"].bias_search == [] and results["X"].reached
+
+
+def test_when_no_bias_reaches_the_recall_the_one_of_most_recall_is_kept_or_none():
+    from spacy_ner_plus.evaluation.calibrate import search_decoding_bias
+
+    predict, _ = fake_predictions({0.0: 7, 0.5: 8, 1.0: 8, 2.0: 6})
+    results, bias = search_decoding_bias(predict, fit_recall(0.95), grid=(0.5, 1.0, 2.0))
+    assert bias == {"X": 0.5} and not results["X"].reached  # 0.8 at 0.5 and 1.0: the smaller
+    assert results["X"].recall_bound == pytest.approx(0.8) and len(results["X"].raw) == 11
+    assert "no decoding bias up to 2 reaches recall 0.95: bias 0.5 gives the most, 0.800" in results["X"].notes[-1]
+    predict, _ = fake_predictions({0.0: 7, 0.5: 7, 1.0: 6})
+    results, bias = search_decoding_bias(predict, fit_recall(0.95), grid=(0.5, 1.0))
+    assert bias == {} and results["X"].decoding_bias == 0.0 and len(results["X"].bias_search) == 3
+
+
+def near_miss(ner, docs):
+    """The token of ``docs`` that comes closest to reading as another type than it is
+    decoded as (O or a one-token entity): (doc index, token, label, log-ratio of that
+    label's B- tag to the decoded tag)."""
+    tags = ner.tags
+    best = None
+    for d, found in enumerate(ner.predict_probabilities(docs)):
+        decoded = {}
+        for start, end, label in ner.decode_probabilities(found).spans:
+            for i in range(start, end):
+                decoded[i] = (label, end - start)
+        for i in range(len(docs[d])):
+            label_here, length = decoded.get(i, (None, 1))
+            if length > 1:
+                continue
+            here = found.probs[i, tags.index(f"B-{label_here}" if label_here else "O")]
+            for label in ner.labels:
+                if label != label_here:
+                    ratio = float(numpy.log(found.probs[i, tags.index(f"B-{label}")] / here))
+                    if best is None or ratio > best[3]:
+                        best = (d, i, label, ratio)
+    return best
+
+
+def test_calibrate_finds_the_bias_that_brings_a_type_to_its_recall_where_thresholds_cannot(trained):
+    from spacy.tokens import Doc, Span
+
+    from spacy_ner_plus.decoding import span_confidence
+
+    texts = ["Ann works for Soylent .", "Peter lives in Berlin .", "Eve works for Wayne Enterprises in Gotham .", "Paul lives in Lyon .", "Maria lives in New Delhi ."]
+    ner = trained.get_pipe("ner_plus")
+    saved = {k: ner.cfg[k] for k in STATE_KEYS}
+    try:
+        docs = [trained.make_doc(t) for t in texts]
+        d, i, label, ratio = near_miss(ner, docs)
+        assert -6.0 < ratio < -0.3  # below the grid's largest bias: a bias can reach it, none is needed today
+        # DEV's gold: what the model decodes, but the near miss is of type `label`
+        dev = []
+        for k, (doc, found) in enumerate(zip(docs, ner.predict_probabilities(docs))):
+            gold = Doc(trained.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+            spans = [(s, e, lab) for s, e, lab in ner.decode_probabilities(found).spans if k != d or not s <= i < e]
+            gold.ents = [Span(gold, s, e, label=lab) for s, e, lab in sorted(spans + ([(i, i + 1, label)] if k == d else []))]
+            dev.append(gold)
+        grid = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+        kwargs = dict(method="isotonic", policy="max_f1", overrides={label: "recall:1.0"}, min_spans=1, bootstrap=0, bias_grid=grid)
+        ner.set_calibration({}, {}, {label: 6.0})  # a bias stored before must not decide DEV's decoding
+        results = calibrate_pipeline(trained, dev, **kwargs)
+        r = results[label]
+        assert r.bias_search[0]["bias"] == 0.0 and not r.bias_search[0]["reached"] and r.bias_search[0]["recall"] < 1.0
+        assert r.reached and r.recall_bound == 1.0 and r.decoding_bias > 0
+        assert r.decoding_bias == min(b for b in grid if b > -ratio)  # the smallest that lets the near miss win
+        assert all(not row["reached"] for row in r.bias_search[:-1])
+        assert ner.cfg["decoding_bias"] == {label: r.decoding_bias}
+        # the pipeline now finds it, scored from the unbiased probabilities
+        doc = trained(texts[d])
+        assert (i, i + 1, label) in {(e.start, e.end, e.label_) for e in doc.ents}
+        group = doc.spans["ner_plus"]
+        found = ner.predict_probabilities([trained.make_doc(texts[d])])[0]
+        index = {t: k for k, t in enumerate(ner.tags)}
+        for span, raw in zip(group, group.attrs["raw_scores"]):
+            assert raw == span_confidence(found.probs, (span.start, span.end, span.label_), index, "IOB2")
+        # the same inputs give the same bias and calibration; a policy thresholds reach drops the bias
+        first = {k: ner.cfg[k] for k in ("calibration", "thresholds", "decoding_bias")}
+        calibrate_pipeline(trained, dev, **kwargs)
+        assert {k: ner.cfg[k] for k in ("calibration", "thresholds", "decoding_bias")} == first
+        calibrate_pipeline(trained, dev, **{**kwargs, "overrides": {}})
+        assert ner.cfg["decoding_bias"] == {} and (i, i + 1, label) not in {(e.start, e.end, e.label_) for e in trained(texts[d]).ents}
+    finally:
+        ner.cfg.update(saved)
+
+
+def test_the_decoding_bias_round_trips_exactly_and_old_pipelines_load_without_one(trained, tmp_path):
+    import srsly
+
+    ner = trained.get_pipe("ner_plus")
+    saved = {k: ner.cfg[k] for k in STATE_KEYS}
+    texts = ["Ann works for Soylent .", "Eve works for Wayne Enterprises in Gotham ."]
+
+    def decoded(nlp):
+        return [[(s.start, s.end, s.label_) for s in doc.spans["ner_plus"]] for doc in nlp.pipe(texts)]
+
+    try:
+        unbiased = decoded(trained)
+        bias = {"LOC": 3.123456789012345, "PER": 0.1}
+        ner.set_calibration({}, {}, bias)
+        biased = decoded(trained)
+        assert biased != unbiased
+        trained.to_disk(tmp_path / "biased")
+        from_disk = spacy.load(tmp_path / "biased")
+        from_bytes = spacy.blank("en")
+        from_bytes.add_pipe("ner_plus")
+        from_bytes.from_bytes(trained.to_bytes())
+        for loaded in (from_disk, from_bytes):
+            assert loaded.get_pipe("ner_plus").cfg["decoding_bias"] == bias
+            assert decoded(loaded) == biased
+        # a pipeline saved before the bias existed: no key in cfg nor in the exact entry
+        old = tmp_path / "biased" / "ner_plus"
+        cfg = srsly.read_json(old / "cfg")
+        del cfg["decoding_bias"]
+        srsly.write_json(old / "cfg", cfg)
+        exact = srsly.read_msgpack(old / "exact")
+        del exact["decoding_bias"]
+        srsly.write_msgpack(old / "exact", exact)
+        assert spacy.load(tmp_path / "biased").get_pipe("ner_plus").cfg["decoding_bias"] == {}
+        pipe = from_disk.get_pipe("ner_plus")  # loaded into a pipe that has a bias: it goes too
+        pipe.from_disk(old, exclude=["vocab"])
+        assert pipe.cfg["decoding_bias"] == {} and decoded(from_disk) == unbiased
+        # set_calibration checks it; clear_calibration drops it
+        for bad in ({"LOC": -1.0}, {"NOPE": 1.0}):
+            with pytest.raises(ValueError):
+                ner.set_calibration({}, {}, bad)
+        with pytest.warns(UserWarning, match="decoding bias"):
+            ner.clear_calibration("the weights are being trained")
+        assert ner.cfg["decoding_bias"] == {} and decoded(trained) == unbiased
+    finally:
+        ner.cfg.update(saved)

@@ -4,7 +4,19 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from spacy_ner_plus import schemes
-from spacy_ner_plus.decoding import decode, join_touching, label_columns, run_confidence, span_confidence, viterbi
+import pytest
+
+from spacy_ner_plus.decoding import (
+    bias_vector,
+    constraints_for,
+    decode,
+    decode_scored,
+    join_touching,
+    label_columns,
+    run_confidence,
+    span_confidence,
+    viterbi,
+)
 
 
 def brute_force(log_probs, tags, scheme):
@@ -166,3 +178,50 @@ def test_run_confidence_formula():
     assert abs(run_confidence(probs, (2, 4, "PER"), columns) - 0.9 * 0.15 * (1 - 0.9)) < 1e-12
     bioes = schemes.tag_names(["PER"], "BIOES")
     assert sorted(bioes[i] for i in label_columns(bioes)["PER"]) == ["B-PER", "E-PER", "I-PER", "S-PER"]
+
+
+def test_a_decoding_bias_makes_a_type_decode_where_its_probability_was_below_os():
+    tags = schemes.tag_names(["DRUG", "AE"], "IOB2")  # O B-AE I-AE B-DRUG I-DRUG
+    index = {t: i for i, t in enumerate(tags)}
+    probs = numpy.full((4, len(tags)), 0.01)
+    probs[:, index["O"]] = 0.96
+    probs[1, index["O"]], probs[1, index["B-AE"]] = 0.6, 0.37  # AE's B-tag loses to O by a factor e^0.48
+    probs[2, index["O"]], probs[2, index["B-DRUG"]] = 0.44, 0.53  # DRUG wins with no bias on it
+    probs /= probs.sum(axis=1, keepdims=True)
+    constraints = constraints_for(tags, "IOB2")
+    assert decode(probs, tags, constraints) == [(2, 3, "DRUG")]
+    assert decode(probs, tags, constraints, bias=bias_vector(tags, {"AE": 0.25})) == [(2, 3, "DRUG")]  # e^0.25 < e^0.48
+    assert decode(probs, tags, constraints, bias=bias_vector(tags, {"AE": 0.75})) == [(1, 2, "AE"), (2, 3, "DRUG")]
+    # the confidences stay those of the unbiased probabilities
+    spans, confidences = decode_scored(probs, tags, "IOB2", [(0, 4)], bias=bias_vector(tags, {"AE": 0.75}))
+    assert spans == [(1, 2, "AE"), (2, 3, "DRUG")]
+    assert confidences == [span_confidence(probs, s, index, "IOB2") for s in spans]
+    assert confidences[0] < 0.5
+
+
+@given(st.data())
+@settings(max_examples=100, deadline=None)
+def test_no_bias_or_zero_bias_decodes_bit_for_bit_as_without_one(data):
+    scheme = data.draw(st.sampled_from(["IOB2", "BIOES"]))
+    tags = schemes.tag_names(["PER", "LOC"], scheme)
+    n = data.draw(st.integers(1, 25))
+    raw = data.draw(arrays("float32", (n, len(tags)), elements=st.floats(0.0, 1.0, width=32)))
+    probs = ((raw + 1e-6) / (raw + 1e-6).sum(axis=1, keepdims=True)).astype("float32")
+    no_edge = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    joined = data.draw(st.booleans())
+    assert bias_vector(tags, {}) is None and bias_vector(tags, {"PER": 0.0, "LOC": 0}) is None
+    expected = decode_scored(probs, tags, scheme, [(0, n)], no_edge=no_edge, joined=joined)
+    for bias in (None, numpy.zeros(len(tags))):
+        assert decode_scored(probs, tags, scheme, [(0, n)], no_edge=no_edge, joined=joined, bias=bias) == expected
+    # a bias on one type never takes entities away from it: the biased path scores its tokens higher
+    biased = decode_scored(probs, tags, scheme, [(0, n)], no_edge=no_edge, joined=joined, bias=bias_vector(tags, {"PER": 3.0}))[0]
+    per_tokens = lambda spans: sum(e - s for s, e, label in spans if label == "PER")
+    assert per_tokens(biased) >= per_tokens(expected[0])
+
+
+@pytest.mark.parametrize(
+    "bias, message", [({"PER": -1.0}, ">= 0"), ({"PER": float("nan")}, ">= 0"), ({"PER": float("inf")}, ">= 0"), ({"ORG": 1.0}, "ORG")]
+)
+def test_a_bad_decoding_bias_is_an_error_naming_it(bias, message):
+    with pytest.raises(ValueError, match=message):
+        bias_vector(schemes.tag_names(["PER", "LOC"], "IOB2"), bias)

@@ -81,7 +81,7 @@ def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
             for key in ("precision", "recall", "f1"):
                 ax.plot(curve["threshold"], curve[key], label=key)
         ax.axvline(r.threshold, color="k", linestyle="--", label=f"chosen {r.threshold:.2f}")
-        ax.set_title(f"{label} ({r.policy})")
+        ax.set_title(f"{label} ({r.policy})" + (f", bias {r.decoding_bias:g}" if r.decoding_bias else ""))
         ax.set_xlabel("threshold (calibrated)")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7)
@@ -96,12 +96,12 @@ def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
         f"ECE ({N_BINS} equal-width bins) {o['ece_before']:.4f} -> {o['ece_after']:.4f}; "
         f"Brier {o['brier_before']:.4f} -> {o['brier_after']:.4f}; {o['n_predicted']} predicted entities.",
         "",
-        "| type | method | policy | threshold | ECE before | ECE after | Brier before | Brier after | P all -> kept | R all -> kept |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| type | method | policy | decoding bias | threshold | ECE before | ECE after | Brier before | Brier after | P all -> kept | R all -> kept |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for label, s in data["per_type"].items():
         lines.append(
-            f"| {label} | {s['method']} | {s['policy']} | {s['threshold']:.3f} | {s['ece_before']:.4f} | {s['ece_after']:.4f} | "
+            f"| {label} | {s['method']} | {s['policy']} | {s['decoding_bias']:g} | {s['threshold']:.3f} | {s['ece_before']:.4f} | {s['ece_after']:.4f} | "
             f"{s['brier_before']:.4f} | {s['brier_after']:.4f} | {s['precision_all']:.3f} -> {s['precision_kept']:.3f} | "
             f"{s['recall_all']:.3f} -> {s['recall_kept']:.3f} |"
         )
@@ -114,6 +114,26 @@ def write_report(results: Dict[str, TypeCalibration], out_dir) -> Dict:
             f"On DEV this raises precision by {gain:+.3f} (to {s['precision_kept']:.3f}) and costs {cost:.3f} recall "
             f"(to {s['recall_kept']:.3f})." + ("" if not s["notes"] else " Note: " + "; ".join(s["notes"]) + ".")
         )
+    for label, s in data["per_type"].items():
+        if not s["bias_search"]:
+            continue
+        lines += [
+            "",
+            f"## Decoding bias of {label} ({s['policy']})",
+            "",
+            "Thresholds only remove decoded entities, so the biases below were tried on DEV "
+            "(added to the log-probabilities of the type's tags before decoding; "
+            f"chosen: {s['decoding_bias']:g}). Recall bound: what the policy compares with its target "
+            "(the bootstrap lower bound when there is one).",
+            "",
+            "| bias | predicted | threshold | precision | recall | recall bound | reached |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        lines += [
+            f"| {row['bias']:g} | {row['n_predicted']} | {row['threshold']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | "
+            f"{row['recall_bound']:.3f} | {'yes' if row['reached'] else 'no'} |"
+            for row in s["bias_search"]
+        ]
     lines += ["", "![reliability](reliability.png)", "", "![thresholds](thresholds.png)", ""]
     (out / "calibration.md").write_text("\n".join(lines), encoding="utf8")
     return data

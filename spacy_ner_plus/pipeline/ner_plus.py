@@ -208,6 +208,21 @@ def make_ner_plus(
 
 
 @dataclass
+class DocProbabilities:
+    """What ``predict_probabilities`` found for one Doc: the merged per-token
+    distributions (n_tokens, n_tags) and the decoder's inputs taken from the Doc
+    (segments decoded on their own, entities already set, whitespace tokens),
+    the windows and what each predicted on its own (for the window votes)."""
+
+    probs: numpy.ndarray
+    segments: List[Tuple[int, int]]
+    fixed_outside: List[Tuple[int, int]]
+    no_edge: List[bool]
+    ranges: List[Tuple[int, int]]
+    window_labels: List[numpy.ndarray]
+
+
+@dataclass
 class DocPrediction:
     """What ``predict`` found for one Doc: entities and their confidences, the number of
     windows the Doc was split into and, per entity, (windows covering it, windows agreeing)."""
@@ -232,7 +247,8 @@ class NerPlus(TrainablePipe):
     ``attrs["scores"]``). Settings are attributes that come from the config;
     ``cfg`` holds only learned state: labels, scheme, tag weights and the
     calibration set by ``set_calibration`` (until then scores are raw and
-    every threshold is 0).
+    every threshold is 0), with its per-type decoding bias (``decoding_bias``,
+    decoding.bias_vector: empty unless calibrate chose one for a recall policy).
     """
 
     def __init__(
@@ -303,6 +319,7 @@ class NerPlus(TrainablePipe):
             "calibration": {},
             "calibration_weights": "",
             "calibration_decoding": self.decoding_mode,
+            "decoding_bias": {},
         }
 
     # --- labels and tags -------------------------------------------------
@@ -389,6 +406,18 @@ class NerPlus(TrainablePipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return [DocPrediction([], []) for _ in docs]
+        bias = decoding.bias_vector(self.tags, self.cfg["decoding_bias"])
+        return [self.decode_probabilities(p, bias) for p in self.predict_probabilities(docs)]
+
+    def predict_probabilities(self, docs: Sequence[Doc]) -> List["DocProbabilities"]:
+        """The model's part of ``predict``: per Doc, the merged per-token
+        distributions and what decoding them needs, read from the Doc as it is now
+        (its sentences and the entities already set). ``decode_probabilities``
+        turns one into entities; calibrate decodes DEV's again with other biases."""
+        docs = list(docs)
+        tags = self.tags
+        if not any(len(doc) for doc in docs):
+            return [DocProbabilities(numpy.zeros((len(doc), len(tags)), dtype="float32"), [(0, len(doc))], [], [], [], []) for doc in docs]
         self._threads_after_fork()
         windows, owners, n_pieces = self._windows(docs)
         logits: List[Optional[Floats2d]] = [None] * len(windows)
@@ -404,29 +433,49 @@ class NerPlus(TrainablePipe):
         per_doc: List[List[int]] = [[] for _ in docs]
         for w, (doc_i, _, _) in enumerate(owners):
             per_doc[doc_i].append(w)
-        tags = self.tags
-        scheme = self.cfg["scheme"]
-        constraints = decoding.constraints_for(tags, scheme)
         tag_labels = numpy.array([schemes.split_tag(t)[1] for t in tags], dtype=object)
-        predictions = []
+        results = []
         for doc_i, doc in enumerate(docs):
             ranges = [owners[w][1:] for w in per_doc[doc_i]]
-            probs = windowing.merge_windows(ranges, [softmax(logits[w]) for w in per_doc[doc_i]], len(doc))
-            spans, confidences = decoding.decode_scored(
-                probs,
-                tags,
-                scheme,
-                self._segments(doc),
-                fixed_outside=[] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents],
-                no_edge=[t.is_space for t in doc],
-                joined=self.join_touching,
-                constraints=constraints,
+            results.append(
+                DocProbabilities(
+                    probs=windowing.merge_windows(ranges, [softmax(logits[w]) for w in per_doc[doc_i]], len(doc)),
+                    segments=self._segments(doc),
+                    fixed_outside=[] if self.overwrite_ents else [(e.start, e.end) for e in doc.ents],
+                    no_edge=[t.is_space for t in doc],
+                    ranges=ranges,
+                    # what each window predicted on its own, for the service's decision explanation
+                    window_labels=[tag_labels[logits[w].argmax(axis=1)] for w in per_doc[doc_i]],
+                )
             )
-            # what each window predicted on its own, for the service's decision explanation
-            window_labels = [tag_labels[logits[w].argmax(axis=1)] for w in per_doc[doc_i]]
-            votes = windowing.window_agreement(ranges, window_labels, spans)
-            predictions.append(DocPrediction(spans, confidences, len(ranges), votes))
-        return predictions
+        return results
+
+    def decode_probabilities(self, found: "DocProbabilities", bias: Optional[numpy.ndarray] = None) -> DocPrediction:
+        """Entities and raw confidences of one Doc from ``predict_probabilities``.
+
+        bias (Optional[numpy.ndarray]): per tag, added to the log-probabilities before
+            Viterbi (``decoding.bias_vector``); ``predict`` passes the stored ``decoding_bias``.
+        """
+        tags = self.tags
+        spans, confidences = decoding.decode_scored(
+            found.probs,
+            tags,
+            self.cfg["scheme"],
+            found.segments,
+            fixed_outside=found.fixed_outside,
+            no_edge=found.no_edge,
+            joined=self.join_touching,
+            constraints=decoding.constraints_for(tags, self.cfg["scheme"]),
+            bias=bias,
+        )
+        votes = windowing.window_agreement(found.ranges, found.window_labels, spans)
+        return DocPrediction(spans, confidences, len(found.ranges), votes)
+
+    def pipe_probabilities(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Tuple[Doc, "DocProbabilities"]]:
+        """``predict_probabilities`` over a stream, in the batches ``pipe`` would predict
+        together (so the same windows share a forward pass); the Docs are not changed."""
+        for docs in _buffered(stream, batch_size, self.sort_buffer_tokens):
+            yield from zip(docs, self.predict_probabilities(docs))
 
     def _segments(self, doc: Doc) -> List[windowing.Window]:
         """Token ranges decoded on their own: the sentences unless ``within_sentences`` is "none", else the Doc."""
@@ -476,27 +525,37 @@ class NerPlus(TrainablePipe):
                 doc.set_ents(kept, default="unmodified")
 
     # --- calibration -------------------------------------------------------
-    def set_calibration(self, calibrators: Dict[str, Calibrator], thresholds: Dict[str, float]) -> None:
+    def set_calibration(
+        self, calibrators: Dict[str, Calibrator], thresholds: Dict[str, float], decoding_bias: Optional[Dict[str, float]] = None
+    ) -> None:
         """Store per-type calibrators and thresholds, fitted to the current weights.
 
         calibrators (Dict[str, Calibrator]): raw -> calibrated score, per label.
         thresholds (Dict[str, float]): the calibrated score an entity of the
             label needs to enter ``doc.ents``.
+        decoding_bias (Optional[Dict[str, float]]): per label, b >= 0 added to the
+            log-probabilities of its tags before decoding (decoding.bias_vector);
+            the calibrators and thresholds were fitted to entities decoded with it.
+            None or {}: no bias (a bias stored before is dropped with the old calibration).
         """
-        unknown = sorted((set(calibrators) | set(thresholds)) - set(self.labels))
+        unknown = sorted((set(calibrators) | set(thresholds) | set(decoding_bias or {})) - set(self.labels))
         if unknown:
             raise ValueError(f"calibration for label(s) {unknown} that {self.name} does not predict (labels: {list(self.labels)})")
+        bias = {label: float(b) for label, b in (decoding_bias or {}).items() if b}
+        decoding.bias_vector(self.tags, bias)  # a negative or non-finite bias is an error here, not at the first text
         self.cfg["calibration"] = {label: c.to_dict() for label, c in calibrators.items()}
         self.cfg["thresholds"] = {label: float(t) for label, t in thresholds.items()}
+        self.cfg["decoding_bias"] = bias
         self.cfg["calibration_weights"] = self.weights_fingerprint()
         self.cfg["calibration_decoding"] = self.decoding_mode
 
     def clear_calibration(self, reason: str) -> None:
-        """Drop calibrators and thresholds (with a warning saying ``reason``) when there are any."""
-        if self.cfg["calibration"] or self.cfg["thresholds"]:
-            warnings.warn(f"{self.name}: calibration and thresholds dropped: {reason}; run calibrate again")
+        """Drop calibrators, thresholds and the decoding bias (with a warning saying ``reason``) when there are any."""
+        if self.cfg["calibration"] or self.cfg["thresholds"] or self.cfg["decoding_bias"]:
+            warnings.warn(f"{self.name}: calibration and thresholds dropped (with the decoding bias): {reason}; run calibrate again")
         self.cfg["calibration"] = {}
         self.cfg["thresholds"] = {}
+        self.cfg["decoding_bias"] = {}
         self.cfg["calibration_weights"] = ""
 
     def weights_fingerprint(self) -> str:

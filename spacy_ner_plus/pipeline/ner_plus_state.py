@@ -32,7 +32,7 @@ from ..ml.transformer import inference_modules
 
 RUNTIMES = ("torch", "onnxruntime")
 # cfg entries that must round-trip bit for bit
-EXACT_KEYS = ("thresholds", "calibration", "calibration_weights")
+EXACT_KEYS = ("thresholds", "calibration", "calibration_weights", "decoding_bias")
 # Settings that pipelines saved before 0.2.0 kept in cfg (now they come from the config).
 OLD_CFG_SETTINGS = ("window", "stride", "window_batch_size", "sort_buffer_tokens", "class_weights",
                     "focal_gamma", "max_grad_norm", "spans_key", "quantize")
@@ -40,7 +40,7 @@ OLD_CFG_SETTINGS = ("window", "stride", "window_batch_size", "sort_buffer_tokens
 
 def exact_state(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The entries of ``cfg`` saved as msgpack beside it."""
-    return {key: cfg[key] for key in EXACT_KEYS}
+    return {key: cfg[key] for key in EXACT_KEYS if key in cfg}
 
 
 def current_settings(pipe: TrainablePipe) -> Dict[str, Any]:
@@ -85,6 +85,10 @@ def restore_learned_state(pipe: TrainablePipe, settings: Dict[str, Any], exact: 
     cfg.setdefault("calibration_weights", "")
     # Pipelines calibrated before join_touching existed read entities from the tags.
     cfg.setdefault("calibration_decoding", "tags")
+    # Pipelines saved before the decoding bias existed decode without one (``cfg`` was
+    # updated by the load, so a bias of the pipe loaded into must not survive either).
+    if not exact or "decoding_bias" not in exact:
+        cfg["decoding_bias"] = {}
 
 
 def weights_fingerprint(model: Model) -> str:
@@ -115,7 +119,7 @@ def stale_calibrations(nlp: Language) -> List[str]:
     for name in ner_plus_pipe_names(nlp):
         pipe = nlp.get_pipe(name)
         fitted = pipe.cfg.get("calibration_weights")
-        if not (pipe.cfg["calibration"] or pipe.cfg["thresholds"]):
+        if not (pipe.cfg["calibration"] or pipe.cfg["thresholds"] or pipe.cfg.get("decoding_bias")):
             continue
         if not fitted:
             messages.append(f"{name}: its calibration does not say which weights it was fitted to (saved before 0.2.0)")
@@ -124,7 +128,7 @@ def stale_calibrations(nlp: Language) -> List[str]:
             if fitted != now:
                 messages.append(
                     f"{name}: its calibration and thresholds were fitted to other weights (fingerprint "
-                    f"{fitted[:12]}, now {now[:12]}): run `python -m spacy_ner_plus calibrate` again"
+                    f"{fitted[:12]}, now {now[:12]}), as was its decoding bias: run `python -m spacy_ner_plus calibrate` again"
                 )
         decoded = pipe.cfg.get("calibration_decoding", "tags")
         if decoded != pipe.decoding_mode:
