@@ -26,9 +26,12 @@ resume corpus, whose spans are long and their boundaries loose.
 Gold files: a column file (``-DOCSTART-`` documents; the text of a document is
 its words joined by single spaces, as "CoNLL++ test documents built from plain
 words"), a DocBin (``.spacy``: the text of each Doc, e.g. corpus/resume/test.spacy,
-whole CVs), or a span export (``.jsonl``/``.json``, read by training/spans.py).
+whole CVs), or a span export (``.jsonl``/``.json``: its spans at their own character offsets, not
+snapped to tokens; a record's ``"unannotated"`` types are left out of the score, as the PII test set's
+news part asks).
 
-    python -m bench plain_text_sentences training/conll/model-calibrated --data ../shared/data/conll2003/test.iob --output plain_text_conll.json
+    python -m bench plain_text_sentences training/plaintext_conll/model-calibrated --data ../shared/data/conll2003/dev.iob --data ../shared/data/conll2003/test.iob --output plain_text_conll.json
+    python -m bench plain_text_sentences training/pii-mix/model-calibrated --data corpus/pii/dev.spacy --data corpus/pii/test.spacy --data assets/pii_testset/written.jsonl --data corpus/pii_testset/conll.jsonl --output plain_text_pii.json
     python -m bench plain_text_sentences training/resume/model-calibrated --data corpus/resume/test.spacy --output plain_text_resume.json
     python -m bench plain_text_sentences MODEL --data FILE --quick      # 3 documents, to check it runs
 
