@@ -628,6 +628,38 @@ def ray_streaming(ledger: Ledger) -> str:
     return block(lines, [r], notes)
 
 
+PLAIN_TEXT_PATHS = (("plain", "no sentencizer"), ("sentencizer_none", 'sentencizer, `"none"`'), ("sentencizer_entities", 'sentencizer, `"entities"`'),
+                    ("sentencizer_windows", 'sentencizer, `"windows"`'), ("gold_sentences", "gold sentences"))
+PLAIN_TEXT_DATA = {"dev.iob": "CoNLL-2003 dev documents", "test.iob": "CoNLL++ test documents", "pii/dev.spacy": "PII dev",
+                   "pii/test.spacy": "PII test", "written.jsonl": "PII test set, written", "pii_testset/conll.jsonl": "PII test set, news"}
+
+
+@table("plain-text-sentences")
+def plain_text_sentences(ledger: Ledger) -> str:
+    """Plain text through a packaged pipeline, per sentence path (issue 31, part 2): strict F1 (P / R) by character offsets."""
+    runs = [ledger.latest(name) for name in ("plain_text_conll", "plain_text_pii")]
+    rows = []
+    for r in runs:
+        for row in r["numbers"]["rows"]:
+            paths = row["paths"]
+            best = max(x["f1"] for key, x in paths.items() if key != "gold_sentences")  # gold sentences: the reference, not a path to package
+            data = next((label for end, label in PLAIN_TEXT_DATA.items() if row["data"].endswith(end)), row["data"])
+
+            def cell(key: str) -> str:
+                if key not in paths:
+                    return "—"
+                x = paths[key]
+                text = f"{x['f1']:.2f} ({x['precision']:.2f} / {x['recall']:.2f})"
+                return f"**{text}**" if x["f1"] == best else text
+
+            rows.append([f"`{row['model']}`", data, num(row["documents"]), num(row["gold_entities"]), *[cell(key) for key, _ in PLAIN_TEXT_PATHS]])
+    lines = md_table(["pipeline", "text", "texts", "gold entities", *[label for _, label in PLAIN_TEXT_PATHS]], "llrr" + "r" * len(PLAIN_TEXT_PATHS), rows)
+    threads = sorted({r["numbers"]["torch_threads"] for r in runs})
+    notes = [f"Strict F1 (P / R) by character offsets, each text one `nlp(text)` with the pipeline's own tokenizer; bold: the best path a package can take (gold sentences are the reference). "
+             f"Column files: a document's words joined by single spaces. Torch threads {', '.join(map(str, threads))}."]
+    return block(lines, runs, notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # calibration
 

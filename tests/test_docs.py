@@ -315,12 +315,13 @@ def test_the_readme_is_short_and_holds_the_generated_results_table():
     assert len(readme.splitlines()) <= README_MAX_LINES
     assert readme.count("<!-- bench-table: readme-summary -->") == 1
     assert readme.index("<!-- bench-table: readme-summary -->") < readme.index("<!-- /bench-table -->")
-    # the quick start, and the snippet loads the calibrated pipeline that `all` packages
+    # the quick start, and the snippet loads the calibrated pipeline that `all` packages (behind a sentencizer)
     for command in ("python3 scripts/dev.py all", "python3 scripts/dev.py test", 'python3 scripts/dev.py test -m "not slow"'):
         assert command in readme
     project = (ROOT / "project.yml").read_text(encoding="utf8")
     assert 'spacy.load("training/sample/model-calibrated")' in readme
-    assert "spacy package training/${vars.name}/model-calibrated" in project
+    assert "spacy assemble configs/package_sentences.cfg training/${vars.name}/model-packaged --paths.model training/${vars.name}/model-calibrated" in project
+    assert "spacy package training/${vars.name}/model-packaged" in project
     assert "training/${vars.name}/model-calibrated" in project and "name: \"sample\"" in project
 
 

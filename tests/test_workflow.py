@@ -56,3 +56,8 @@ def test_the_workflow_runs_end_to_end_with_hyphenated_labels(tmp_path):
     assert {s.label_ for s in doc.spans["ner_plus"]} <= set(ner.labels)
     wheels = list((project / "packages").glob("en_hyphen_test-*/dist/*.whl"))
     assert len(wheels) == 1
+    # what the wheel holds: a sentencizer first, so plain text gets the sentence path of the config
+    packaged = spacy.load(project / "training" / "hyphen" / "model-packaged")
+    assert packaged.pipe_names == ["sentencizer", "ner_plus"] and packaged.get_pipe("ner_plus").within_sentences == "windows"
+    assert packaged.get_pipe("ner_plus").cfg["thresholds"] == ner.cfg["thresholds"]
+    assert len(list(packaged("Anna read War and Peace. Peter loves Hamlet.").sents)) == 2
