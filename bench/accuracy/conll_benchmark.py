@@ -53,8 +53,9 @@ split: train.spacy, dev.spacy, test.spacy) are read with --corpus; --config
 picks ner_plus's base config and --batch-size the docs per optimizer step,
 the same for every system (whole CVs: 1 a batch, about the tokens of 64 CoNLL sentences). The HF peer then cuts docs
 into pieces of --chunk-tokens tokens (as many a batch as --batch-size docs
-hold on average: the same text per optimizer step) and scores whole documents; spaCy's transformer peer uses
-spacy-transformers' own strided windows. Records carry the overlap scores too.
+hold on average: the same text per optimizer step) and scores whole documents; spaCy's
+transformer peer trains on the same pieces (on whole CVs it was killed at 19.2 GB: it runs
+all of a doc's strided spans in one pass) and predicts whole documents with its strided windows. Records carry the overlap scores too.
 
     python -m bench conll_benchmark --corpus corpus/healthcare --name healthcare ner_plus --seed 1
     python -m bench conll_benchmark --corpus corpus/resume --name resume --config configs/ner_plus_resume.cfg \
@@ -209,6 +210,17 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
     config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True, pretraining=False, silent=True)
     config["components"]["transformer"]["model"]["name"] = {"@misc": "spacy-ner-plus.embedded_backbone.v1"}
     batch_size = OPTIONS["batch_size"]
+    if OPTIONS["chunk_tokens"]:
+        # spacy-transformers trains every strided span of a batch's docs in one pass: on one whole CV a
+        # batch it was killed by the kernel at 19.2 GB (issue 31). It trains on the pieces the HF peer
+        # trains on (as many a batch as the docs of --batch-size hold) and predicts whole documents.
+        from bench.accuracy.peer_hf_token_classification import chunk_docs
+
+        pieces = work / "train_pieces.spacy"
+        docs = list(DocBin().from_disk(paths["train"]).get_docs(Vocab()))
+        DocBin(docs=chunk_docs(docs, OPTIONS["chunk_tokens"])[0]).to_disk(pieces)
+        batch_size = hf_batch_size(paths)
+        paths = {**paths, "train": pieces}
     if recipe:
         training = config["training"]
         training["batcher"] = {"@batchers": "spacy.batch_by_sequence.v1", "size": batch_size, "get_length": None}
@@ -311,7 +323,7 @@ def main() -> None:
         "system": args.system,
         "data": str(args.corpus if args.corpus is not None else args.data),
         "batch_size": args.batch_size,
-        **({"chunk_tokens": args.chunk_tokens, "hf_batch_pieces": hf_batch_size(paths)} if args.system == "hf_token_cls" and args.chunk_tokens else {}),
+        **({"chunk_tokens": args.chunk_tokens, "pieces_per_batch": hf_batch_size(paths)} if args.system in ("hf_token_cls", "spacy_trf_ner_recipe", "spacy_trf_ner") and args.chunk_tokens else {}),
         "epochs": args.epochs,
         "seed": args.seed,
         "train_seconds": round(seconds, 1),
