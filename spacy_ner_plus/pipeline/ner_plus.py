@@ -580,8 +580,7 @@ class NerPlus(TrainablePipe):
             return losses
         windows, owners, _ = self._windows([eg.predicted for eg in examples])
         set_dropout_rate(self.model, drop)
-        gold_docs = [self.gold_tag_ids(eg) for eg in examples]
-        gold = [gold_docs[d][s:e] for d, s, e in owners]
+        gold = self._window_gold(examples, owners)
         n_labeled = int(sum((g >= 0).sum() for g in gold))
         loss = 0.0
         # passes of window_batch_size windows, each backpropagated before the next runs: memory
@@ -623,9 +622,13 @@ class NerPlus(TrainablePipe):
             ids[i] = index[tag]
         return ids
 
-    def _window_loss(self, examples: Sequence[Example], owners: Sequence[Tuple[int, int, int]], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+    def _window_gold(self, examples: Sequence[Example], owners: Sequence[Tuple[int, int, int]]) -> List[numpy.ndarray]:
+        """Per window, the gold tag ids of the tokens it owns (``owners`` from ``_windows``)."""
         gold_docs = [self.gold_tag_ids(eg) for eg in examples]
-        gold = numpy.concatenate([gold_docs[d][s:e] for d, s, e in owners])
+        return [gold_docs[d][s:e] for d, s, e in owners]
+
+    def _window_loss(self, examples: Sequence[Example], owners: Sequence[Tuple[int, int, int]], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+        gold = numpy.concatenate(self._window_gold(examples, owners))
         return token_classification_loss(self.model.ops, scores, gold, self.cfg["tag_weights"], self.focal_gamma)
 
     def finish_update(self, sgd: Optimizer) -> None:
