@@ -128,7 +128,8 @@ def split_holdout(train_file: Path, out: Path) -> dict:
     return paths
 
 
-OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0, "documents": False, "config": ROOT / "configs" / "ner_plus.cfg", "batch_size": 32, "chunk_tokens": 0}
+OPTIONS = {"gpu_id": -1, "backbone": None, "seed": 0, "documents": False, "config": ROOT / "configs" / "ner_plus.cfg", "batch_size": 32, "chunk_tokens": 0,
+           "pieces_per_batch": 32}
 
 
 def spacy_train(config_path: Path, paths: dict, output: Path, epochs: int, batch_size: int) -> float:
@@ -219,7 +220,7 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
         pieces = work / "train_pieces.spacy"
         docs = list(DocBin().from_disk(paths["train"]).get_docs(Vocab()))
         DocBin(docs=chunk_docs(docs, OPTIONS["chunk_tokens"])[0]).to_disk(pieces)
-        batch_size = hf_batch_size(paths)
+        batch_size = OPTIONS["pieces_per_batch"]
         paths = {**paths, "train": pieces}
     if recipe:
         training = config["training"]
@@ -236,20 +237,21 @@ def run_spacy_trf_ner(paths, work, epochs, train=True, recipe=False):
     return seconds, score_best(work, paths)
 
 
-def hf_batch_size(paths: dict) -> int:
-    """Sequences per HF step: --batch-size docs, or with --chunk-tokens as many pieces as
-    --batch-size docs hold on average in train (the same text per optimizer step)."""
-    if not OPTIONS["chunk_tokens"]:
-        return OPTIONS["batch_size"]
-    docs = list(DocBin().from_disk(paths["train"]).get_docs(Vocab()))
-    pieces_per_doc = sum(-(-len(d) // OPTIONS["chunk_tokens"]) for d in docs) / len(docs)
-    return max(1, round(OPTIONS["batch_size"] * pieces_per_doc))
+def pieces_per_batch(train: Path, batch_size: int, chunk_tokens: int) -> int:
+    """Sequences per step of a peer that trains on pieces: as many pieces of
+    ``chunk_tokens`` as ``batch_size`` docs of ``train`` hold on average (the same
+    text per optimizer step); ``batch_size`` without pieces."""
+    if not chunk_tokens:
+        return batch_size
+    docs = list(DocBin().from_disk(train).get_docs(Vocab()))
+    pieces_per_doc = sum(-(-len(d) // chunk_tokens) for d in docs) / len(docs)
+    return max(1, round(batch_size * pieces_per_doc))
 
 
 def run_hf(paths, work, epochs, train=True):
     cmd = [sys.executable, "-m", "bench", "peer_hf_token_classification", str(paths["train"]), str(paths["dev"]),
            str(paths["test"]), "--epochs", str(epochs), "--output", str(work / "metrics.json"), "--save", str(work / "model"),
-           "--seed", str(OPTIONS["seed"]), "--chunk-tokens", str(OPTIONS["chunk_tokens"]), "--batch-size", str(hf_batch_size(paths))]
+           "--seed", str(OPTIONS["seed"]), "--chunk-tokens", str(OPTIONS["chunk_tokens"]), "--batch-size", str(OPTIONS["pieces_per_batch"])]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -309,6 +311,7 @@ def main() -> None:
             parser.error(f"--corpus {args.corpus}: missing {', '.join(missing)} (run the workflow's convert step first)")
     else:
         paths = convert(args.data, ROOT / "corpus" / f"bench_{args.name}", with_holdout=args.system == "ner_plus_holdout")
+    OPTIONS["pieces_per_batch"] = pieces_per_batch(paths["train"], args.batch_size, args.chunk_tokens)
     work = ROOT / "training" / f"bench_{args.name}_{args.system}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
     result_path = RESULTS / f"{args.name}_{args.system}{suffix}.json"
@@ -323,7 +326,7 @@ def main() -> None:
         "system": args.system,
         "data": str(args.corpus if args.corpus is not None else args.data),
         "batch_size": args.batch_size,
-        **({"chunk_tokens": args.chunk_tokens, "pieces_per_batch": hf_batch_size(paths)} if args.system in ("hf_token_cls", "spacy_trf_ner_recipe", "spacy_trf_ner") and args.chunk_tokens else {}),
+        **({"chunk_tokens": args.chunk_tokens, "pieces_per_batch": OPTIONS["pieces_per_batch"]} if args.system in ("hf_token_cls", "spacy_trf_ner_recipe", "spacy_trf_ner") and args.chunk_tokens else {}),
         "epochs": args.epochs,
         "seed": args.seed,
         "train_seconds": round(seconds, 1),

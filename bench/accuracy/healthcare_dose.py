@@ -32,7 +32,6 @@ from bench.accuracy.conll_benchmark import best_checkpoint, score_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
-TYPES = ("DRUG", "ADVERSE_EFFECT", "DOSE")
 
 
 def scores(metrics: dict) -> Dict[str, dict]:
@@ -41,13 +40,11 @@ def scores(metrics: dict) -> Dict[str, dict]:
 
 
 def hf_scores(model_dir: Path, data: Path) -> dict:
-    import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from bench.accuracy.peer_hf_token_classification import encode, load, predict
     from spacy_ner_plus.evaluation.evaluate import evaluate_examples
 
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForTokenClassification.from_pretrained(str(model_dir))
     docs = load(data)
