@@ -77,6 +77,7 @@ def test_decision_process_model_and_ad_hoc(server):
     for e in (john, nyc):
         process = e["decision_process"]
         assert process["raw_score"] is not None and process["calibration"] == "none" and process["n_windows"] == 1
+        assert process["decoding_bias"] == 0.0
         assert process["windows"] == {"covering": 1, "agreeing": 1}
     assert ticket["source"] == "ad_hoc" and ticket["threshold"] is None
     assert ticket["decision_process"] == {
@@ -185,3 +186,22 @@ def test_ad_hoc_types_in_redaction_and_audit(server):
     # the request's own type names reach neither the audit log nor the metrics
     assert "TICKET_ID" not in json.dumps(audit) and audit["entities"]["AD_HOC"]["detected"] == 1 and audit["ad_hoc_recognizers"] == 1
     assert "TICKET_ID" not in server.client.get("/metrics").text
+
+
+def test_a_decoding_bias_is_explained_shown_and_part_of_the_config_hash(trained_nlp):
+    from spacy_ner_plus.service.analysis import decision_process
+    from spacy_ner_plus.service.decision import Candidate, ServedModel
+
+    pipe, tokenizer = trained_nlp.get_pipe("ner_plus"), trained_nlp.tokenizer
+    saved = pipe.cfg.get("decoding_bias")
+    try:  # ServedModel guards the tokenizer in place: the session's pipeline gets its own back
+        plain = ServedModel(trained_nlp, "model", {}, {})
+        pipe.cfg["decoding_bias"] = {"PER": 1.5}
+        biased = ServedModel(trained_nlp, "model", {}, {})
+    finally:
+        pipe.cfg["decoding_bias"], trained_nlp.tokenizer = saved, tokenizer
+    assert plain.decoding_bias == {"PER": 0.0, "LOC": 0.0, "ORG": 0.0} and biased.decoding_bias["PER"] == 1.5
+    assert biased.config_hash != plain.config_hash  # the bias changes which entities there are
+    person, place = (Candidate(0, 4, label, 0.9, "model", raw_score=0.95, windows=(1, 1)) for label in ("PER", "LOC"))
+    assert decision_process(person, 0.5, biased, [], 1, 4)["decoding_bias"] == 1.5
+    assert decision_process(place, 0.5, biased, [], 1, 4)["decoding_bias"] == 0.0

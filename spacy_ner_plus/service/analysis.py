@@ -118,6 +118,7 @@ def decision_process(c: Candidate, threshold: Optional[float], model: ServedMode
             {
                 "recognizer": model.pipe.name,
                 "calibration": model.calibration.get(c.label, "none"),
+                "decoding_bias": model.decoding_bias.get(c.label, 0.0),
                 "threshold": r(threshold),
                 "threshold_from": "request" if c.label in overridden else "pipeline",
                 "threshold_bounds": [lo, hi],

@@ -369,6 +369,7 @@ def create_app(settings: ServeSettings):
             "thresholds": model.thresholds,
             "threshold_bounds": {k: {"min": lo, "max": hi} for k, (lo, hi) in model.bounds.items()},
             "calibration": model.pipe.cfg.get("calibration", {}),
+            "decoding_bias": model.decoding_bias,
             "config_hash": model.config_hash,
             "near_threshold": NEAR_THRESHOLD,
             "operators": {

@@ -97,6 +97,10 @@ class ServedModel:
             self.bounds[label] = (lo, hi)
         calibration = self.pipe.cfg.get("calibration", {})
         self.calibration: Dict[str, str] = {label: calibration.get(label, {}).get("method", "none") for label in self.model_labels}
+        # added to a type's tag scores before decoding (calibrate's recall policies): it changes
+        # which entities there are, not their confidences
+        bias = self.pipe.cfg.get("decoding_bias") or {}
+        self.decoding_bias: Dict[str, float] = {label: float(bias.get(label, 0.0)) for label in self.model_labels}
         meta = nlp.meta
         self.info = {
             "name": f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}",
@@ -110,6 +114,7 @@ class ServedModel:
                 "labels": self.labels,
                 "thresholds": self.thresholds,
                 "calibration": calibration,
+                "decoding_bias": self.decoding_bias,
                 "bounds": self.bounds,
             }
         )
