@@ -338,25 +338,29 @@ def choose_threshold(
         best = int(bound.argmax())
         what = "precision" if not bootstrap else f"the {confidence:.0%} lower bound of precision"
         return float(t[best]), f"{what} {value} is not reached on DEV (best {bound[best]:.3f})"
-    bound = recall_bound(scores, correct, n_gold, bootstrap, confidence, seed)
-    ok = numpy.nonzero(bound >= value)[0]
-    if len(ok):
-        return float(t[ok[-1]]), None
-    return float(t[0]), f"recall {value} is not reached on DEV (at most {bound[0]:.3f})"
+    threshold, _, warning = recall_threshold(scores, correct, n_gold, value, bootstrap, confidence, seed)
+    return threshold, warning
 
 
-def recall_bound(
-    scores: Sequence[float], correct: Sequence[bool], n_gold: int, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0
-) -> numpy.ndarray:
-    """What ``recall:R`` compares with R at each candidate threshold (threshold_curve's):
-    DEV's recall, or with ``bootstrap`` its ``confidence`` lower bound (choose_threshold)."""
+def recall_threshold(
+    scores: Sequence[float], correct: Sequence[bool], n_gold: int, target: float, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0
+) -> Tuple[float, float, Optional[str]]:
+    """``recall:target``'s threshold: the highest candidate (threshold_curve's) whose recall on DEV,
+    or with ``bootstrap`` its ``confidence`` lower bound, reaches ``target``, else the lowest.
+    RETURNS (threshold, that recall or bound at it, warning or None)."""
     curve = threshold_curve(scores, correct, n_gold)
-    if not bootstrap or not len(curve["threshold"]):
-        return curve["recall"]
-    weights = numpy.random.default_rng(seed).poisson(1.0, size=(bootstrap, len(numpy.asarray(scores)))).astype("int32")
-    tp = _counts(scores, correct, curve["threshold"], weights)[1]
-    n_missed = n_gold - int(numpy.sum(correct))
-    return numpy.quantile(_ratio(tp, n_missed + tp[:, :1]), 1.0 - confidence, axis=0)
+    t, bound = curve["threshold"], curve["recall"]
+    if not len(t):
+        return 0.0, 0.0, "no predictions"
+    if bootstrap:
+        weights = numpy.random.default_rng(seed).poisson(1.0, size=(bootstrap, len(numpy.asarray(scores)))).astype("int32")
+        tp = _counts(scores, correct, t, weights)[1]
+        n_missed = n_gold - int(numpy.sum(correct))
+        bound = numpy.quantile(_ratio(tp, n_missed + tp[:, :1]), 1.0 - confidence, axis=0)
+    ok = numpy.nonzero(bound >= target)[0]
+    if len(ok):
+        return float(t[ok[-1]]), float(bound[ok[-1]]), None
+    return float(t[0]), float(bound[0]), f"recall {target} is not reached on DEV (at most {bound[0]:.3f})"
 
 
 def _ratio(a: numpy.ndarray, b: numpy.ndarray) -> numpy.ndarray:
@@ -468,16 +472,17 @@ def calibrate_type(
     else:
         calibrator = fitted if fitted is not None else fit_calibrator(raw, correct, method, lengths)
     calibrated = calibrator(raw, lengths)
-    threshold, warning = choose_threshold(calibrated, correct, n_gold, policy, bootstrap, confidence, seed)
+    name, target = parse_policy(policy)
+    bound = None
+    if name == "recall":
+        threshold, bound, warning = recall_threshold(calibrated, correct, n_gold, target, bootstrap, confidence, seed)
+    else:
+        threshold, warning = choose_threshold(calibrated, correct, n_gold, policy, bootstrap, confidence, seed)
     if warning:
         notes.append(warning)
     result = TypeCalibration(label, n_gold, raw, correct, calibrator, calibrated, threshold, policy, notes)
-    name, target = parse_policy(policy)
-    if name == "recall":
-        bound = recall_bound(calibrated, correct, n_gold, bootstrap, confidence, seed)
-        at = numpy.nonzero(numpy.unique(calibrated) == threshold)[0]
-        result.recall_bound = float(bound[at[0]]) if len(at) else 0.0
-        result.reached = result.recall_bound >= target
+    if bound is not None:
+        result.recall_bound, result.reached = bound, bound >= target
     return result
 
 

@@ -12,6 +12,7 @@ from spacy_ner_plus.calibration import (
     choose_threshold,
     fit_calibrator,
     parse_policy,
+    recall_threshold,
     threshold_curve,
 )
 from spacy_ner_plus.evaluation.calibration_report import write_report
@@ -92,6 +93,22 @@ def test_recall_and_fbeta_policies():
     assert curve["f1"][list(curve["threshold"]).index(t_f1)] == pytest.approx(curve["f1"].max())
     t_f2, _ = choose_threshold(scores, y, n_gold, "fbeta:2")
     assert t_f2 <= t_f1  # favouring recall never raises the threshold
+
+
+def test_recall_policy_with_bootstrap_reports_the_lower_bound_at_its_threshold():
+    z, y = sample(2000, sig, seed=4)
+    scores = sig(z)
+    n_gold = int(y.sum()) + 50  # some gold entities no prediction found
+    point = threshold_curve(scores, y, n_gold)
+    for target in (0.6, 0.99):
+        t, bound, warning = recall_threshold(scores, y, n_gold, target, bootstrap=200, seed=1)
+        assert (t, warning) == choose_threshold(scores, y, n_gold, f"recall:{target}", bootstrap=200, seed=1)
+        at = list(point["threshold"]).index(t)
+        assert bound < point["recall"][at]  # a lower bound, below DEV's own recall there
+        r = calibrate_type("X", scores, y, n_gold, "temperature", f"recall:{target}", 1, bootstrap=200, seed=1, fitted=Calibrator())
+        assert (r.threshold, r.recall_bound, r.reached) == (t, bound, bound >= target)
+        assert r.reached == (warning is None)
+    assert recall_threshold([], [], 3, 0.9) == (0.0, 0.0, "no predictions")
 
 
 def test_unreachable_precision_warns():
