@@ -8,6 +8,10 @@ The virtual environment lives in .venv at the repo root and is (re)installed
 only when setup.cfg or this script change. Torch is installed first and pinned
 (NER_PLUS_TORCH, default torch==2.13.0) so that no open range pulls a
 multi-GB CUDA build. Extra arguments go to spacy project run / pytest.
+
+Tests run in one pytest-xdist worker per core (at most 4), each file on one worker
+(--dist loadfile: a module's trained fixtures are built once), with the cores shared
+out as torch threads (OMP_NUM_THREADS). `-n 0` runs them in one process; `-n N` chooses.
 """
 import hashlib
 import os
@@ -23,9 +27,20 @@ PYTHON = BIN / "python"
 STAMP = VENV / ".spacy-ner-plus-installed"
 
 
-def run(*args: str) -> None:
+def run(*args: str, env=None) -> None:
     print("+", " ".join(args), flush=True)
-    subprocess.run(args, cwd=ROOT, check=True)
+    subprocess.run(args, cwd=ROOT, check=True, env=env)
+
+
+def pytest_command(args: list) -> tuple:
+    """pytest with its arguments, and the environment that shares the cores out among the workers."""
+    env = dict(os.environ)
+    cores = os.cpu_count() or 1
+    if any(a.startswith(("-n", "--numprocesses")) for a in args):  # the caller chose
+        return [str(PYTHON), "-m", "pytest", "-q", *args], env
+    workers = min(4, cores)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+    return [str(PYTHON), "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadfile", *args], env
 
 
 def ensure_env() -> None:
@@ -55,7 +70,8 @@ def main() -> int:
         if sys.argv[1] == "all":
             run(str(PYTHON), "-m", "spacy", "project", "run", "all", ".", *sys.argv[2:])
         else:
-            run(str(PYTHON), "-m", "pytest", "-q", *sys.argv[2:])
+            command, env = pytest_command(sys.argv[2:])
+            run(*command, env=env)
     except subprocess.CalledProcessError as err:
         print(f"failed ({err.returncode}): {' '.join(map(str, err.cmd))}", file=sys.stderr)
         return err.returncode or 1

@@ -361,12 +361,18 @@ def test_dev_script_runs_the_workflow_and_pytest_with_the_given_arguments(monkey
     spec.loader.exec_module(dev)
     calls = []
     monkeypatch.setattr(dev, "ensure_env", lambda: None)
-    monkeypatch.setattr(dev, "run", lambda *args: calls.append(list(args)))
-    for argv in (["test", "-m", "not slow"], ["all"]):
+    monkeypatch.setattr(dev, "run", lambda *args, env=None: calls.append((list(args), env)))
+    monkeypatch.setattr(dev.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for argv in (["test", "-m", "not slow"], ["test", "-n", "0"], ["all"]):
         monkeypatch.setattr(sys, "argv", ["dev.py", *argv])
         assert dev.main() == 0
-    assert calls[0][1:] == ["-m", "pytest", "-q", "-m", "not slow"]
-    assert calls[1][1:] == ["-m", "spacy", "project", "run", "all", "."]
+    # one worker per core, each file on one worker, one torch thread each
+    assert calls[0][0][1:] == ["-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "-m", "not slow"]
+    assert calls[0][1]["OMP_NUM_THREADS"] == "1"
+    # the caller's -n is kept as given, and the cores are not shared out
+    assert calls[1][0][1:] == ["-m", "pytest", "-q", "-n", "0"] and "OMP_NUM_THREADS" not in calls[1][1]
+    assert calls[2][0][1:] == ["-m", "spacy", "project", "run", "all", "."]
 
 
 def _extras(text: str) -> dict:
