@@ -512,6 +512,47 @@ def healthcare_peers(ledger: Ledger) -> str:
     return _corpus_peers(ledger, "healthcare")
 
 
+RARE_VARIANTS = {"ner_plus_sqrt_inverse": '`class_weights = "sqrt_inverse_frequency"`', "ner_plus_focal1": "`focal_gamma = 1.0`"}
+
+
+def _rare_types(ledger: Ledger, name: str, n_rare: int) -> str:
+    """Class weights / focal loss against the default on one corpus, on the seeds both ran:
+    micro F1, and recall and F1 of the ``n_rare`` types with the fewest test mentions."""
+    default = {r["numbers"]["seed"]: r for r in _corpus_runs(ledger, name, "ner_plus")}
+    rows, used = [], list(default.values())
+    for system, label in RARE_VARIANTS.items():
+        runs = [r for r in _corpus_runs(ledger, name, system) if r["numbers"]["seed"] in default]
+        if not runs:
+            continue
+        base = [default[r["numbers"]["seed"]] for r in runs]
+        if not rows:
+            support = base[0]["numbers"]["per_type_scores"]
+            rare = sorted(support, key=lambda t: support[t]["support"])[:n_rare]
+        used += runs
+
+        def delta(key, type_=None):
+            get = (lambda r: r["numbers"][key]) if type_ is None else (lambda r: r["numbers"]["per_type_scores"][type_][key])
+            return f"{mean_sd([get(r) for r in runs])} ({signed(100 * statistics.mean(get(r) - get(b) for r, b in zip(runs, base))).replace('-', '−')})"
+
+        rows.append([label, ", ".join(str(r["numbers"]["seed"]) for r in runs), delta("f1"), delta("precision"), delta("recall"),
+                     *[f"{delta('recall', t)} / {delta('f1', t)}" for t in rare]])
+    if not rows:
+        raise LedgerError(f"no ledger record of a rare-type variant on {name} ({', '.join(RARE_VARIANTS)})")
+    header = ["setting", "seeds", "micro F1 (Δ)", "P (Δ)", "R (Δ)", *[f"{t} ({support[t]['support']}) R / F1 (Δ)" for t in rare]]
+    base_row = ["default (no weights, cross-entropy)", ", ".join(str(s) for s in sorted(default)), mean_sd([r["numbers"]["f1"] for r in default.values()]),
+                mean_sd([r["numbers"]["precision"] for r in default.values()]), mean_sd([r["numbers"]["recall"] for r in default.values()]),
+                *[f"{mean_sd([r['numbers']['per_type_scores'][t]['recall'] for r in default.values()])} / "
+                  f"{mean_sd([r['numbers']['per_type_scores'][t]['f1'] for r in default.values()])}" for t in rare]]
+    notes = ["Strict scores on test (seqeval), mean ± sd over the seeds; Δ: the mean difference to the default on the same seeds "
+             "(the default row is over every seed it ran). The types are the corpus's rarest on test (their test mentions in brackets)."]
+    return block(md_table(header, "ll" + "r" * (3 + len(rare)), [base_row, *rows]), used, notes)
+
+
+@table("rare-types-healthcare")
+def rare_types_healthcare(ledger: Ledger) -> str:
+    return _rare_types(ledger, "healthcare", 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # where the errors come from (error_breakdown)
 
