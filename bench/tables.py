@@ -553,6 +553,11 @@ def rare_types_healthcare(ledger: Ledger) -> str:
     return _rare_types(ledger, "healthcare", 1)
 
 
+@table("rare-types-resume")
+def rare_types_resume(ledger: Ledger) -> str:
+    return _rare_types(ledger, "resume", 4)
+
+
 # ---------------------------------------------------------------------------------------------
 # where the errors come from (error_breakdown)
 
