@@ -300,6 +300,9 @@ def choose_threshold(
     seed (int): the resampling's seed (the same inputs give the same threshold).
     """
     name, value = parse_policy(policy)
+    if name == "recall":
+        threshold, _, warning = recall_threshold(scores, correct, n_gold, value, bootstrap, confidence, seed)
+        return threshold, warning
     curve = threshold_curve(scores, correct, n_gold)
     t, p, r = curve["threshold"], curve["precision"], curve["recall"]
     if len(t) == 0:
@@ -330,16 +333,14 @@ def choose_threshold(
                 f"{confidence:.0%} needed), so it may fit DEV's noise: kept all"
             )
         return float(t[best]), None
-    if name == "precision":
-        bound = p if not bootstrap else numpy.quantile(_ratio(*reversed(_counts(scores, correct, t, weights))), quantile, axis=0)
-        ok = numpy.nonzero(bound >= value)[0]
-        if len(ok):
-            return float(t[ok[0]]), None
-        best = int(bound.argmax())
-        what = "precision" if not bootstrap else f"the {confidence:.0%} lower bound of precision"
-        return float(t[best]), f"{what} {value} is not reached on DEV (best {bound[best]:.3f})"
-    threshold, _, warning = recall_threshold(scores, correct, n_gold, value, bootstrap, confidence, seed)
-    return threshold, warning
+    # precision:P (parse_policy names no other policy)
+    bound = p if not bootstrap else numpy.quantile(_ratio(*reversed(_counts(scores, correct, t, weights))), quantile, axis=0)
+    ok = numpy.nonzero(bound >= value)[0]
+    if len(ok):
+        return float(t[ok[0]]), None
+    best = int(bound.argmax())
+    what = "precision" if not bootstrap else f"the {confidence:.0%} lower bound of precision"
+    return float(t[best]), f"{what} {value} is not reached on DEV (best {bound[best]:.3f})"
 
 
 def recall_threshold(
