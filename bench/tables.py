@@ -519,15 +519,16 @@ def _rare_types(ledger: Ledger, name: str, n_rare: int) -> str:
     """Class weights / focal loss against the default on one corpus, on the seeds both ran:
     micro F1, and recall and F1 of the ``n_rare`` types with the fewest test mentions."""
     default = {r["numbers"]["seed"]: r for r in _corpus_runs(ledger, name, "ner_plus")}
+    if not default:
+        raise LedgerError(f"no ledger record of {name}_ner_plus")
+    support = next(iter(default.values()))["numbers"]["per_type_scores"]  # the same test set for every run
+    rare = sorted(support, key=lambda t: support[t]["support"])[:n_rare]
     rows, used = [], list(default.values())
     for system, label in RARE_VARIANTS.items():
         runs = [r for r in _corpus_runs(ledger, name, system) if r["numbers"]["seed"] in default]
         if not runs:
             continue
         base = [default[r["numbers"]["seed"]] for r in runs]
-        if not rows:
-            support = base[0]["numbers"]["per_type_scores"]
-            rare = sorted(support, key=lambda t: support[t]["support"])[:n_rare]
         used += runs
 
         def delta(key, type_=None):
